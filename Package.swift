@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, one way down (../shared/DESIGN.md §1):
+// CKernels → SluiceCore → SluiceBackends → SluiceWeights → (memory, models, pipelines) → sluice
+let package = Package(
+    name: "Sluice",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .library(name: "SluiceCore", targets: ["SluiceCore"]),
+        .library(name: "SluiceBackends", targets: ["SluiceBackends"]),
+        .library(name: "SluiceWeights", targets: ["SluiceWeights"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // SIMD hot loops only. Each function carries its own target attribute and is chosen at run time.
+        .target(name: "CKernels"),
+        .target(name: "SluiceCore", dependencies: ["CKernels"]),
+        .target(name: "SluiceBackends", dependencies: ["SluiceCore", "CKernels"]),
+        .target(name: "SluiceWeights", dependencies: ["SluiceCore"]),
+        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceWeights"]),
+        .testTarget(name: "SluiceBackendsTests", dependencies: ["SluiceBackends", "SluiceCore", "SluiceWeights"]),
+        .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,93 @@
+import CKernels
+import SluiceCore
+
+extension CPUBackend {
+    /// One GEMM, C[M, N] = A[M, K] · B (+ bias), split across threads by columns (or rows when N
+    /// is narrow). B keeps its storage type; CKernels widens it panel by panel.
+    func gemm(M: Int, N: Int, K: Int, a: UnsafePointer<Float>, lda: Int,
+              b: UnsafeRawPointer, btype: DType, ldb: Int, transB: Bool,
+              c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, accumulate: Bool) {
+        guard M > 0 && N > 0 else { return }
+        let nr = Int(sk_gemm_nr(isa))
+        let flops = 2 * M * N * max(K, 1)
+        let want = min(threads, max(1, flops / 2_000_000))
+        // Prefer splitting columns (each thread packs only its share of B); fall back to rows.
+        let colBlocks = (N + nr - 1) / nr
+        let splitColumns = colBlocks >= want * 2 || M < want * 32
+        let parts = splitColumns ? min(want, colBlocks) : min(want, (M + 31) / 32)
+        let wsFloats = Int(sk_gemm_workspace_floats(isa))
+        let ws = workspace(floats: wsFloats, count: parts)
+        let base = ws.baseAddress.assumingMemoryBound(to: Float.self)
+        let code = btype.kernelCode!
+        let isa = self.isa
+        let args = UnsafeSendable((a, b, c, bias))
+        parallel(chunks: parts) { part, worker in
+            let (a, b, c, bias) = args.value
+            var m0 = 0, m1 = M, n0 = 0, n1 = N
+            if splitColumns {
+                n0 = colBlocks * part / parts * nr
+                n1 = min(N, colBlocks * (part + 1) / parts * nr)
+            } else {
+                m0 = M * part / parts
+                m1 = M * (part + 1) / parts
+            }
+            sk_gemm(isa, Int64(m0), Int64(m1), Int64(n0), Int64(n1), Int64(K), a, Int64(lda),
+                    b, code, Int64(ldb), transB ? 1 : 0, c, Int64(ldc), bias, accumulate ? 1 : 0,
+                    base + worker * (wsFloats + 16))
+        }
+        withExtendedLifetime(ws) {}
+    }
+
+    public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool) throws(SluiceError) -> Tensor {
+        guard a.shape.rank >= 2, b.shape.rank >= 2 else {
+            throw .shapeMismatch(operation: "matmul", expected: "rank ≥ 2 operands", found: "\(a.shape) × \(b.shape)")
+        }
+        guard b.dtype.isFloatStorage else { throw .unsupportedDType(operation: "matmul", dtype: b.dtype.rawValue) }
+        let A = try f32(a)
+        let B = b.contiguous()
+        let M = a.shape[-2], K = a.shape[-1]
+        let bK = transposeB ? b.shape[-1] : b.shape[-2]
+        let N = transposeB ? b.shape[-2] : b.shape[-1]
+        guard bK == K else {
+            throw .shapeMismatch(operation: "matmul", expected: "inner dimensions equal", found: "\(a.shape) × \(b.shape)\(transposeB ? "ᵀ" : "")")
+        }
+        let batchDims = Array(a.shape.dims.dropLast(2))
+        let batch = batchDims.reduce(1, *)
+        let bBatch = b.shape.dims.dropLast(2).reduce(1, *)
+        guard bBatch == 1 || bBatch == batch else {
+            throw .shapeMismatch(operation: "matmul", expected: "b batch 1 or \(batch)", found: "\(b.shape)")
+        }
+        let out = output(Shape(batchDims + [M, N]))
+        let es = B.dtype.byteSize
+        for i in 0..<batch {
+            gemm(M: M, N: N, K: K, a: A.f32 + i * M * K, lda: K,
+                 b: B.rawPointer + (bBatch == 1 ? 0 : i * K * N * es), btype: B.dtype, ldb: transposeB ? K : N,
+                 transB: transposeB, c: out.f32 + i * M * N, ldc: N, bias: nil, accumulate: false)
+        }
+        return out
+    }
+
+    public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) throws(SluiceError) -> Tensor {
+        guard weight.shape.rank == 2, x.shape.rank >= 1, x.shape[-1] == weight.shape[1] else {
+            throw .shapeMismatch(operation: "linear", expected: "x [..., \(weight.shape.rank == 2 ? weight.shape[1] : -1)], weight [out, in]",
+                                 found: "x \(x.shape), weight \(weight.shape)")
+        }
+        guard weight.dtype.isFloatStorage else { throw .unsupportedDType(operation: "linear", dtype: weight.dtype.rawValue) }
+        let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
+        var biasF32: Tensor?
+        if let bias {
+            guard bias.shape.count == outFeatures else {
+                throw .shapeMismatch(operation: "linear bias", expected: "[\(outFeatures)]", found: "\(bias.shape)")
+            }
+            biasF32 = try f32(bias)
+        }
+        let X = try f32(x)
+        let W = weight.contiguous()
+        let rows = x.count / max(inFeatures, 1)
+        let out = output(Shape(Array(x.shape.dims.dropLast()) + [outFeatures]))
+        gemm(M: rows, N: outFeatures, K: inFeatures, a: X.f32, lda: inFeatures, b: W.rawPointer, btype: W.dtype,
+             ldb: inFeatures, transB: true, c: out.f32, ldc: outFeatures, bias: biasF32.map { UnsafePointer($0.f32) },
+             accumulate: false)
+        return out
+    }
+}

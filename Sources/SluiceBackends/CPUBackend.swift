@@ -1,0 +1,74 @@
+import CKernels
+import Dispatch
+import SluiceCore
+
+/// The CPU backend: CKernels' SIMD paths, threaded across cores from Swift.
+public struct CPUBackend: Backend {
+    public let path: KernelPath
+    public let threads: Int
+    /// Counts the host memory this backend allocates (outputs and workspaces).
+    public let allocations: AllocationCounter
+
+    public var name: String { "cpu(\(path.rawValue), \(threads) threads)" }
+
+    /// `threads` defaults to every core; `path` to `SLUICE_KERNELS` or the best the CPU supports.
+    public init(path: KernelPath? = nil, threads: Int? = nil, allocations: AllocationCounter = AllocationCounter()) throws(SluiceError) {
+        let chosen: KernelPath
+        if let path { chosen = path } else { chosen = try KernelPath.fromEnvironment() }
+        guard KernelPath.supported.contains(chosen) else {
+            throw .invalidArgument(name: "kernel path", reason: "this CPU cannot run \(chosen.rawValue)")
+        }
+        if let threads, threads < 1 { throw .invalidArgument(name: "threads", reason: "must be at least 1, got \(threads)") }
+        self.path = chosen
+        self.threads = threads ?? CPUBackend.coreCount
+        self.allocations = allocations
+    }
+
+    public static var coreCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    var isa: Int32 { path.isa }
+
+    /// A new zeroed f32 tensor, counted.
+    func output(_ shape: Shape) -> Tensor { Tensor(zeros: shape, dtype: .f32, counter: allocations) }
+
+    /// A 64-byte-aligned scratch buffer of `floats` floats per thread, counted while alive.
+    func workspace(floats: Int, count: Int) -> HostStorage {
+        HostStorage(byteCount: (floats + 16) * 4 * count, counter: allocations)
+    }
+
+    /// Runs `body(chunk, worker)` for chunks 0..<chunks on up to `threads` workers. Each worker
+    /// takes chunks in a strided order, so `worker` indexes per-thread scratch safely.
+    func parallel(chunks: Int, _ body: (Int, Int) -> Void) {
+        let workers = min(threads, chunks)
+        if workers <= 1 {
+            for c in 0..<chunks { body(c, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeSendable(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var c = w
+                while c < chunks {
+                    box.value(c, w)
+                    c += workers
+                }
+            }
+        }
+    }
+
+    /// Input as a contiguous f32 tensor (widened or copied only when needed).
+    func f32(_ t: Tensor) throws(SluiceError) -> Tensor {
+        if t.dtype == .f32 { return t.contiguous() }
+        return try t.converted(to: .f32)
+    }
+}
+
+/// Carries a non-Sendable closure into concurrentPerform; each use is confined to disjoint data.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,111 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Bytes in host memory that a tensor points into: owned and 64-byte aligned, a memory-mapped
+/// file (nothing read until touched), or a span of another storage kept alive by this one.
+public final class HostStorage: @unchecked Sendable {
+    public enum Origin: Sendable {
+        case owned
+        case mapped(path: String)
+        case view(of: HostStorage)
+    }
+
+    public let baseAddress: UnsafeMutableRawPointer
+    public let byteCount: Int
+    public let origin: Origin
+    private let counter: AllocationCounter?
+    private let mappingLength: Int
+
+    /// Allocates `byteCount` zeroed bytes, 64-byte aligned, and records them in `counter`.
+    public init(byteCount: Int, counter: AllocationCounter? = nil) {
+        var p: UnsafeMutableRawPointer?
+        let rc = posix_memalign(&p, 64, max(byteCount, 64))
+        precondition(rc == 0 && p != nil, "host allocation of \(byteCount) bytes failed")
+        memset(p!, 0, max(byteCount, 64))
+        baseAddress = p!
+        self.byteCount = byteCount
+        origin = .owned
+        self.counter = counter
+        mappingLength = 0
+        counter?.add(byteCount)
+    }
+
+    /// Maps a whole file read-only. Pages are read on first touch; nothing is copied.
+    public init(mapping path: String) throws(SluiceError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(path: path, reason: "cannot open (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .io(path: path, reason: "cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .io(path: path, reason: "not a regular file") }
+        let size = Int(st.st_size)
+        if size == 0 {
+            // mmap rejects length 0; an empty file is a valid (if useless) mapping of nothing.
+            var p: UnsafeMutableRawPointer?
+            _ = posix_memalign(&p, 64, 64)
+            baseAddress = p!
+            byteCount = 0
+            origin = .owned
+            counter = nil
+            mappingLength = 0
+            return
+        }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else { throw .io(path: path, reason: "cannot map (\(String(cString: strerror(errno))))") }
+        baseAddress = p
+        byteCount = size
+        origin = .mapped(path: path)
+        counter = nil
+        mappingLength = size
+    }
+
+    /// A span of `parent`, which stays alive as long as this view does.
+    public init(viewOf parent: HostStorage, offset: Int, byteCount: Int) {
+        precondition(offset >= 0 && byteCount >= 0 && offset + byteCount <= parent.byteCount, "view out of bounds")
+        baseAddress = parent.baseAddress + offset
+        self.byteCount = byteCount
+        origin = .view(of: parent)
+        counter = nil
+        mappingLength = 0
+    }
+
+    deinit {
+        switch origin {
+        case .owned:
+            free(baseAddress)
+            counter?.remove(byteCount)
+        case .mapped:
+            munmap(baseAddress, mappingLength)
+        case .view:
+            break
+        }
+    }
+}
+
+/// Counts bytes allocated through it: current and peak. Tests use it to prove that an operation's
+/// memory is bounded (a counter, never a timer).
+public final class AllocationCounter: Sendable {
+    private struct State { var current = 0, peak = 0, total = 0 }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func add(_ bytes: Int) {
+        state.withLock {
+            $0.current += bytes
+            $0.total += bytes
+            $0.peak = max($0.peak, $0.current)
+        }
+    }
+
+    public func remove(_ bytes: Int) { state.withLock { $0.current -= bytes } }
+    public var currentBytes: Int { state.withLock { $0.current } }
+    public var peakBytes: Int { state.withLock { $0.peak } }
+    /// Sum of every allocation ever made through this counter.
+    public var totalBytes: Int { state.withLock { $0.total } }
+    public func resetPeak() { state.withLock { $0.peak = $0.current } }
+}

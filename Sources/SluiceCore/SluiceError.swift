@@ -1,0 +1,38 @@
+/// Every failure Sluice reports is one of these: a value with enough context for a person to act on.
+/// Rendered for people at the edge (CLI, server) through `description`.
+public enum SluiceError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A file could not be opened, read or mapped.
+    case io(path: String, reason: String)
+    /// A checkpoint file is malformed. `tensor` names the tensor when the problem is one tensor's.
+    case invalidCheckpoint(file: String, tensor: String?, reason: String)
+    /// A tensor the caller asked for is not in the checkpoint.
+    case missingTensor(key: String, file: String)
+    /// A tensor's shape is not what the caller needs.
+    case shapeMismatch(operation: String, expected: String, found: String)
+    /// A dtype an operation cannot take.
+    case unsupportedDType(operation: String, dtype: String)
+    /// A parameter out of range or malformed; `name` is the parameter as the user wrote it.
+    case invalidArgument(name: String, reason: String)
+    /// An allocation did not fit the device's budget.
+    case outOfMemory(device: String, requestedBytes: Int, availableBytes: Int)
+
+    public var description: String {
+        switch self {
+        case let .io(path, reason):
+            return "\(path): \(reason)"
+        case let .invalidCheckpoint(file, tensor, reason):
+            if let tensor { return "\(file): tensor '\(tensor)': \(reason)" }
+            return "\(file): \(reason)"
+        case let .missingTensor(key, file):
+            return "\(file): no tensor named '\(key)'"
+        case let .shapeMismatch(operation, expected, found):
+            return "\(operation): expected shape \(expected), found \(found)"
+        case let .unsupportedDType(operation, dtype):
+            return "\(operation): dtype \(dtype) is not supported"
+        case let .invalidArgument(name, reason):
+            return "\(name): \(reason)"
+        case let .outOfMemory(device, requested, available):
+            return "out of memory on \(device): needed \(requested) bytes, \(available) available"
+        }
+    }
+}
