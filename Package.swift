@@ -25,13 +25,15 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights",
+                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceWeights"]),
-        .testTarget(name: "SluiceBackendsTests", dependencies: ["SluiceBackends", "SluiceCore", "SluiceWeights"]),
-        .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore"]),
+        // Fixture lookup and tolerance checks shared by the test targets.
+        .target(name: "SluiceTestSupport", dependencies: ["SluiceCore", "SluiceWeights"]),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceBackendsTests", dependencies: ["SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore", "SluiceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

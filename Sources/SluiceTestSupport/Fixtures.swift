@@ -1,0 +1,49 @@
+import Foundation
+import SluiceCore
+import SluiceWeights
+
+/// Reference fixtures written by tools/reference/make_fixtures.py (torch, float64, stored as f32).
+public enum Fixtures {
+    /// Tests/Fixtures, found from this file's location so tests run from any working directory.
+    public static let directory: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.appendingPathComponent("Tests/Fixtures").path
+    }()
+
+    public static func file(_ name: String) throws -> SafetensorsFile {
+        try SafetensorsFile(path: directory + "/" + name)
+    }
+}
+
+public struct Comparison: CustomStringConvertible {
+    public let maxAbs: Float
+    public let worstIndex: Int
+    public let ok: Bool
+    public let description: String
+}
+
+/// Element-wise |got − want| ≤ atol + rtol·|want| (NaN only where the reference is NaN).
+public func compare(_ got: [Float], _ want: [Float], atol: Float, rtol: Float) -> Comparison {
+    guard got.count == want.count else {
+        return Comparison(maxAbs: .infinity, worstIndex: -1, ok: false, description: "count \(got.count) ≠ \(want.count)")
+    }
+    var maxAbs: Float = 0, worst = -1, ok = true
+    for i in 0..<got.count {
+        let g = got[i], w = want[i]
+        if w.isNaN || g.isNaN {
+            if !(w.isNaN && g.isNaN) { ok = false; worst = i; maxAbs = .infinity }
+            continue
+        }
+        if w.isInfinite || g.isInfinite {
+            if g != w { ok = false; worst = i; maxAbs = .infinity }
+            continue
+        }
+        let e = abs(g - w)
+        if e > maxAbs { maxAbs = e; worst = i }
+        if e > atol + rtol * abs(w) { ok = false }
+    }
+    let detail = worst >= 0 ? " (worst at \(worst): got \(got[worst]), want \(want[worst]))" : ""
+    return Comparison(maxAbs: maxAbs, worstIndex: worst, ok: ok,
+                      description: "max |error| \(maxAbs), atol \(atol), rtol \(rtol)\(detail)")
+}
