@@ -1,0 +1,78 @@
+import SluiceCore
+import SluiceWeights
+import Testing
+
+/// Deterministic mutation fuzzing of the header parser: 100,000 mutated headers and truncations of
+/// a valid file. Each must parse or throw a SluiceError — no crash, no hang — and a successful
+/// parse must only describe bytes inside the file. Set SLUICE_FUZZ_ITERATIONS to run longer.
+@Suite struct SafetensorsFuzzTests {
+    struct SplitMix {
+        var s: UInt64
+        mutating func next() -> UInt64 {
+            s &+= 0x9E3779B97F4A7C15
+            var z = s
+            z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+            z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
+    }
+
+    static let seedFile: [UInt8] = {
+        let tensors: [(String, Tensor)] = [
+            ("blocks.0.attn.to_q.weight", Tensor((0..<12).map(Float.init), shape: [3, 4])),
+            ("blocks.0.norm.bias", Tensor([1, 2, 3], shape: [3])),
+            ("empty", Tensor(zeros: [0, 5])),
+            ("scalar", Tensor([42], shape: [])),
+        ]
+        return try! SafetensorsWriter.encode(tensors, metadata: ["format": "pt", "note": "\u{1F30A} \"q\""])
+    }()
+
+    static let tokens: [[UInt8]] = ["{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "\\ud800", "0", "-", "1e999",
+                                    "18446744073709551616", "9223372036854775807", "F32", "BF16", "dtype", "shape",
+                                    "data_offsets", "__metadata__", "null", "true", " ", "\u{FF}", "\u{0}"].map { Array($0.utf8) }
+
+    @Test func mutatedHeadersNeverCrash() {
+        let iterations = Int(ProcessInfo.processInfo.environment["SLUICE_FUZZ_ITERATIONS"] ?? "") ?? 100_000
+        var rng = SplitMix(s: 0x51CE)
+        let seed = Self.seedFile
+        let headerLen = Int(seed[0]) | Int(seed[1]) << 8
+        var accepted = 0, rejected = 0
+        for _ in 0..<iterations {
+            var b = seed
+            let mutations = 1 + rng.below(4)
+            for _ in 0..<mutations {
+                if b.count < 9 { break }
+                let at = 8 + rng.below(min(headerLen, b.count - 8))
+                switch rng.below(7) {
+                case 0: b[at] = UInt8(truncatingIfNeeded: rng.next())                      // random byte
+                case 1: b[at] ^= UInt8(1 << rng.below(8))                                  // bit flip
+                case 2: b.replaceSubrange(at..<min(b.count, at + 1 + rng.below(8)), with: Self.tokens[rng.below(Self.tokens.count)])
+                case 3: b.removeSubrange(at..<min(b.count, at + 1 + rng.below(16)))        // delete
+                case 4: b = Array(b.prefix(rng.below(b.count + 1)))                        // truncate anywhere
+                case 5: for k in 0..<8 where rng.below(3) == 0 { b[k] = UInt8(truncatingIfNeeded: rng.next()) }  // length field
+                default: if at < b.count, b[at] >= 0x30, b[at] <= 0x39 { b[at] = UInt8(0x30 + rng.below(10)) }   // digit swap
+                }
+            }
+            let result: Result<SafetensorsHeader, SluiceError> = b.withUnsafeBytes { buf in
+                do throws(SluiceError) { return .success(try SafetensorsHeader.parse(buf, fileSize: buf.count, file: "fuzz")) }
+                catch { return .failure(error) }
+            }
+            switch result {
+            case .success(let h):
+                accepted += 1
+                for t in h.tensors {
+                    #expect(h.dataStart + t.dataRange.upperBound <= b.count)
+                    #expect(t.dataRange.count == t.shape.count * t.dtype.byteSize)
+                }
+            case .failure(let e):
+                rejected += 1
+                if case .invalidCheckpoint(let file, _, _) = e { #expect(file == "fuzz") } else { Issue.record("unexpected \(e)") }
+            }
+        }
+        #expect(accepted + rejected == iterations)
+        #expect(rejected > iterations / 2)  // the mutations do reach the validator
+    }
+}
+
+import Foundation
