@@ -25,7 +25,7 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "CKernels",
+                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
