@@ -6,15 +6,17 @@
 #include "simd.h"
 
 typedef struct {
-    int mr, w;          // micro-tile: mr rows x (2 * w) columns
+    int mr, w, nv;      // micro-tile: mr rows x (nv * w) columns
     int64_t kc, mc, nc; // cache blocking
 } sk_gemm_shape;
 
 // Sizes: an A block (mc x kc) fits L2, a B sliver (kc x nr) fits L1, a B panel (kc x nc) sits in L3.
+// nc is a multiple of every nr, and large, so A is packed once per (kc, mc) block for most widths.
+// Chosen by interleaved runs against OpenBLAS on Zen 3 (bench/README.md); AVX-512 mirrors AVX2.
 static const sk_gemm_shape shapes[3] = {
-    [SK_ISA_SCALAR] = {4, 4, 256, 128, 1024},
-    [SK_ISA_AVX2] = {6, 8, 256, 144, 1024},
-    [SK_ISA_AVX512] = {12, 16, 384, 144, 1024},
+    [SK_ISA_SCALAR] = {4, 4, 2, 256, 128, 1024},
+    [SK_ISA_AVX2] = {6, 8, 2, 256, 144, 4096},
+    [SK_ISA_AVX512] = {12, 16, 2, 384, 144, 4096},
 };
 
 // ---- micro-kernels ----
@@ -99,54 +101,141 @@ static const ukernel_fn ukernels[3] = {ukernel_scalar, ukernel_avx2, ukernel_avx
 
 static int clamp_isa(int isa) { return isa < 0 ? 0 : isa > SK_ISA_AVX512 ? SK_ISA_AVX512 : isa; }
 
-int sk_gemm_nr(int isa) { return 2 * shapes[clamp_isa(isa)].w; }
+int sk_gemm_nr(int isa) { return shapes[clamp_isa(isa)].nv * shapes[clamp_isa(isa)].w; }
 
-size_t sk_gemm_workspace_floats(int isa) {
+size_t sk_gemm_workspace_floats(int isa) { return sk_gemm_workspace_floats_for(isa, INT64_MAX); }
+
+size_t sk_gemm_workspace_floats_for(int isa, int64_t columns) {
     const sk_gemm_shape *s = &shapes[clamp_isa(isa)];
-    // packed A block + packed B panel + one widened row of B (transposed packing) + alignment slack
-    return (size_t)(s->mc * s->kc + s->kc * s->nc + s->kc + 64);
+    int64_t nr = s->nv * s->w;
+    int64_t panel = columns < s->nc ? (columns + nr - 1) / nr * nr : s->nc;
+    // packed A block + packed B panel (no wider than the columns asked for) + alignment slack
+    return (size_t)(s->mc * s->kc + s->kc * panel + 64);
 }
 
 static size_t dtype_size(int dtype) { return dtype == SK_DT_F32 ? 4 : dtype <= SK_DT_BF16 ? 2 : 1; }
 
-// Pack B(k0:k0+kc, n0:n0+nc) into slivers of nr columns: sliver s holds kc rows of nr floats.
-// Columns past n1 are zero so the micro-kernel never branches.
-static void pack_b(int isa, const sk_gemm_shape *s, const void *B, int btype, int64_t ldb, int transB,
-                   int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nvalid, float *dst, float *row) {
-    const int nr = 2 * s->w;
-    const size_t es = dtype_size(btype);
+// ---- packing ----
+// B(k0:k0+kc, n0:n0+nc) goes into slivers of nr columns (sliver s: kc rows of nr floats), widened
+// from its storage type on the way. Columns past `nvalid` are zero so the micro-kernel never
+// branches. The vector path reads B in its natural order (rows of k for a transposed weight,
+// rows of n otherwise) and transposes 8x8 blocks in registers.
+
+static inline float widen_one(int dtype, const char *base, int64_t index) {
+    switch (dtype) {
+    case SK_DT_F32: { float f; memcpy(&f, base + index * 4, 4); return f; }
+    case SK_DT_F16: { uint16_t h; memcpy(&h, base + index * 2, 2); return sk_f16_to_f32(h); }
+    case SK_DT_BF16: { uint16_t h; memcpy(&h, base + index * 2, 2); return sk_float((uint32_t)h << 16); }
+    case SK_DT_F8E4M3FN: return sk_f8e4m3fn_table[(uint8_t)base[index]];
+    default: return sk_f8e5m2_table[(uint8_t)base[index]];
+    }
+}
+
+static void pack_b_scalar(int nr, const void *B, int btype, int64_t ldb, int transB, int64_t k0, int64_t kc,
+                          int64_t n0, int64_t nc, int64_t nvalid, float *dst) {
     const char *base = B;
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
         float *sliver = dst + j0 * kc;
-        int64_t cols = nvalid - j0 < nr ? nvalid - j0 : nr;
-        if (cols < nr) memset(sliver, 0, (size_t)(kc * nr) * sizeof(float));
-        if (transB) {
-            // B(k, n) = B[n * ldb + k]: widen a contiguous run of k, scatter with stride nr.
-            for (int64_t j = 0; j < cols; j++) {
-                sk_widen(isa, btype, base + ((n0 + j0 + j) * ldb + k0) * (int64_t)es, row, kc);
-                for (int64_t p = 0; p < kc; p++) sliver[p * nr + j] = row[p];
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t j = 0; j < nr; j++) {
+                int64_t n = j0 + j;
+                sliver[p * nr + j] = n < nvalid ? widen_one(btype, base, transB ? (n0 + n) * ldb + k0 + p : (k0 + p) * ldb + n0 + n) : 0.0f;
             }
-        } else {
-            for (int64_t p = 0; p < kc; p++)
-                sk_widen(isa, btype, base + ((k0 + p) * ldb + n0 + j0) * (int64_t)es, sliver + p * nr, cols);
+    }
+}
+
+// Eight consecutive elements of `dtype` at element index `index`, widened.
+SK_AVX2 static inline __m256 widen8_avx2(int dtype, const char *base, int64_t index) {
+    switch (dtype) {
+    case SK_DT_F32: return _mm256_loadu_ps((const float *)(base + index * 4));
+    case SK_DT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(base + index * 2)));
+    case SK_DT_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(base + index * 2))), 16));
+    default: {
+        const float *table = dtype == SK_DT_F8E4M3FN ? sk_f8e4m3fn_table : sk_f8e5m2_table;
+        return _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(base + index))), 4);
+    }
+    }
+}
+
+SK_AVX2 static inline void transpose8_avx2(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// Used by the AVX2 and AVX-512 paths (nr is 16 or 32, a multiple of 8).
+SK_AVX2 static void pack_b_avx2(int nr, const void *B, int btype, int64_t ldb, int transB, int64_t k0, int64_t kc,
+                                int64_t n0, int64_t nc, int64_t nvalid, float *dst) {
+    const char *base = B;
+    if (!transB) {
+        // B(k, n) = B[k * ldb + n]: each row of k is contiguous along n.
+        for (int64_t p = 0; p < kc; p++) {
+            int64_t row = (k0 + p) * ldb + n0;
+            for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+                float *d = dst + j0 * kc + p * nr;
+                for (int64_t j = 0; j < nr; j += 8) {
+                    int64_t n = j0 + j;
+                    if (n + 8 <= nvalid) _mm256_store_ps(d + j, widen8_avx2(btype, base, row + n));
+                    else for (int64_t q = 0; q < 8; q++) d[j + q] = n + q < nvalid ? widen_one(btype, base, row + n + q) : 0.0f;
+                }
+            }
+        }
+        return;
+    }
+    // B(k, n) = B[n * ldb + k]: each weight row n is contiguous along k; transpose 8x8 blocks.
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+        float *sliver = dst + j0 * kc;
+        for (int64_t j = 0; j < nr; j += 8) {
+            int64_t n = j0 + j;
+            int full = n + 8 <= nvalid;
+            int64_t p = 0;
+            if (full) {
+                for (; p + 8 <= kc; p += 8) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = widen8_avx2(btype, base, (n0 + n + q) * ldb + k0 + p);
+                    transpose8_avx2(r);
+                    for (int q = 0; q < 8; q++) _mm256_store_ps(sliver + (p + q) * nr + j, r[q]);
+                }
+            }
+            for (; p < kc; p++)
+                for (int q = 0; q < 8; q++)
+                    sliver[p * nr + j + q] = n + q < nvalid ? widen_one(btype, base, (n0 + n + q) * ldb + k0 + p) : 0.0f;
         }
     }
 }
 
-// Pack A(m0:m0+mc, k0:k0+kc) into slivers of mr rows, zero rows past the end.
+static void pack_b(int isa, const sk_gemm_shape *s, const void *B, int btype, int64_t ldb, int transB,
+                   int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nvalid, float *dst) {
+    const int nr = s->nv * s->w;
+    if (isa >= SK_ISA_AVX2) pack_b_avx2(nr, B, btype, ldb, transB, k0, kc, n0, nc, nvalid, dst);
+    else pack_b_scalar(nr, B, btype, ldb, transB, k0, kc, n0, nc, nvalid, dst);
+}
+
+// Pack A(m0:m0+mc, k0:k0+kc) into slivers of mr rows, zero rows past the end. Reads mr row
+// streams, writes each sliver in order.
 static void pack_a(const sk_gemm_shape *s, const float *A, int64_t lda, int64_t m0, int64_t mc,
                    int64_t mvalid, int64_t k0, int64_t kc, float *dst) {
     const int mr = s->mr;
     for (int64_t i0 = 0; i0 < mc; i0 += mr) {
         float *sliver = dst + i0 * kc;
         int64_t rows = mvalid - i0 < mr ? mvalid - i0 : mr;
-        for (int64_t i = 0; i < mr; i++) {
-            if (i < rows) {
-                const float *src = A + (m0 + i0 + i) * lda + k0;
-                for (int64_t p = 0; p < kc; p++) sliver[p * mr + i] = src[p];
-            } else {
-                for (int64_t p = 0; p < kc; p++) sliver[p * mr + i] = 0.0f;
-            }
+        if (rows == mr) {
+            const float *src = A + (m0 + i0) * lda + k0;
+            for (int64_t p = 0; p < kc; p++)
+                for (int i = 0; i < mr; i++) sliver[p * mr + i] = src[i * lda + p];
+        } else {
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t i = 0; i < mr; i++) sliver[p * mr + i] = i < rows ? A[(m0 + i0 + i) * lda + k0 + p] : 0.0f;
         }
     }
 }
@@ -157,10 +246,10 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
     isa = clamp_isa(isa);
     const sk_gemm_shape *s = &shapes[isa];
     const ukernel_fn kernel = ukernels[isa];
-    const int mr = s->mr, nr = 2 * s->w;
+    const int mr = s->mr, nr = s->nv * s->w;
     if (m1 <= m0 || n1 <= n0) return;
     float *ws = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
-    float *packA = ws, *packB = ws + s->mc * s->kc, *row = packB + s->kc * s->nc;
+    float *packA = ws, *packB = ws + s->mc * s->kc;
 
     if (K == 0) {
         for (int64_t i = m0; i < m1; i++)
@@ -173,7 +262,7 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
         int64_t ncp = (nvalid + nr - 1) / nr * nr;
         for (int64_t pc = 0; pc < K; pc += s->kc) {
             int64_t kc = K - pc < s->kc ? K - pc : s->kc;
-            pack_b(isa, s, B, btype, ldb, transB, pc, kc, jc, ncp, nvalid, packB, row);
+            pack_b(isa, s, B, btype, ldb, transB, pc, kc, jc, ncp, nvalid, packB);
             int acc = accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += s->mc) {
                 int64_t mvalid = m1 - ic < s->mc ? m1 - ic : s->mc;

@@ -253,7 +253,7 @@ int64_t sk_attention_block_k(void) { return ATT_BK; }
 
 size_t sk_attention_workspace_floats(int isa, int64_t D) {
     // scores tile + output accumulator + running max and sum + the tile GEMM's packing space
-    return (size_t)(ATT_BQ * ATT_BK + ATT_BQ * D + 2 * ATT_BQ) + sk_gemm_workspace_floats(isa) + 16;
+    return (size_t)(ATT_BQ * ATT_BK + ATT_BQ * D + 2 * ATT_BQ) + sk_gemm_workspace_floats_for(isa, D > ATT_BK ? D : ATT_BK) + 16;
 }
 
 void sk_attention_head(int isa, int64_t q0, int64_t q1, int64_t Lk, int64_t D, const float *q, int64_t ldq,

@@ -42,10 +42,10 @@ extension CPUBackend {
         let blockQ = Int(sk_attention_block_q())
         let qBlocks = (Lq + blockQ - 1) / blockQ
         let jobs = B * H * qBlocks
-        let wsFloats = Int(sk_attention_workspace_floats(isa, Int64(D))) + 16
-        let ws = workspace(floats: wsFloats, count: min(threads, jobs))
+        let wsFloats = Int(sk_attention_workspace_floats(isa, Int64(D)))
         let isa = self.isa
-        let p = UnsafeSendable((Q, K, V, M?.f32, out.f32, ws.baseAddress.assumingMemoryBound(to: Float.self)))
+        withWorkspace(floats: wsFloats, count: min(threads, jobs)) { wsBase in
+        let p = UnsafeSendable((Q, K, V, M?.f32, out.f32, wsBase))
         parallel(chunks: jobs) { job, worker in
             let (Q, K, V, mp, op, wsBase) = p.value
             let bh = job / qBlocks, b = bh / H, h = bh % H
@@ -56,14 +56,14 @@ extension CPUBackend {
             let mh = mp.map { $0 + b * maskStrides.b + h * maskStrides.h }
             sk_attention_head(isa, Int64(q0), Int64(q1), Int64(Lk), Int64(D),
                               qp, Int64(Q.strides[2]), kp, Int64(K.strides[2]), vp, Int64(V.strides[2]),
-                              mh, Int64(Lk), sc, op + (b * H + h) * Lq * D, Int64(D), wsBase + worker * wsFloats)
+                              mh, Int64(Lk), sc, op + (b * H + h) * Lq * D, Int64(D), wsBase + worker * (wsFloats + 16))
         }
-        withExtendedLifetime(ws) {}
+        }
         return out
     }
 
     /// Bytes of scratch one attention call holds at most, independent of sequence length.
     public func attentionWorkspaceBytes(headDim: Int) -> Int {
-        threads * (Int(sk_attention_workspace_floats(isa, Int64(headDim))) + 32) * 4
+        (threads * (Int(sk_attention_workspace_floats(isa, Int64(headDim))) + 16) + 16) * 4
     }
 }

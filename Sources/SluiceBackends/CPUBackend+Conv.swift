@@ -32,16 +32,16 @@ extension CPUBackend {
         let pixelChunk = max(64, min(pixels, 65536 / max(1, K / 64 + 1)))
         let chunksPerImage = (pixels + pixelChunk - 1) / pixelChunk
         let jobs = n * groups * chunksPerImage
-        let gemmFloats = Int(sk_gemm_workspace_floats(isa))
+        let gemmFloats = Int(sk_gemm_workspace_floats_for(isa, Int64(coutG)))
         let perWorker = gemmFloats + 16 + pixelChunk * (K + coutG)
-        let ws = workspace(floats: perWorker, count: min(threads, jobs))
         let isa = self.isa, code = W.dtype.kernelCode!, es = W.dtype.byteSize
-        let ptrs = UnsafeSendable((X.f32, W.rawPointer, B?.f32, out.f32, ws.baseAddress.assumingMemoryBound(to: Float.self)))
+        withWorkspace(floats: perWorker, count: min(threads, jobs)) { wsBase in
+        let ptrs = UnsafeSendable((X.f32, W.rawPointer, B?.f32, out.f32, wsBase))
         parallel(chunks: jobs) { job, worker in
             let (xp, wp, bp, op, wsBase) = ptrs.value
             let img = job / (groups * chunksPerImage), g = (job / chunksPerImage) % groups
             let p0 = (job % chunksPerImage) * pixelChunk, p1 = min(pixels, p0 + pixelChunk)
-            let scratch = wsBase + worker * perWorker
+            let scratch = wsBase + worker * (perWorker + 16)
             let gemmWS = scratch, col = scratch + gemmFloats + 16, res = col + pixelChunk * K
             // im2col: col[p, (c, i, j)] = x[img, g·cpg + c, oy·s + i − pad, ox·s + j − pad]
             for p in p0..<p1 {
@@ -69,7 +69,7 @@ extension CPUBackend {
                 for r in 0..<rows { dst[p0 + r] = res[r * coutG + oc] + b }
             }
         }
-        withExtendedLifetime(ws) {}
+        }
         return out
     }
 

@@ -15,12 +15,11 @@ extension CPUBackend {
         let colBlocks = (N + nr - 1) / nr
         let splitColumns = colBlocks >= want * 2 || M < want * 32
         let parts = splitColumns ? min(want, colBlocks) : min(want, (M + 31) / 32)
-        let wsFloats = Int(sk_gemm_workspace_floats(isa))
-        let ws = workspace(floats: wsFloats, count: parts)
-        let base = ws.baseAddress.assumingMemoryBound(to: Float.self)
+        let wsFloats = Int(sk_gemm_workspace_floats_for(isa, Int64(splitColumns ? (colBlocks + parts - 1) / parts * nr : N)))
         let code = btype.kernelCode!
         let isa = self.isa
         let args = UnsafeSendable((a, b, c, bias))
+        withWorkspace(floats: wsFloats, count: parts) { base in
         parallel(chunks: parts) { part, worker in
             let (a, b, c, bias) = args.value
             var m0 = 0, m1 = M, n0 = 0, n1 = N
@@ -35,7 +34,7 @@ extension CPUBackend {
                     b, code, Int64(ldb), transB ? 1 : 0, c, Int64(ldc), bias, accumulate ? 1 : 0,
                     base + worker * (wsFloats + 16))
         }
-        withExtendedLifetime(ws) {}
+        }
     }
 
     public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool) throws(SluiceError) -> Tensor {

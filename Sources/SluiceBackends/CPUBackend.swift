@@ -8,6 +8,7 @@ public struct CPUBackend: Backend {
     public let threads: Int
     /// Counts the host memory this backend allocates (outputs and workspaces).
     public let allocations: AllocationCounter
+    let scratch: ScratchPool
 
     public var name: String { "cpu(\(path.rawValue), \(threads) threads)" }
 
@@ -22,18 +23,20 @@ public struct CPUBackend: Backend {
         self.path = chosen
         self.threads = threads ?? CPUBackend.coreCount
         self.allocations = allocations
+        scratch = ScratchPool(counter: allocations)
     }
 
     public static var coreCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     var isa: Int32 { path.isa }
 
-    /// A new zeroed f32 tensor, counted.
-    func output(_ shape: Shape) -> Tensor { Tensor(zeros: shape, dtype: .f32, counter: allocations) }
+    /// A new f32 tensor that the op overwrites entirely (not zeroed), counted.
+    func output(_ shape: Shape) -> Tensor { Tensor(uninitialized: shape, dtype: .f32, counter: allocations) }
 
-    /// A 64-byte-aligned scratch buffer of `floats` floats per thread, counted while alive.
-    func workspace(floats: Int, count: Int) -> HostStorage {
-        HostStorage(byteCount: (floats + 16) * 4 * count, counter: allocations)
+    /// Runs `body` with `count` scratch areas of `floats` floats each (the i-th at
+    /// `base + i * (floats + 16)`), reused across calls.
+    func withWorkspace<R>(floats: Int, count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+        try scratch.withScratch(floats: (floats + 16) * count, body)
     }
 
     /// Runs `body(chunk, worker)` for chunks 0..<chunks on up to `threads` workers. Each worker

@@ -20,12 +20,13 @@ public final class HostStorage: @unchecked Sendable {
     private let counter: AllocationCounter?
     private let mappingLength: Int
 
-    /// Allocates `byteCount` zeroed bytes, 64-byte aligned, and records them in `counter`.
-    public init(byteCount: Int, counter: AllocationCounter? = nil) {
+    /// Allocates `byteCount` bytes, 64-byte aligned, zeroed unless the caller will overwrite every
+    /// byte (`zeroed: false`), and records them in `counter`.
+    public init(byteCount: Int, zeroed: Bool = true, counter: AllocationCounter? = nil) {
         var p: UnsafeMutableRawPointer?
         let rc = posix_memalign(&p, 64, max(byteCount, 64))
         precondition(rc == 0 && p != nil, "host allocation of \(byteCount) bytes failed")
-        memset(p!, 0, max(byteCount, 64))
+        if zeroed { memset(p!, 0, max(byteCount, 64)) }
         baseAddress = p!
         self.byteCount = byteCount
         origin = .owned

@@ -25,6 +25,11 @@ public struct Tensor: @unchecked Sendable {
         self.init(storage: HostStorage(byteCount: shape.count * dtype.byteSize, counter: counter), dtype: dtype, shape: shape)
     }
 
+    /// A contiguous tensor whose contents the caller will overwrite entirely (not zeroed).
+    public init(uninitialized shape: Shape, dtype: DType = .f32, counter: AllocationCounter? = nil) {
+        self.init(storage: HostStorage(byteCount: shape.count * dtype.byteSize, zeroed: false, counter: counter), dtype: dtype, shape: shape)
+    }
+
     /// An f32 tensor holding `values` (row-major).
     public init(_ values: [Float], shape: Shape) {
         precondition(values.count == shape.count, "\(values.count) values for shape \(shape)")

@@ -55,6 +55,8 @@ void sk_narrow(int dtype, const float *src, void *dst, int64_t n);
 // panel at a time: there is never a full f32 copy of it.
 // `workspace` holds sk_gemm_workspace_floats(isa) floats, 64-byte aligned; one per thread.
 size_t sk_gemm_workspace_floats(int isa);
+// Enough for calls whose column range n1 - n0 is at most `columns` (smaller panels for narrow B).
+size_t sk_gemm_workspace_floats_for(int isa, int64_t columns);
 int sk_gemm_nr(int isa);
 void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
              const float *A, int64_t lda,
