@@ -42,21 +42,18 @@ public struct CPUBackend: Backend {
     /// Runs `body(chunk, worker)` for chunks 0..<chunks on up to `threads` workers. Each worker
     /// takes chunks in a strided order, so `worker` indexes per-thread scratch safely.
     func parallel(chunks: Int, _ body: (Int, Int) -> Void) {
-        let workers = min(threads, chunks)
-        if workers <= 1 {
-            for c in 0..<chunks { body(c, 0) }
-            return
-        }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendable(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
+        let workers = min(threads, chunks, WorkerPool.shared.capacity)
+        if workers > 1 {
+            let ran = WorkerPool.shared.run(width: workers) { w in
                 var c = w
                 while c < chunks {
-                    box.value(c, w)
+                    body(c, w)
                     c += workers
                 }
             }
+            if ran { return }
         }
+        for c in 0..<chunks { body(c, 0) }
     }
 
     /// Input as a contiguous f32 tensor (widened or copied only when needed).
