@@ -221,27 +221,29 @@ static void pack_b(int isa, const sk_gemm_shape *s, const void *B, int btype, in
     else pack_b_scalar(nr, B, btype, ldb, transB, k0, kc, n0, nc, nvalid, dst);
 }
 
-// Pack A(m0:m0+mc, k0:k0+kc) into slivers of mr rows, zero rows past the end. Reads mr row
-// streams, writes each sliver in order.
-static void pack_a(const sk_gemm_shape *s, const float *A, int64_t lda, int64_t m0, int64_t mc,
+// Pack A(m0:m0+mc, k0:k0+kc) into slivers of mr rows, zero rows past the end, widening from A's
+// storage type (conv2d passes its weights as A). Reads mr row streams, writes each sliver in order.
+static void pack_a(const sk_gemm_shape *s, const void *A, int atype, int64_t lda, int64_t m0, int64_t mc,
                    int64_t mvalid, int64_t k0, int64_t kc, float *dst) {
     const int mr = s->mr;
+    const char *base = A;
     for (int64_t i0 = 0; i0 < mc; i0 += mr) {
         float *sliver = dst + i0 * kc;
         int64_t rows = mvalid - i0 < mr ? mvalid - i0 : mr;
-        if (rows == mr) {
-            const float *src = A + (m0 + i0) * lda + k0;
+        if (rows == mr && atype == SK_DT_F32) {
+            const float *src = (const float *)A + (m0 + i0) * lda + k0;
             for (int64_t p = 0; p < kc; p++)
                 for (int i = 0; i < mr; i++) sliver[p * mr + i] = src[i * lda + p];
         } else {
             for (int64_t p = 0; p < kc; p++)
-                for (int64_t i = 0; i < mr; i++) sliver[p * mr + i] = i < rows ? A[(m0 + i0 + i) * lda + k0 + p] : 0.0f;
+                for (int64_t i = 0; i < mr; i++)
+                    sliver[p * mr + i] = i < rows ? widen_one(atype, base, (m0 + i0 + i) * lda + k0 + p) : 0.0f;
         }
     }
 }
 
 void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
-             const float *A, int64_t lda, const void *B, int btype, int64_t ldb, int transB,
+             const void *A, int atype, int64_t lda, const void *B, int btype, int64_t ldb, int transB,
              float *C, int64_t ldc, const float *bias, int accumulate, float *workspace) {
     isa = clamp_isa(isa);
     const sk_gemm_shape *s = &shapes[isa];
@@ -267,7 +269,7 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
             for (int64_t ic = m0; ic < m1; ic += s->mc) {
                 int64_t mvalid = m1 - ic < s->mc ? m1 - ic : s->mc;
                 int64_t mcp = (mvalid + mr - 1) / mr * mr;
-                pack_a(s, A, lda, ic, mcp, mvalid, pc, kc, packA);
+                pack_a(s, A, atype, lda, ic, mcp, mvalid, pc, kc, packA);
                 for (int64_t jr = 0; jr < ncp; jr += nr) {
                     int64_t cols = nvalid - jr < nr ? nvalid - jr : nr;
                     for (int64_t ir = 0; ir < mcp; ir += mr) {

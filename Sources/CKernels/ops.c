@@ -268,7 +268,7 @@ void sk_attention_head(int isa, int64_t q0, int64_t q1, int64_t Lk, int64_t D, c
         for (int64_t kb = 0; kb < Lk; kb += ATT_BK) {
             int64_t cols = Lk - kb < ATT_BK ? Lk - kb : ATT_BK;
             // S = Q K^T: K rows are the "weight" rows of a linear layer (transB).
-            sk_gemm(isa, 0, rows, 0, cols, D, q + qb * ldq, ldq, k + kb * ldk, SK_DT_F32, ldk, 1, s, ATT_BK, NULL, 0, gws);
+            sk_gemm(isa, 0, rows, 0, cols, D, q + qb * ldq, SK_DT_F32, ldq, k + kb * ldk, SK_DT_F32, ldk, 1, s, ATT_BK, NULL, 0, gws);
             for (int64_t r = 0; r < rows; r++) {
                 float *srow = s + r * ATT_BK;
                 sk_scale_shift(isa, srow, srow, cols, scale, 0.0f);
@@ -276,7 +276,7 @@ void sk_attention_head(int isa, int64_t q0, int64_t q1, int64_t Lk, int64_t D, c
             }
             DISPATCH(isa, online_softmax_tile, s, ATT_BK, rows, cols, m, l, o, D, D);
             // O += P V
-            sk_gemm(isa, 0, rows, 0, D, cols, s, ATT_BK, v + kb * ldv, SK_DT_F32, ldv, 0, o, D, NULL, 1, gws);
+            sk_gemm(isa, 0, rows, 0, D, cols, s, SK_DT_F32, ATT_BK, v + kb * ldv, SK_DT_F32, ldv, 0, o, D, NULL, 1, gws);
         }
         for (int64_t r = 0; r < rows; r++) {
             // A row whose keys are all masked has l = 0: its output is 0 (not NaN).

@@ -2,9 +2,11 @@ import CKernels
 import SluiceCore
 
 extension CPUBackend {
-    /// Convolution as GEMM over chunks of output pixels: im2col for a chunk gives
-    /// col[pixels, Cin/g·kh·kw], and col · W_gᵀ gives out[pixels, Cout/g] (W stays in its storage
-    /// type, read as a Linear weight). Chunking bounds the im2col buffer to `pixelChunk` rows.
+    /// Convolution as GEMM, output rows at a time: out_g[Cout/g, pixels] = W_g[Cout/g, K] ·
+    /// col[K, pixels] with K = Cin/g·kh·kw. The weights are the GEMM's A operand and stay in their
+    /// storage type (widened block by block while packed); col is built for a band of output rows
+    /// (bounded to ~4 MiB per worker), and the result lands directly in NCHW. A 1×1, stride-1,
+    /// unpadded convolution reads its input as col without copying.
     public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, groups: Int) throws(SluiceError) -> Tensor {
         guard x.shape.rank == 4, weight.shape.rank == 4 else {
             throw .shapeMismatch(operation: "conv2d", expected: "x [N, C, H, W], weight [Cout, Cin/g, kh, kw]", found: "x \(x.shape), weight \(weight.shape)")
@@ -19,7 +21,7 @@ extension CPUBackend {
         }
         guard weight.dtype.isFloatStorage else { throw .unsupportedDType(operation: "conv2d", dtype: weight.dtype.rawValue) }
         let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
-        guard oh > 0, ow > 0 else {
+        guard h + 2 * padding >= kh, w + 2 * padding >= kw, oh > 0, ow > 0 else {
             throw .shapeMismatch(operation: "conv2d", expected: "kernel no larger than the padded input", found: "x \(x.shape), kernel \(kh)×\(kw)")
         }
         if let bias, bias.count != cout {
@@ -29,48 +31,81 @@ extension CPUBackend {
         let B = try bias.map { (b: Tensor) throws(SluiceError) in try f32(b) }
         let out = output([n, cout, oh, ow])
         let coutG = cout / groups, K = cpg * kh * kw, pixels = oh * ow
-        let pixelChunk = max(64, min(pixels, 65536 / max(1, K / 64 + 1)))
-        let chunksPerImage = (pixels + pixelChunk - 1) / pixelChunk
-        let jobs = n * groups * chunksPerImage
-        let gemmFloats = Int(sk_gemm_workspace_floats_for(isa, Int64(coutG)))
-        let perWorker = gemmFloats + 16 + pixelChunk * (K + coutG)
+        let direct = kh == 1 && kw == 1 && stride == 1 && padding == 0
+        // Bands of output rows: col stays ≤ 1 Mi floats, and there are enough bands for every thread.
+        var bandRows = max(1, min(oh, (1 << 20) / max(1, K * ow)))
+        if n * groups * ((oh + bandRows - 1) / bandRows) < threads { bandRows = max(1, (oh + threads - 1) / threads) }
+        let bands = (oh + bandRows - 1) / bandRows
+        let jobs = n * groups * bands
+        let bandPixels = bandRows * ow
+        let gemmFloats = Int(sk_gemm_workspace_floats_for(isa, Int64(bandPixels)))
+        let perWorker = gemmFloats + 16 + (direct ? 0 : K * bandPixels)
         let isa = self.isa, code = W.dtype.kernelCode!, es = W.dtype.byteSize
         withWorkspace(floats: perWorker, count: min(threads, jobs)) { wsBase in
         let ptrs = UnsafeSendable((X.f32, W.rawPointer, B?.f32, out.f32, wsBase))
         parallel(chunks: jobs) { job, worker in
             let (xp, wp, bp, op, wsBase) = ptrs.value
-            let img = job / (groups * chunksPerImage), g = (job / chunksPerImage) % groups
-            let p0 = (job % chunksPerImage) * pixelChunk, p1 = min(pixels, p0 + pixelChunk)
+            let img = job / (groups * bands), g = (job / bands) % groups
+            let oy0 = (job % bands) * bandRows, oy1 = min(oh, oy0 + bandRows)
+            let np = (oy1 - oy0) * ow
             let scratch = wsBase + worker * (perWorker + 16)
-            let gemmWS = scratch, col = scratch + gemmFloats + 16, res = col + pixelChunk * K
-            // im2col: col[p, (c, i, j)] = x[img, g·cpg + c, oy·s + i − pad, ox·s + j − pad]
-            for p in p0..<p1 {
-                let oy = p / ow, ox = p % ow
-                var dst = col + (p - p0) * K
-                for c in 0..<cpg {
-                    let plane = xp + ((img * cin) + g * cpg + c) * h * w
-                    for i in 0..<kh {
-                        let iy = oy * stride + i - padding
-                        for j in 0..<kw {
-                            let ix = ox * stride + j - padding
-                            dst.pointee = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0
-                            dst += 1
-                        }
-                    }
-                }
+            let input = xp + (img * cin + g * cpg) * h * w
+            let col: UnsafePointer<Float>, ldb: Int
+            if direct {
+                col = UnsafePointer(input + oy0 * ow)
+                ldb = pixels
+            } else {
+                let dst = scratch + gemmFloats + 16
+                im2colBand(input, channels: cpg, h: h, w: w, kh: kh, kw: kw, stride: stride, padding: padding,
+                           oy0: oy0, oy1: oy1, ow: ow, into: dst)
+                col = UnsafePointer(dst)
+                ldb = np
             }
-            let rows = p1 - p0
-            sk_gemm(isa, 0, Int64(rows), 0, Int64(coutG), Int64(K), col, Int64(K), wp + g * coutG * K * es, code, Int64(K), 1,
-                    res, Int64(coutG), nil, 0, gemmWS)
-            for oc in 0..<coutG {
-                let channel = g * coutG + oc
-                let b = bp.map { $0[channel] } ?? 0
-                let dst = op + (img * cout + channel) * pixels
-                for r in 0..<rows { dst[p0 + r] = res[r * coutG + oc] + b }
+            let c = op + (img * cout + g * coutG) * pixels + oy0 * ow
+            sk_gemm(isa, 0, Int64(coutG), 0, Int64(np), Int64(K), wp + g * coutG * K * es, code, Int64(K),
+                    col, Int32(SK_DT_F32), Int64(ldb), 0, c, Int64(pixels), nil, 0, scratch)
+            if let bp {
+                for oc in 0..<coutG {
+                    let row = c + oc * pixels
+                    sk_scale_shift(isa, row, row, Int64(np), 1, bp[g * coutG + oc])
+                }
             }
         }
         }
         return out
+    }
+
+    /// col[(c, i, j), (oy − oy0)·ow + ox] = x[c, oy·s + i − pad, ox·s + j − pad] (0 outside).
+    private func im2colBand(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, kh: Int, kw: Int, stride: Int,
+                            padding: Int, oy0: Int, oy1: Int, ow: Int, into col: UnsafeMutablePointer<Float>) {
+        let np = (oy1 - oy0) * ow
+        var row = col
+        for c in 0..<channels {
+            let plane = x + c * h * w
+            for i in 0..<kh {
+                for j in 0..<kw {
+                    for oy in oy0..<oy1 {
+                        let d = row + (oy - oy0) * ow
+                        let iy = oy * stride + i - padding
+                        guard iy >= 0 && iy < h else { d.update(repeating: 0, count: ow); continue }
+                        let src = plane + iy * w
+                        if stride == 1 {
+                            // ix = ox + j − pad is inside [0, w) for ox in [lo, hi)
+                            let lo = min(ow, max(0, padding - j)), hi = max(lo, min(ow, w + padding - j))
+                            if lo > 0 { d.update(repeating: 0, count: lo) }
+                            if hi > lo { (d + lo).update(from: src + lo + j - padding, count: hi - lo) }
+                            if hi < ow { (d + hi).update(repeating: 0, count: ow - hi) }
+                        } else {
+                            for ox in 0..<ow {
+                                let ix = ox * stride + j - padding
+                                d[ox] = ix >= 0 && ix < w ? src[ix] : 0
+                            }
+                        }
+                    }
+                    row += np
+                }
+            }
+        }
     }
 
     public func upsampleNearest2x(_ x: Tensor) throws(SluiceError) -> Tensor {

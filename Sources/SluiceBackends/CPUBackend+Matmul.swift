@@ -31,7 +31,7 @@ extension CPUBackend {
                 m0 = M * part / parts
                 m1 = M * (part + 1) / parts
             }
-            sk_gemm(isa, Int64(m0), Int64(m1), Int64(n0), Int64(n1), Int64(K), a, Int64(lda),
+            sk_gemm(isa, Int64(m0), Int64(m1), Int64(n0), Int64(n1), Int64(K), a, Int32(SK_DT_F32), Int64(lda),
                     b, code, Int64(ldb), transB ? 1 : 0, c, Int64(ldc), bias, accumulate ? 1 : 0,
                     base + worker * (wsFloats + 16))
         }

@@ -49,17 +49,17 @@ void sk_narrow(int dtype, const float *src, void *dst, int64_t n);
 
 // ---- GEMM ----
 // C[m, n] = (accumulate ? C[m, n] : 0) + sum_k A[m, k] * B(k, n) + (bias ? bias[n] : 0)
-// for m in [m0, m1), n in [n0, n1). A is f32 row-major with leading dimension lda.
+// for m in [m0, m1), n in [n0, n1). A is row-major with leading dimension lda, storage type `atype`.
 // B has storage type `btype`; transB != 0 means B(k, n) = B[n * ldb + k] (a torch Linear weight
-// [out, in]); otherwise B(k, n) = B[k * ldb + n]. B is widened to f32 while it is packed, one
-// panel at a time: there is never a full f32 copy of it.
+// [out, in]); otherwise B(k, n) = B[k * ldb + n]. Both operands are widened to f32 while they are
+// packed, one block at a time: there is never a full f32 copy of either.
 // `workspace` holds sk_gemm_workspace_floats(isa) floats, 64-byte aligned; one per thread.
 size_t sk_gemm_workspace_floats(int isa);
 // Enough for calls whose column range n1 - n0 is at most `columns` (smaller panels for narrow B).
 size_t sk_gemm_workspace_floats_for(int isa, int64_t columns);
 int sk_gemm_nr(int isa);
 void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
-             const float *A, int64_t lda,
+             const void *A, int atype, int64_t lda,
              const void *B, int btype, int64_t ldb, int transB,
              float *C, int64_t ldc, const float *bias, int accumulate,
              float *workspace);
