@@ -247,7 +247,8 @@ void sk_scale_shift(int isa, const float *x, float *y, int64_t n, float scale, f
 }
 
 // ---- attention ----
-enum { ATT_BQ = 144, ATT_BK = 256 };
+// Tiles: a 144 x 512 scores tile (288 KiB) stays in L2 beside the output accumulator.
+enum { ATT_BQ = 144, ATT_BK = 512 };
 int64_t sk_attention_block_q(void) { return ATT_BQ; }
 int64_t sk_attention_block_k(void) { return ATT_BK; }
 

@@ -11,6 +11,10 @@ extension CPUBackend {
         let nr = Int(sk_gemm_nr(isa))
         let flops = 2 * M * N * max(K, 1)
         let want = min(threads, max(1, flops / 2_000_000))
+        if want > 1 && M >= want * 48 && gemmTeam(width: min(want, WorkerPool.shared.capacity), M: M, N: N, K: K, a: a, lda: lda, b: b,
+                                                   btype: btype, ldb: ldb, transB: transB, c: c, ldc: ldc, bias: bias, accumulate: accumulate) {
+            return
+        }
         // Split rows when there are enough (measured faster on 2 cores than splitting columns: each
         // thread packs only its rows of A, and C rows stay thread-local); otherwise split columns.
         let colBlocks = (N + nr - 1) / nr
@@ -35,6 +39,28 @@ extension CPUBackend {
                     b, code, Int64(ldb), transB ? 1 : 0, c, Int64(ldc), bias, accumulate ? 1 : 0,
                     base + worker * (wsFloats + 16))
         }
+        }
+    }
+
+    /// Threads share one packed panel of B and split the rows of C (see sk_gemm_team). Returns
+    /// false if the worker pool cannot run the whole team at once.
+    private func gemmTeam(width: Int, M: Int, N: Int, K: Int, a: UnsafePointer<Float>, lda: Int,
+                          b: UnsafeRawPointer, btype: DType, ldb: Int, transB: Bool,
+                          c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, accumulate: Bool) -> Bool {
+        guard width > 1 else { return false }
+        let isa = self.isa, code = btype.kernelCode!
+        let panel = Int(sk_gemm_team_panel_floats(isa, Int64(N))), priv = Int(sk_gemm_team_private_floats(isa))
+        let teamFloats = (Int(sk_gemm_team_bytes()) + 3) / 4 + 16
+        return withWorkspace(floats: teamFloats + panel + width * (priv + 16), count: 1) { base in
+            let team = UnsafeMutableRawPointer(base)
+            sk_gemm_team_init(team, Int32(width), base + teamFloats)
+            let args = UnsafeSendable((a, b, c, bias, team, base + teamFloats + panel))
+            return WorkerPool.shared.run(width: width) { rank in
+                let (a, b, c, bias, team, privateBase) = args.value
+                sk_gemm_team(team, Int32(rank), isa, 0, Int64(M), 0, Int64(N), Int64(K), a, Int32(SK_DT_F32), Int64(lda),
+                             b, code, Int64(ldb), transB ? 1 : 0, c, Int64(ldc), bias, accumulate ? 1 : 0,
+                             privateBase + rank * (priv + 16))
+            }
         }
     }
 

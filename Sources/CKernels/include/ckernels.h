@@ -64,6 +64,19 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
              float *C, int64_t ldc, const float *bias, int accumulate,
              float *workspace);
 
+// A team of threads computing one GEMM together: they share one packed B panel and split rows.
+// Every rank 0..<size must call sk_gemm_team at the same time (they meet at barriers), with the
+// same arguments. `team` holds sk_gemm_team_bytes() bytes, initialised once per call with a shared
+// panel of sk_gemm_team_panel_floats(isa, n1 - n0) floats; each rank brings
+// sk_gemm_team_private_floats(isa) floats of its own.
+size_t sk_gemm_team_bytes(void);
+size_t sk_gemm_team_panel_floats(int isa, int64_t columns);
+size_t sk_gemm_team_private_floats(int isa);
+void sk_gemm_team_init(void *team, int size, float *panel);
+void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
+                  const void *A, int atype, int64_t lda, const void *B, int btype, int64_t ldb, int transB,
+                  float *C, int64_t ldc, const float *bias, int accumulate, float *private_ws);
+
 // ---- row-wise ops (each on `rows` rows of `cols` contiguous floats) ----
 void sk_softmax_rows(int isa, float *x, int64_t rows, int64_t cols);
 // y = (x - mean) / sqrt(var + eps) * (w ? w : 1) + (b ? b : 0), over each row
