@@ -15,7 +15,7 @@ typedef struct {
 // Chosen by interleaved runs against OpenBLAS on Zen 3 (bench/README.md); AVX-512 mirrors AVX2.
 static const sk_gemm_shape shapes[3] = {
     [SK_ISA_SCALAR] = {4, 4, 2, 256, 128, 1024},
-    [SK_ISA_AVX2] = {6, 8, 2, 256, 144, 4096},
+    [SK_ISA_AVX2] = {6, 8, 2, 512, 72, 4096},
     [SK_ISA_AVX512] = {12, 16, 2, 384, 144, 4096},
 };
 

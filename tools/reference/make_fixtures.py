@@ -85,9 +85,9 @@ def op_fixtures():
     bb = torch.randn(3, 53, 29, dtype=d)
     o["matmul.bbatch"] = f32(bb)
     o["matmul.out.batched"] = f32(torch.matmul(f32(a).to(d), f32(bb).to(d)))
-    # Products that cross every cache block of every path (M > MC = 144, K > KC = 384 in the
+    # Products that cross every cache block of every path (M > MC = 144, K > KC = 512 in the
     # widest path, N > NC = 1024), with bf16 weights; kept narrow elsewhere so the fixture stays small.
-    for tag, (m, k, n) in (("deep", (150, 400, 40)), ("wide", (7, 20, 1030))):
+    for tag, (m, k, n) in (("deep", (150, 520, 40)), ("wide", (7, 20, 1030))):
         A = torch.randn(m, k, dtype=d)
         W = torch.randn(n, k, dtype=d)
         Ws, We = storage(W, torch.bfloat16)
