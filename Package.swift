@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "SluiceCore", targets: ["SluiceCore"]),
         .library(name: "SluiceBackends", targets: ["SluiceBackends"]),
         .library(name: "SluiceWeights", targets: ["SluiceWeights"]),
+        .library(name: "SluiceMemory", targets: ["SluiceMemory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -21,11 +22,13 @@ let package = Package(
         .target(name: "SluiceCore", dependencies: ["CKernels"]),
         .target(name: "SluiceBackends", dependencies: ["SluiceCore", "CKernels"]),
         .target(name: "SluiceWeights", dependencies: ["SluiceCore"]),
-        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        // The sluice: placement planning, streaming with prefetch, budgets, telemetry.
+        .target(name: "SluiceMemory", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory"]),
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights",
+                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -34,6 +37,7 @@ let package = Package(
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceBackendsTests", dependencies: ["SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceMemoryTests", dependencies: ["SluiceMemory", "SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

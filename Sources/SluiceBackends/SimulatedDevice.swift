@@ -1,0 +1,148 @@
+import SluiceCore
+import Synchronization
+
+/// A device with a hard memory cap and a modelled clock, computing on the CPU (../shared/DESIGN.md
+/// §3). Allocations beyond the cap fail with the same error a GPU allocation gives. Copies run on
+/// one copy engine and kernels on one compute queue; each is stamped on the modelled clock after
+/// the events it waits for, so overlap is measured, not assumed. Bytes are counted per direction.
+public final class SimulatedDevice: @unchecked Sendable {
+    /// A point on the modelled clock that work can wait for (a CUDA event / timeline semaphore).
+    public struct Event: Sendable, Comparable {
+        public let time: Double
+        public static let zero = Event(time: 0)
+        public static func < (a: Event, b: Event) -> Bool { a.time < b.time }
+    }
+
+    /// Device memory: a real host buffer standing in for it, so computation on its contents is real.
+    public final class Allocation: @unchecked Sendable {
+        public let bytes: Int
+        public let label: String
+        public let storage: HostStorage?
+        fileprivate var freed = false
+        init(bytes: Int, label: String, backed: Bool) {
+            self.bytes = bytes
+            self.label = label
+            storage = backed ? HostStorage(byteCount: bytes, zeroed: false) : nil
+        }
+    }
+
+    /// One stamped interval on the timeline.
+    public struct Span: Sendable {
+        public enum Kind: String, Sendable { case copy, compute }
+        public let kind: Kind
+        public let label: String
+        public let start: Double
+        public let end: Double
+        public let bytes: Int
+    }
+
+    public let profile: DeviceProfile
+    /// Whether allocations carry real memory (false: a dry run that only models time and bytes).
+    public let backed: Bool
+    private struct State {
+        var cap: Int
+        var used = 0
+        var peak = 0
+        var external = 0
+        var hostToDevice = 0
+        var deviceToHost = 0
+        var copyFree = 0.0
+        var computeFree = 0.0
+        var spans: [Span] = []
+        var recordSpans = true
+        var allocations = 0
+        var occupyAt: (count: Int, bytes: Int)?
+    }
+    private let state: Mutex<State>
+
+    public init(profile: DeviceProfile, capBytes: Int? = nil, backed: Bool = true) {
+        self.profile = profile
+        self.backed = backed
+        state = Mutex(State(cap: capBytes ?? profile.memoryBytes))
+    }
+
+    public var name: String { "simulated \(profile.name)" }
+    public var capBytes: Int { state.withLock { $0.cap } }
+    public var usedBytes: Int { state.withLock { $0.used } }
+    public var peakBytes: Int { state.withLock { $0.peak } }
+    /// Bytes free for this process: the cap less ours less other processes' (see `occupy`).
+    public var availableBytes: Int { state.withLock { $0.cap - $0.used - $0.external } }
+    public var bytesHostToDevice: Int { state.withLock { $0.hostToDevice } }
+    public var bytesDeviceToHost: Int { state.withLock { $0.deviceToHost } }
+    public var spans: [Span] { state.withLock { $0.spans } }
+    /// When every queued copy and kernel has finished.
+    public var now: Double { state.withLock { max($0.copyFree, $0.computeFree) } }
+
+    public func allocate(bytes: Int, label: String) throws(SluiceError) -> Allocation {
+        let ok = state.withLock { s -> Int? in
+            s.allocations += 1
+            if let o = s.occupyAt, s.allocations >= o.count {
+                s.external += o.bytes
+                s.occupyAt = nil
+            }
+            let free = s.cap - s.used - s.external
+            guard bytes <= free else { return free }
+            s.used += bytes
+            s.peak = max(s.peak, s.used)
+            return nil
+        }
+        if let available = ok { throw .outOfMemory(device: name, requestedBytes: bytes, availableBytes: available) }
+        return Allocation(bytes: bytes, label: label, backed: backed)
+    }
+
+    public func free(_ a: Allocation) {
+        guard !a.freed else { return }
+        a.freed = true
+        state.withLock { $0.used -= a.bytes }
+    }
+
+    /// Another process takes (or, negative, gives back) device memory: our next allocation sees less.
+    public func occupy(externalBytes: Int) { state.withLock { $0.external += externalBytes } }
+
+    /// Test hook: another process takes `bytes` just before our `count`-th allocation from now.
+    public func occupy(externalBytes bytes: Int, beforeAllocation count: Int) {
+        state.withLock { $0.occupyAt = ($0.allocations + count, bytes) }
+    }
+
+    /// Queues a host→device copy of `bytes` on the copy engine after `waitFor`; `body` does the real
+    /// copy (run now: the simulation is sequential, only the clock is modelled).
+    @discardableResult
+    public func copyToDevice(bytes: Int, label: String, waitFor: [Event] = [], _ body: () -> Void = {}) -> Event {
+        body()
+        return state.withLock { s in
+            let start = max(s.copyFree, waitFor.max()?.time ?? 0)
+            let end = start + profile.copySeconds(bytes: bytes)
+            s.copyFree = end
+            s.hostToDevice += bytes
+            if s.recordSpans { s.spans.append(Span(kind: .copy, label: label, start: start, end: end, bytes: bytes)) }
+            return Event(time: end)
+        }
+    }
+
+    /// Queues a kernel of `flops` touching `bytes` of device memory after `waitFor`.
+    @discardableResult
+    public func compute(flops: Double, bytes: Double, label: String, waitFor: [Event] = [], _ body: () throws -> Void = {}) rethrows -> Event {
+        try body()
+        return state.withLock { s in
+            let start = max(s.computeFree, waitFor.max()?.time ?? 0)
+            let end = start + profile.kernelSeconds(flops: flops, bytes: bytes)
+            s.computeFree = end
+            if s.recordSpans { s.spans.append(Span(kind: .compute, label: label, start: start, end: end, bytes: Int(bytes))) }
+            return Event(time: end)
+        }
+    }
+
+    public func recordDeviceToHost(bytes: Int) { state.withLock { $0.deviceToHost += bytes } }
+
+    /// Starts a new measurement window: peak resets to current use, spans clear.
+    public func resetCounters() {
+        state.withLock { s in
+            s.peak = s.used
+            s.spans = []
+            s.hostToDevice = 0
+            s.deviceToHost = 0
+        }
+    }
+
+    public func setRecordSpans(_ on: Bool) { state.withLock { $0.recordSpans = on } }
+}

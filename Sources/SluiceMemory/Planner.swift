@@ -1,0 +1,141 @@
+import SluiceCore
+
+/// One streamable unit as the planner sees it: a name and its bytes in storage form.
+public struct GroupSize: Sendable, Hashable, Codable {
+    public let name: String
+    public let bytes: Int
+    public init(name: String, bytes: Int) { self.name = name; self.bytes = bytes }
+}
+
+/// Where one component's groups live while it runs.
+public struct ComponentPlan: Sendable, Codable, Equatable {
+    public let component: String
+    public let phase: String
+    /// Groups uploaded once and kept on the device, in forward order.
+    public let resident: [String]
+    /// Groups copied into a slot every call, in forward order.
+    public let streamed: [String]
+    /// How many streamed groups are in flight ahead of the one computing (0 when nothing streams).
+    public let prefetchDepth: Int
+    /// Ring of `slotCount` = depth + 1 device buffers of `slotBytes` each, allocated once.
+    public let slotBytes: Int
+    public let slotCount: Int
+    public let residentBytes: Int
+    public let activationBytes: Int
+    /// Bytes that cross the link each call (the streamed groups).
+    public let streamedBytesPerCall: Int
+    /// VAE decode in tiles (when the full-size activations do not fit).
+    public let tiled: Bool
+    public var deviceBytes: Int { residentBytes + slotBytes * slotCount + activationBytes }
+}
+
+/// The placement of every component of a pipeline under a budget (../shared/DESIGN.md §3).
+public struct Plan: Sendable, Codable, Equatable {
+    public let deviceBudget: Int
+    public let hostBudget: Int?
+    public let components: [ComponentPlan]
+    /// Components released from the device between phases (reloaded when their phase comes).
+    public let swappedBetweenPhases: [String]
+    /// The most device memory the plan holds at once.
+    public let peakDeviceBytes: Int
+
+    public func component(_ name: String) -> ComponentPlan? { components.first { $0.component == name } }
+}
+
+public enum PlanError: Error, Equatable, CustomStringConvertible {
+    /// No placement fits; `minimumBytes` is the smallest device budget that would.
+    case budgetTooSmall(component: String, budget: Int, minimumBytes: Int)
+
+    public var description: String {
+        switch self {
+        case let .budgetTooSmall(c, b, m):
+            return "\(c) does not fit a device budget of \(formatBytes(b)): the smallest that works is \(formatBytes(m))"
+        }
+    }
+}
+
+public func formatBytes(_ b: Int) -> String {
+    let g = Double(b) / Double(1 << 30)
+    if g >= 1 { return String(format: "%.2f GiB", g) }
+    return String(format: "%.1f MiB", Double(b) / Double(1 << 20))
+}
+
+import Foundation
+
+/// The planner: a pure function from sizes and budgets to a `Plan`.
+public enum Planner {
+    /// Places one component's groups: everything resident if it fits; otherwise a ring of
+    /// `depth + 1` slots sized to the largest streamed group, and as many groups resident as fit
+    /// beside it, chosen largest first and spread evenly along the forward order (so the copy
+    /// engine keeps streaming while resident groups compute).
+    public static func planComponent(name: String, phase: String, groups: [GroupSize], activationBytes: Int,
+                                     budget: Int, prefetchDepth: Int? = nil, tiled: Bool = false) throws(PlanError) -> ComponentPlan {
+        let total = groups.reduce(0) { $0 + $1.bytes }
+        if total + activationBytes <= budget {
+            return ComponentPlan(component: name, phase: phase, resident: groups.map(\.name), streamed: [], prefetchDepth: 0,
+                                 slotBytes: 0, slotCount: 0, residentBytes: total, activationBytes: activationBytes,
+                                 streamedBytesPerCall: 0, tiled: tiled)
+        }
+        let depths = prefetchDepth.map { [$0] } ?? [2, 1]
+        // Spread order: positions in bit-reversed (van der Corput) order, so equal-sized groups
+        // chosen for residency are evenly spaced along the forward pass.
+        let spread = spreadRank(count: groups.count)
+        let slotCandidates = Array(Set(groups.map(\.bytes))).sorted()
+        var best: (resident: Set<Int>, slot: Int, depth: Int, residentBytes: Int)?
+        for depth in depths {
+            for slot in slotCandidates {
+                let forced = groups.indices.filter { groups[$0].bytes > slot }
+                let forcedBytes = forced.reduce(0) { $0 + groups[$1].bytes }
+                var free = budget - activationBytes - (depth + 1) * slot - forcedBytes
+                guard free >= 0 else { continue }
+                var resident = Set(forced)
+                let candidates = groups.indices.filter { groups[$0].bytes <= slot }
+                    .sorted { (groups[$0].bytes, -spread[$0]) > (groups[$1].bytes, -spread[$1]) }
+                for i in candidates where groups[i].bytes <= free {
+                    resident.insert(i)
+                    free -= groups[i].bytes
+                }
+                // Everything resident would not need slots; that case was handled above.
+                guard resident.count < groups.count else { continue }
+                let bytes = resident.reduce(0) { $0 + groups[$1].bytes }
+                if best == nil || bytes > best!.residentBytes || (bytes == best!.residentBytes && slot < best!.slot) {
+                    best = (resident, slot, depth, bytes)
+                }
+            }
+            if best != nil { break }
+        }
+        guard let best else {
+            // Smallest budget: one group streams through depth + 1 slots and the rest that are
+            // larger stay resident; minimise over the slot size.
+            let depth = depths.min()!
+            let minimum = slotCandidates.map { slot in
+                activationBytes + (depth + 1) * slot + groups.filter { $0.bytes > slot }.reduce(0) { $0 + $1.bytes }
+            }.min() ?? activationBytes
+            throw .budgetTooSmall(component: name, budget: budget, minimumBytes: minimum)
+        }
+        let streamed = groups.indices.filter { !best.resident.contains($0) }
+        // Slots only need to hold the largest group that actually streams.
+        let slot = streamed.map { groups[$0].bytes }.max() ?? 0
+        return ComponentPlan(component: name, phase: phase,
+                             resident: groups.indices.filter { best.resident.contains($0) }.map { groups[$0].name },
+                             streamed: streamed.map { groups[$0].name }, prefetchDepth: best.depth,
+                             slotBytes: slot, slotCount: best.depth + 1, residentBytes: best.residentBytes,
+                             activationBytes: activationBytes,
+                             streamedBytesPerCall: streamed.reduce(0) { $0 + groups[$1].bytes }, tiled: tiled)
+    }
+
+    static func spreadRank(count: Int) -> [Int] {
+        guard count > 1 else { return [Int](repeating: 0, count: count) }
+        var bits = 0
+        while (1 << bits) < count { bits += 1 }
+        func reverse(_ x: Int) -> Int {
+            var r = 0
+            for b in 0..<bits where x & (1 << b) != 0 { r |= 1 << (bits - 1 - b) }
+            return r
+        }
+        let order = (0..<(1 << bits)).map(reverse).filter { $0 < count }
+        var rank = [Int](repeating: 0, count: count)
+        for (r, pos) in order.enumerated() { rank[pos] = r }
+        return rank
+    }
+}

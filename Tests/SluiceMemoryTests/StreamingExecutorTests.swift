@@ -1,0 +1,199 @@
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+import SluiceWeights
+import Foundation
+import Testing
+
+/// The sluice's promises, proven on the simulated device with a 26-group tiny transformer:
+/// peak device bytes never exceed the budget, and offloading never changes the result.
+@Suite struct StreamingExecutorTests {
+    static let activation = 64 << 10
+
+    func plan(_ m: TinyTransformer, budget: Int, depth: Int?) throws -> ComponentPlan {
+        try Planner.planComponent(name: "transformer", phase: "denoise", groups: m.sizes, activationBytes: Self.activation,
+                                  budget: budget, prefetchDepth: depth)
+    }
+
+    /// The budgets from "everything fits" down to the smallest the planner accepts, one block apart.
+    func budgets(_ m: TinyTransformer, depth: Int) -> [Int] {
+        let block = m.sizes[1].bytes
+        var out: [Int] = []
+        var b = m.totalBytes + Self.activation
+        while (try? plan(m, budget: b, depth: depth)) != nil { out.append(b); b -= block / 2 }
+        return out
+    }
+
+    @Test func everyBudgetAndDepthIsBitIdenticalAndUnderBudget() throws {
+        let be = try CPUBackend(threads: 2)
+        for storage in [DType.f32, .bf16] {
+            let model = try TinyTransformer(storage: storage)
+            let reference = try bits(model.runOnCPU(be))
+            for depth in 1...4 {
+                let all = budgets(model, depth: depth)
+                #expect(all.count >= 20, "\(storage) depth \(depth): only \(all.count) budgets")
+                var streamedSomewhere = false
+                for budget in all {
+                    let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+                    let p = try plan(model, budget: budget, depth: depth)
+                    streamedSomewhere = streamedSomewhere || !p.streamed.isEmpty
+                    let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
+                    let out = try model.run(on: ex, be)
+                    #expect(try bits(out) == reference, "\(storage) depth \(depth) budget \(budget): output differs")
+                    #expect(device.peakBytes <= budget, "\(storage) depth \(depth): peak \(device.peakBytes) > budget \(budget)")
+                }
+                #expect(streamedSomewhere)
+            }
+        }
+    }
+
+    @Test func secondCallUploadsNothingResidentAndStreamsExactlyItsGroups() throws {
+        let be = try CPUBackend(threads: 2)
+        let model = try TinyTransformer(storage: .bf16)
+        let budget = model.totalBytes / 2
+        let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let p = try plan(model, budget: budget, depth: 2)
+        #expect(!p.resident.isEmpty && !p.streamed.isEmpty)
+        let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
+        let first = try bits(model.run(on: ex, be))
+        device.resetCounters()
+        let second = try bits(model.run(on: ex, be))
+        #expect(first == second)
+        // Steady state: each call moves exactly the streamed groups (the first `depth` of them were
+        // prefetched at the end of the previous call), and nothing that is resident.
+        #expect(device.bytesHostToDevice == p.streamedBytesPerCall)
+        let residentNames = Set(p.resident)
+        #expect(device.spans.filter { $0.kind == .copy }.allSatisfy { !residentNames.contains($0.label) })
+        // Everything fits: the second call copies 0 bytes.
+        let roomy = SimulatedDevice(profile: .rtx4090, capBytes: model.totalBytes + Self.activation)
+        let ex2 = StreamingExecutor(device: roomy, plan: try plan(model, budget: roomy.capBytes, depth: nil), groups: model.execGroups())
+        _ = try model.run(on: ex2, be)
+        roomy.resetCounters()
+        _ = try model.run(on: ex2, be)
+        #expect(roomy.bytesHostToDevice == 0)
+    }
+
+    @Test func copiesOverlapComputeAndAQuarterBudgetRunsNearResidentSpeed() throws {
+        let be = try CPUBackend(threads: 2)
+        let model = try TinyTransformer(storage: .bf16)
+        // A device whose link moves one block in 0.8× the time the block computes.
+        let blockBytes = Double(model.sizes[1].bytes), blockFlops = model.flops(1)
+        let flopsPerSecond = 1e9
+        let linkBytesPerSecond = blockBytes / (0.8 * blockFlops / flopsPerSecond)
+        let tuned = DeviceProfile(name: "balanced", memoryBytes: 1 << 30, memoryBandwidth: 1e15,
+                                  linkBandwidth: linkBytesPerSecond, bf16Flops: flopsPerSecond, computeEfficiency: 1,
+                                  linkEfficiency: 1, source: "test")
+        func steadyStep(budget: Int) throws -> (seconds: Double, device: SimulatedDevice, plan: ComponentPlan) {
+            let device = SimulatedDevice(profile: tuned, capBytes: budget)
+            let p = try plan(model, budget: budget, depth: nil)
+            let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
+            _ = try model.run(on: ex, be)
+            device.resetCounters()
+            let t0 = device.now
+            _ = try model.run(on: ex, be)
+            return (device.now - t0, device, p)
+        }
+        let resident = try steadyStep(budget: model.totalBytes + Self.activation)
+        let quarter = try steadyStep(budget: model.totalBytes / 4 + Self.activation)
+        #expect(!quarter.plan.streamed.isEmpty)
+        #expect(quarter.device.peakBytes <= model.totalBytes / 4 + Self.activation)
+        #expect(quarter.seconds <= 1.15 * resident.seconds, "streamed \(quarter.seconds) s vs resident \(resident.seconds) s")
+        // The copy of each streamed group starts before the compute of the group before it ends
+        // (each compute is paired with the latest copy of its group that finished before it began).
+        let spans = quarter.device.spans
+        let computes = spans.filter { $0.kind == .compute }, copies = spans.filter { $0.kind == .copy }
+        let streamedNames = Set(quarter.plan.streamed)
+        var checked = 0
+        for m in computes.indices.dropFirst() where streamedNames.contains(computes[m].label) {
+            guard let feed = copies.last(where: { $0.label == computes[m].label && $0.end <= computes[m].start }) else { continue }
+            #expect(feed.start < computes[m - 1].end, "\(feed.label) copy starts at \(feed.start), after \(computes[m - 1].label) ends at \(computes[m - 1].end)")
+            checked += 1
+        }
+        // (the first `depth` were prefetched during the previous call, outside this window)
+        #expect(checked >= quarter.plan.streamed.count - quarter.plan.prefetchDepth)
+    }
+
+    @Test func fp8GroupsCrossTheLinkAtOneBytePerParameter() throws {
+        let be = try CPUBackend(threads: 2)
+        let model = try TinyTransformer(storage: .f8e4m3fn)
+        let reference = try bits(model.runOnCPU(be))
+        let budget = model.totalBytes / 3
+        let device = SimulatedDevice(profile: .rtx3060, capBytes: budget)
+        let p = try plan(model, budget: budget, depth: 1)
+        let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
+        #expect(try bits(model.run(on: ex, be)) == reference)
+        // norms and biases are f32 in this model; every fp8 tensor counts one byte per element.
+        let streamedParams = p.streamed.flatMap { name in model.groups.first { $0.name == name }!.tensors }
+        let expected = streamedParams.reduce(0) { $0 + $1.tensor.count * $1.tensor.dtype.byteSize }
+        let residentBytes = p.resident.flatMap { name in model.groups.first { $0.name == name }!.tensors }.reduce(0) { $0 + $1.tensor.byteCount }
+        let prefetched = p.streamed.prefix(p.prefetchDepth).flatMap { name in model.groups.first { $0.name == name }!.tensors }.reduce(0) { $0 + $1.tensor.byteCount }
+        #expect(device.bytesHostToDevice == residentBytes + expected + prefetched)
+        #expect(model.groups[1].tensors.first { $0.key.hasSuffix("qkv.weight") }!.tensor.byteCount == 3 * 64 * 64)
+    }
+
+    @Test func outOfMemoryMidRunReplansAndGivesTheSameOutput() throws {
+        let be = try CPUBackend(threads: 2)
+        let model = try TinyTransformer(storage: .bf16)
+        let reference = try bits(model.runOnCPU(be))
+        let budget = model.totalBytes + Self.activation
+        let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let act = Self.activation, sizes = model.sizes
+        let ex = StreamingExecutor(device: device, plan: try plan(model, budget: budget, depth: nil), groups: model.execGroups(),
+                                   replan: { available throws(PlanError) in
+            try Planner.planComponent(name: "transformer", phase: "denoise", groups: sizes, activationBytes: act, budget: available)
+        })
+        // Another process takes half the device just before our 10th allocation.
+        device.occupy(externalBytes: budget / 2, beforeAllocation: 10)
+        let out = try model.run(on: ex, be)
+        #expect(try bits(out) == reference)
+        #expect(ex.replans == 1)
+        #expect(!ex.plan.streamed.isEmpty)
+        #expect(device.peakBytes <= budget - budget / 2 || device.peakBytes <= budget)
+
+        // A budget too small for anything: the error says what is needed and what is there.
+        do {
+            _ = try plan(model, budget: 4096, depth: nil)
+            Issue.record("planned a 4 KiB budget")
+        } catch let PlanError.budgetTooSmall(_, budget, minimum) {
+            #expect(budget == 4096 && minimum > 4096)
+        }
+        // And a re-plan that cannot succeed ends with the numbers.
+        let tiny = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let ex3 = StreamingExecutor(device: tiny, plan: try plan(model, budget: budget, depth: nil), groups: model.execGroups(),
+                                    replan: { available throws(PlanError) in
+            try Planner.planComponent(name: "transformer", phase: "denoise", groups: sizes, activationBytes: act, budget: available)
+        })
+        tiny.occupy(externalBytes: budget - 8192, beforeAllocation: 1)
+        do {
+            _ = try model.run(on: ex3, be)
+            Issue.record("ran in 8 KiB")
+        } catch let error as SluiceError {
+            #expect("\(error)".contains("out of memory") && "\(error)".contains("available"), "\(error)")
+        }
+    }
+
+    @Test func diskHomedGroupsKeepHostRAMUnderItsLimit() throws {
+        let be = try CPUBackend(threads: 2)
+        let model = try TinyTransformer(storage: .bf16)
+        let reference = try bits(model.runOnCPU(be))
+        let dir = NSTemporaryDirectory() + "sluice-disk-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try SafetensorsWriter.write(model.groups.flatMap { $0.tensors.map { ($0.key, $0.tensor) } }, to: dir + "/model.safetensors")
+        let file = try SafetensorsFile(path: dir + "/model.safetensors")
+        let mapped = try model.groups.enumerated().map { i, g in
+            ExecGroup(name: g.name, tensors: try g.tensors.map { (key: $0.key, tensor: try file.tensor($0.key)) }, flops: model.flops(i))
+        }
+        let budget = model.totalBytes / 4
+        let ramLimit = model.totalBytes / 3
+        let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let ex = StreamingExecutor(device: device, plan: try plan(model, budget: budget, depth: 2), groups: mapped, hostBudget: ramLimit)
+        for _ in 0..<3 {
+            #expect(try bits(ex.run(model.input()) { i, w, x in
+                try TinyTransformer.forward(group: i, name: model.groups[i].name, w: { try w($0) }, x: x, on: be)
+            }) == reference)
+            #expect(ex.hostBytes <= ramLimit)
+        }
+        #expect(ex.hostBytes > 0)
+        #expect(ex.tiers.contains(.disk) && ex.tiers.contains(.host) && ex.tiers.contains(.device))
+    }
+}
