@@ -68,8 +68,12 @@ public enum Planner {
     /// `depth + 1` slots sized to the largest streamed group, and as many groups resident as fit
     /// beside it, chosen largest first and spread evenly along the forward order (so the copy
     /// engine keeps streaming while resident groups compute).
+    /// `priority`, when given, orders the groups to keep resident (higher first) instead of size:
+    /// the pipeline planner passes copy time over compute time, so the groups whose copies could
+    /// least hide behind compute stay put.
     public static func planComponent(name: String, phase: String, groups: [GroupSize], activationBytes: Int,
-                                     budget: Int, prefetchDepth: Int? = nil, tiled: Bool = false) throws(PlanError) -> ComponentPlan {
+                                     budget: Int, prefetchDepth: Int? = nil, tiled: Bool = false,
+                                     priority: [Double]? = nil) throws(PlanError) -> ComponentPlan {
         let total = groups.reduce(0) { $0 + $1.bytes }
         if total + activationBytes <= budget {
             return ComponentPlan(component: name, phase: phase, resident: groups.map(\.name), streamed: [], prefetchDepth: 0,
@@ -89,8 +93,9 @@ public enum Planner {
                 var free = budget - activationBytes - (depth + 1) * slot - forcedBytes
                 guard free >= 0 else { continue }
                 var resident = Set(forced)
+                let key: (Int) -> Double = { i in priority?[i] ?? Double(groups[i].bytes) }
                 let candidates = groups.indices.filter { groups[$0].bytes <= slot }
-                    .sorted { (groups[$0].bytes, -spread[$0]) > (groups[$1].bytes, -spread[$1]) }
+                    .sorted { (key($0), -spread[$0]) > (key($1), -spread[$1]) }
                 for i in candidates where groups[i].bytes <= free {
                     resident.insert(i)
                     free -= groups[i].bytes

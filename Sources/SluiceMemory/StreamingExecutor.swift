@@ -13,6 +13,11 @@ public struct ExecGroup: Sendable {
     public let flops: Double
     public let bytesTouched: Double
 
+    /// Device bytes the group occupies: each tensor starts 64-byte aligned.
+    public var stagedBytes: Int {
+        tensors.isEmpty ? (bytes + 63) & ~63 : tensors.reduce(0) { $0 + (($1.tensor.byteCount + 63) & ~63) }
+    }
+
     public init(name: String, tensors: [(key: String, tensor: Tensor)], flops: Double, bytesTouched: Double? = nil) {
         self.name = name
         self.tensors = tensors
@@ -46,9 +51,11 @@ public enum GroupState: String, Sendable, Codable { case offloaded, loading, res
 
 /// Runs a component's groups in forward order on a simulated device under a `ComponentPlan`:
 /// resident groups are uploaded once and stay (across calls); streamed groups pass through a
-/// ring of depth + 1 slots allocated once, the copies of the next `depth` groups in flight on the
-/// copy engine while the current one computes, each signalled by an event compute waits for.
-/// Weights are read-only: a slot is reused without copying anything back.
+/// staging ring of (depth + 1) × the largest streamed group, allocated once. Copies are issued in
+/// forward order as far ahead as the ring has room — before every compute, resident or streamed,
+/// so the copy engine keeps working while resident groups compute — each signalled by an event the
+/// group's compute waits for. A ring region is reused only after the compute that read it has
+/// ended; weights are read-only, so nothing is ever copied back.
 public final class StreamingExecutor: @unchecked Sendable {
     public let device: SimulatedDevice
     public private(set) var plan: ComponentPlan
@@ -58,13 +65,15 @@ public final class StreamingExecutor: @unchecked Sendable {
     /// Planner called after an out-of-memory: the bytes really available → a smaller plan.
     public let replan: (@Sendable (Int) throws(PlanError) -> ComponentPlan)?
 
-    private var resident: [Int: SimulatedDevice.Allocation] = [:]
-    private var slots: [SimulatedDevice.Allocation] = []
+    private var resident: [Int: (allocation: SimulatedDevice.Allocation, uploaded: SimulatedDevice.Event)] = [:]
+    private var ring: SimulatedDevice.Allocation?
     private var activations: SimulatedDevice.Allocation?
-    private var slotFree: [SimulatedDevice.Event] = []
-    /// Streamed copies already issued: stream position → (event, slot).
-    private var inFlight: [Int: (event: SimulatedDevice.Event, slot: Int)] = [:]
+    /// Ring regions in stream order: those copied and not yet freed by their compute.
+    private struct Region { var pos: Int; var offset: Int; var bytes: Int; var copied: SimulatedDevice.Event; var freed: SimulatedDevice.Event? }
+    private var regions: [Region] = []
+    /// Next stream position to copy, and where the ring's write head is.
     private var streamPosition = 0
+    private var head = 0
     /// Stream position of the next call's first streamed group (each call streams the same list).
     private var callStart = 0
     private var hostCopies: [Int: [(key: String, tensor: Tensor)]] = [:]
@@ -88,6 +97,7 @@ public final class StreamingExecutor: @unchecked Sendable {
 
     private lazy var index: [String: Int] = Dictionary(uniqueKeysWithValues: groups.enumerated().map { ($1.name, $0) })
     private var streamedOrder: [Int] { plan.streamed.map { index[$0]! } }
+    private var ringBytes: Int { plan.slotBytes * plan.slotCount }
 
     /// Runs one forward: `body(i, weights, state)` for each group in order. On an out-of-memory
     /// the executor re-plans with what the device really has, releases everything, and runs the
@@ -108,22 +118,22 @@ public final class StreamingExecutor: @unchecked Sendable {
             do { return try runOnce(input, body) } catch let SluiceError.outOfMemory(_, requested2, available2) {
                 releaseAll()
                 throw SluiceError.invalidArgument(name: "device memory",
-                    reason: "out of memory after re-planning: needed \(requested2) bytes, \(available2) available (plan: \(smaller.resident.count) resident, \(smaller.streamed.count) streamed through \(smaller.slotCount) × \(smaller.slotBytes)-byte slots, \(smaller.activationBytes) bytes of activations)")
+                    reason: "out of memory after re-planning: needed \(requested2) bytes, \(available2) available (plan: \(smaller.resident.count) resident, \(smaller.streamed.count) streamed through a \(smaller.slotCount) × \(smaller.slotBytes)-byte ring, \(smaller.activationBytes) bytes of activations)")
             }
         }
     }
 
     /// Frees every device allocation (weights are read-only: nothing is copied back).
     public func releaseAll() {
-        for (_, a) in resident { device.free(a) }
-        for s in slots { device.free(s) }
+        for (_, r) in resident { device.free(r.allocation) }
+        if let r = ring { device.free(r) }
         if let a = activations { device.free(a) }
         resident = [:]
-        slots = []
+        ring = nil
         activations = nil
-        slotFree = []
-        inFlight = [:]
+        regions = []
         streamPosition = 0
+        head = 0
         callStart = 0
         states = states.map { _ in .released }
     }
@@ -136,74 +146,86 @@ public final class StreamingExecutor: @unchecked Sendable {
         let callStart = self.callStart
         defer { self.callStart = callStart + streamed.count }
         for i in groups.indices {
-            var waits: [SimulatedDevice.Event] = []
+            issueCopies(streamed: streamed, callStart: callStart)
+            let g = groups[i]
             let weights: DeviceWeights
-            if let a = resident[i] {
-                weights = views(of: i, in: a)
+            var waits: [SimulatedDevice.Event] = []
+            var regionIndex: Int?
+            if let r = resident[i] {
+                weights = views(of: i, in: r.allocation, at: 0)
+                waits.append(r.uploaded)
             } else {
-                let rank = streamRank[i]!
-                let pos = callStart + rank
-                // Keep `depth` copies in flight ahead of this one (wrapping into the next call).
-                let horizon = pos + plan.prefetchDepth
-                while streamPosition <= horizon { try issue(streamPosition, callStart: callStart, streamed: streamed) }
-                let (event, slot) = inFlight.removeValue(forKey: pos)!
-                waits.append(event)
-                weights = views(of: i, in: slots[slot])
-                states[i] = .inUse
-                let g = groups[i]
-                var next: State = state
-                let done = try device.compute(flops: g.flops, bytes: g.bytesTouched, label: g.name, waitFor: waits) {
-                    next = try body(i, weights, state)
+                let pos = callStart + streamRank[i]!
+                while !regions.contains(where: { $0.pos == pos }) {
+                    // The ring is full of regions still to be computed before this one: impossible
+                    // by construction (they precede it in stream order), so copy it now.
+                    let before = streamPosition
+                    issueCopies(streamed: streamed, callStart: callStart)
+                    precondition(streamPosition > before, "staging ring cannot hold \(g.name)")
                 }
-                slotFree[slot] = done
-                states[i] = .released
-                state = next
-                continue
+                let k = regions.firstIndex { $0.pos == pos }!
+                regionIndex = k
+                waits.append(regions[k].copied)
+                weights = views(of: i, in: ring!, at: regions[k].offset)
             }
             states[i] = .inUse
-            let g = groups[i]
             var next: State = state
-            try device.compute(flops: g.flops, bytes: g.bytesTouched, label: g.name, waitFor: waits) {
+            let done = try device.compute(flops: g.flops, bytes: g.bytesTouched, label: g.name, waitFor: waits) {
                 next = try body(i, weights, state)
             }
-            states[i] = .resident
+            if let k = regionIndex {
+                regions[k].freed = done
+                states[i] = .released
+            } else {
+                states[i] = .resident
+            }
             state = next
         }
         return state
     }
 
-    /// Allocates the activation reservation and the slot ring, and uploads resident groups, once.
+    /// Allocates the activation reservation and the staging ring, and uploads resident groups, once.
     private func prepare() throws(SluiceError) {
         if activations == nil, plan.activationBytes > 0 {
             activations = try device.allocate(bytes: plan.activationBytes, label: "activations")
         }
-        if slots.isEmpty && plan.slotCount > 0 {
-            for k in 0..<plan.slotCount { slots.append(try device.allocate(bytes: plan.slotBytes, label: "slot \(k)")) }
-            slotFree = [SimulatedDevice.Event](repeating: .zero, count: plan.slotCount)
+        if ring == nil && ringBytes > 0 {
+            ring = try device.allocate(bytes: ringBytes, label: "staging ring")
         }
         for name in plan.resident {
             let i = index[name]!
             guard resident[i] == nil else { continue }
             states[i] = .loading
-            let a = try device.allocate(bytes: groups[i].bytes, label: groups[i].name)
-            device.copyToDevice(bytes: groups[i].bytes, label: groups[i].name) { fill(a, from: source(i)) }
-            resident[i] = a
+            let a = try device.allocate(bytes: groups[i].stagedBytes, label: groups[i].name)
+            let uploaded = device.copyToDevice(bytes: groups[i].bytes, label: groups[i].name) { fill(a, at: 0, from: source(i)) }
+            resident[i] = (a, uploaded)
             states[i] = .resident
         }
     }
 
-    /// Copies stream position `pos` into its slot after the slot's previous occupant has computed.
-    private func issue(_ pos: Int, callStart: Int, streamed: [Int]) throws(SluiceError) {
-        guard !streamed.isEmpty else { streamPosition += 1; return }
-        let i = streamed[(pos - callStart) % streamed.count]
-        let slot = pos % plan.slotCount
-        precondition(groups[i].bytes <= plan.slotBytes, "group \(groups[i].name) larger than its slot")
-        states[i] = .loading
-        let event = device.copyToDevice(bytes: groups[i].bytes, label: groups[i].name, waitFor: [slotFree[slot]]) {
-            fill(slots[slot], from: source(i))
+    /// Copies streamed groups in order into the ring while the region each needs holds only
+    /// groups that have already computed (their compute events are known: the copy waits for them).
+    private func issueCopies(streamed: [Int], callStart: Int) {
+        guard !streamed.isEmpty, let ring else { return }
+        // Never run more than one call ahead.
+        while streamPosition < callStart + 2 * streamed.count {
+            let i = streamed[(streamPosition - callStart) % streamed.count]
+            let bytes = groups[i].stagedBytes
+            precondition(bytes <= ring.bytes, "group \(groups[i].name) larger than the staging ring")
+            let offset = head + bytes <= ring.bytes ? head : 0
+            let overlapping = regions.filter { $0.offset < offset + bytes && offset < $0.offset + $0.bytes }
+            // Every region it would overwrite must have been read by its compute already.
+            guard overlapping.allSatisfy({ $0.freed != nil }) else { return }
+            let wait = overlapping.compactMap(\.freed)
+            regions.removeAll { r in overlapping.contains { $0.pos == r.pos } }
+            states[i] = .loading
+            let copied = device.copyToDevice(bytes: groups[i].bytes, label: groups[i].name, waitFor: wait) {
+                fill(ring, at: offset, from: source(i))
+            }
+            regions.append(Region(pos: streamPosition, offset: offset, bytes: bytes, copied: copied, freed: nil))
+            head = offset + bytes
+            streamPosition += 1
         }
-        inFlight[pos] = (event, slot)
-        streamPosition += 1
     }
 
     /// The group's tensors from the cheapest home: a host copy if one is kept, else the original
@@ -225,9 +247,9 @@ public final class StreamingExecutor: @unchecked Sendable {
         }
     }
 
-    private func fill(_ a: SimulatedDevice.Allocation, from tensors: [(key: String, tensor: Tensor)]) {
+    private func fill(_ a: SimulatedDevice.Allocation, at base: Int, from tensors: [(key: String, tensor: Tensor)]) {
         guard let dst = a.storage else { return }
-        var offset = 0
+        var offset = base
         for (_, t) in tensors {
             let c = t.contiguous()
             (dst.baseAddress + offset).copyMemory(from: c.rawPointer, byteCount: c.byteCount)
@@ -235,10 +257,10 @@ public final class StreamingExecutor: @unchecked Sendable {
         }
     }
 
-    private func views(of i: Int, in a: SimulatedDevice.Allocation) -> DeviceWeights {
+    private func views(of i: Int, in a: SimulatedDevice.Allocation, at base: Int) -> DeviceWeights {
         guard let storage = a.storage else { return DeviceWeights(tensors: [:]) }
         var out: [String: Tensor] = [:]
-        var offset = 0
+        var offset = base
         for (key, t) in groups[i].tensors {
             let view = HostStorage(viewOf: storage, offset: offset, byteCount: t.byteCount)
             out[key] = Tensor(storage: view, dtype: t.dtype, shape: t.shape)

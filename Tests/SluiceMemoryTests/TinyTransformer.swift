@@ -47,7 +47,8 @@ struct TinyTransformer {
         groups.indices.map { ExecGroup(name: groups[$0].name, tensors: groups[$0].tensors, flops: flops($0) * flopsScale) }
     }
 
-    var sizes: [GroupSize] { groups.map { GroupSize(name: $0.name, bytes: $0.tensors.reduce(0) { $0 + $1.tensor.byteCount }) } }
+    /// Sizes as the device holds them (each tensor 64-byte aligned).
+    var sizes: [GroupSize] { execGroups().map { GroupSize(name: $0.name, bytes: $0.stagedBytes) } }
     var totalBytes: Int { sizes.reduce(0) { $0 + $1.bytes } }
 
     func input() -> Tensor {

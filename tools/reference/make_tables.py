@@ -3,7 +3,7 @@
 Run from the repository root:  python3 tools/reference/make_tables.py
 Needs torch, diffusers and transformers (no weights, no network): every component is built from its
 published config on torch's meta device, so parameter counts are exact. The groups are the module
-tree cut so that no group exceeds 64M parameters or 1/24 of its component (a DiT block splits into
+tree cut so that no group exceeds 16M parameters or 1/24 of its component (a DiT block splits into
 its attention, feed-forward and modulation modules; a UNet attention into its transformer blocks):
 fine enough that streaming slots stay small beside what must stream. A group's name is its module
 path, which is its checkpoint key prefix.
@@ -68,7 +68,7 @@ def component(name, phase, module, prefix, tokens_of, attention_of, activation, 
     """attention_of(module_path) gives the attention FLOPs of an attention module (0 for others);
     they are booked on the group that holds that module (or its first piece, if it was cut)."""
     total = sum(p.numel() for p in module.parameters())
-    cut = max(min(total // 24, 64_000_000), 4_000_000)
+    cut = max(min(total // 24, 16_000_000), 2_000_000)
     groups = []
     for path, params in groups_of(module, cut):
         groups.append({"name": path, "parameters": params, "linearFlops": float(2 * params * tokens_of(path)),
@@ -344,7 +344,7 @@ if __name__ == "__main__":
         table["referenceHeight"] = RES
         path = os.path.join(OUT, table["model"] + ".json")
         with open(path, "w") as f:
-            json.dump(table, f, indent=1, sort_keys=True)
+            json.dump(table, f, separators=(",", ":"), sort_keys=True)
         params = {c["name"]: sum(g["parameters"] for g in c["groups"]) for c in table["components"]}
         print(table["model"], {k: f"{v / 1e9:.3f}B" for k, v in params.items()},
               sum(len(c["groups"]) for c in table["components"]), "groups", os.path.getsize(path), "bytes")

@@ -1,0 +1,84 @@
+import SluiceBackends
+import SluiceCore
+
+/// One denoising step of a component on the modelled clock under the four policies `sluice bench
+/// offload` compares, and the physical bound. All figures are simulation (../shared/DESIGN.md §3).
+public enum OffloadModel {
+    public struct Costs {
+        public let bytes: [Int]
+        public let flops: [Double]
+        public let touched: [Double]
+    }
+
+    public static func costs(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> Costs {
+        let sizes = PipelinePlanner.sizes(c, r)
+        let f = PipelinePlanner.flops(c, t, r)
+        // A kernel reads its weights once and its activations (≈ the group's share of the peak).
+        let act = Double(PipelinePlanner.activationBytes(c, t, r)) / Double(max(c.groups.count, 1))
+        return Costs(bytes: sizes.map(\.bytes), flops: f, touched: sizes.map { Double($0.bytes) + act })
+    }
+
+    /// The sluice: the executor itself, run dry on a simulated device; the second of two calls
+    /// (steady state: resident groups already uploaded, the first streamed ones prefetched).
+    public static func sluiceStepSeconds(plan: ComponentPlan, component c: ModelTable.Component, table t: ModelTable,
+                                         request r: PlanRequest, profile: DeviceProfile, device: SimulatedDevice? = nil) -> Double {
+        let k = costs(c, t, r)
+        let dev = device ?? SimulatedDevice(profile: profile, capBytes: plan.deviceBytes, backed: false)
+        dev.setRecordSpans(device != nil)
+        let groups = c.groups.indices.map { ExecGroup(name: c.groups[$0].name, bytes: k.bytes[$0], flops: k.flops[$0], bytesTouched: k.touched[$0]) }
+        let ex = StreamingExecutor(device: dev, plan: plan, groups: groups)
+        do {
+            _ = try ex.run(()) { _, _, _ in () }
+            dev.resetCounters()
+            let t0 = dev.now
+            _ = try ex.run(()) { _, _, _ in () }
+            return dev.now - t0
+        } catch {
+            return .infinity
+        }
+    }
+
+    /// Compute alone, everything resident.
+    public static func computeSeconds(_ k: Costs, _ p: DeviceProfile) -> Double {
+        zip(k.flops, k.touched).reduce(0) { $0 + p.kernelSeconds(flops: $1.0, bytes: $1.1) }
+    }
+
+    /// diffusers-style group offloading with streams: every group crosses every step; the copy of
+    /// group i+1 is issued when group i starts and group i+1 starts after both are done (a
+    /// synchronisation per group).
+    public static func groupOffloadSeconds(_ k: Costs, _ p: DeviceProfile) -> Double {
+        var copyFree = 0.0, prevStart = 0.0, prevEnd = 0.0
+        var copyEnd = p.copySeconds(bytes: k.bytes.first ?? 0)  // group 0 is onloaded up front
+        copyFree = copyEnd
+        for i in k.bytes.indices {
+            let start = max(prevEnd, copyEnd)
+            let end = start + p.kernelSeconds(flops: k.flops[i], bytes: k.touched[i])
+            if i + 1 < k.bytes.count {
+                let cs = max(copyFree, start)
+                copyEnd = cs + p.copySeconds(bytes: k.bytes[i + 1])
+                copyFree = copyEnd
+            }
+            prevStart = start
+            prevEnd = end
+        }
+        _ = prevStart
+        return prevEnd
+    }
+
+    /// Model offload: the whole component is uploaded, then computes (no overlap).
+    public static func modelOffloadSeconds(_ k: Costs, _ p: DeviceProfile) -> Double {
+        p.copySeconds(bytes: k.bytes.reduce(0, +)) + computeSeconds(k, p)
+    }
+
+    /// The physical bound under a budget: max(compute, bytes that must cross ÷ link). What must
+    /// cross is the weights that cannot stay resident: at most budget − activations can be on the
+    /// device, less — when anything streams — room to stage one group while it computes (no scheme
+    /// computes a weight it has not got); the smallest group, so the bound stays a lower bound.
+    public static func boundSeconds(_ k: Costs, _ p: DeviceProfile, budget: Int, activation: Int) -> (seconds: Double, mustCross: Int) {
+        let total = k.bytes.reduce(0, +)
+        var room = budget - activation
+        if total > room { room -= k.bytes.min() ?? 0 }
+        let mustCross = max(0, total - max(room, 0))
+        return (max(computeSeconds(k, p), p.copySeconds(bytes: mustCross)), mustCross)
+    }
+}

@@ -1,0 +1,128 @@
+import SluiceBackends
+import SluiceCore
+
+/// What the user asks the planner for (`sluice plan` / `--vram-limit` / `--ram-limit`).
+public struct PlanRequest: Sendable {
+    public var deviceBudget: Int
+    public var hostBudget: Int?
+    /// Storage type of the text encoders' and denoiser's weights (the VAE stays bf16: it is small
+    /// and sensitive to precision).
+    public var storage: DType
+    public var width: Int
+    public var height: Int
+    /// Prefetch depth; nil lets the planner choose (1 when copies dominate, else 2).
+    public var prefetchDepth: Int?
+    /// Device model for the planner's cost estimate (choosing the prefetch depth).
+    public var profile: DeviceProfile?
+
+    public init(deviceBudget: Int, hostBudget: Int? = nil, storage: DType = .bf16, width: Int = 1024, height: Int = 1024,
+                prefetchDepth: Int? = nil, profile: DeviceProfile? = nil) {
+        self.deviceBudget = deviceBudget; self.hostBudget = hostBudget; self.storage = storage
+        self.width = width; self.height = height; self.prefetchDepth = prefetchDepth; self.profile = profile
+    }
+}
+
+/// Plans a whole pipeline from a model table: each component under the full budget in its own
+/// phase; components of other phases kept on the device only while everything still fits, else
+/// released between phases ("swapped"); the VAE decodes in tiles when its full-size activations
+/// do not fit.
+public enum PipelinePlanner {
+    public static let phases = ["text", "denoise", "decode"]
+
+    public static func storage(of c: ModelTable.Component, _ request: PlanRequest) -> DType {
+        c.phase == "decode" ? .bf16 : request.storage
+    }
+
+    /// Group sizes as the device holds them: storage bytes, 64-byte aligned.
+    public static func sizes(_ c: ModelTable.Component, _ request: PlanRequest) -> [GroupSize] {
+        let s = storage(of: c, request).byteSize
+        return c.groups.map { GroupSize(name: $0.name, bytes: ($0.parameters * s + 63) & ~63) }
+    }
+
+    /// Image size over the table's reference size.
+    public static func pixelRatio(_ t: ModelTable, _ r: PlanRequest) -> Double {
+        Double(r.width * r.height) / Double(t.referenceWidth * t.referenceHeight)
+    }
+
+    public static func activationBytes(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> Int {
+        c.scaling == "pixels" ? Int((Double(c.activationBytes) * pixelRatio(t, r)).rounded(.up)) : c.activationBytes
+    }
+
+    /// Modelled FLOPs of each group at the requested size: linear parts scale with tokens, attention with tokens².
+    public static func flops(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> [Double] {
+        let p = c.scaling == "pixels" ? pixelRatio(t, r) : 1
+        return c.groups.map { $0.linearFlops * p + $0.attentionFlops * p * p }
+    }
+
+    public static func plan(_ table: ModelTable, _ request: PlanRequest) throws(PlanError) -> Plan {
+        let B = request.deviceBudget
+        var plans: [String: ComponentPlan] = [:]
+        for c in table.components {
+            var act = activationBytes(c, table, request)
+            var tiled = false
+            let weights = sizes(c, request).reduce(0) { $0 + $1.bytes }
+            if c.phase == "decode" && weights + act > B {
+                // Tiles of 512², then 256², with overlap handled by the decoder: activations shrink
+                // with the tile's pixels.
+                for side in [512, 384, 256] {
+                    act = Int(Double(c.activationBytes) * Double(side * side) / Double(table.referenceWidth * table.referenceHeight))
+                    tiled = true
+                    if weights + act <= B { break }
+                }
+            }
+            plans[c.name] = try planComponent(c, table, request, activation: act, budget: B, tiled: tiled)
+        }
+        // Which components can stay on the device through the other phases?
+        var kept = Set<String>()
+        func peak(_ keep: Set<String>) -> Int {
+            phases.map { phase in
+                let running = table.components.filter { $0.phase == phase }.reduce(0) { $0 + plans[$1.name]!.deviceBytes }
+                let staying = table.components.filter { $0.phase != phase && keep.contains($0.name) }
+                    .reduce(0) { $0 + sizes($1, request).reduce(0) { $0 + $1.bytes } }
+                return running + staying
+            }.max() ?? 0
+        }
+        // Smallest first: the VAE, then text encoders.
+        for c in table.components.sorted(by: { $0.parameters < $1.parameters }) {
+            guard plans[c.name]!.streamed.isEmpty else { continue }
+            if peak(kept.union([c.name])) <= B { kept.insert(c.name) }
+        }
+        let swapped = table.components.map(\.name).filter { !kept.contains($0) }
+        let everything = table.components.count == kept.count
+        return Plan(deviceBudget: B, hostBudget: request.hostBudget,
+                    components: table.components.map { plans[$0.name]! },
+                    swappedBetweenPhases: everything ? [] : swapped, peakDeviceBytes: peak(kept))
+    }
+
+    static func planComponent(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest, activation: Int, budget: Int,
+                              tiled: Bool) throws(PlanError) -> ComponentPlan {
+        let groups = sizes(c, r)
+        if let depth = r.prefetchDepth {
+            return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
+                                             budget: budget, prefetchDepth: depth, tiled: tiled)
+        }
+        // Choose the depth by the cost model when there is one: the fastest modelled step, and
+        // the shallower (less memory) on a tie within 0.5%.
+        guard let profile = r.profile else {
+            return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
+                                             budget: budget, tiled: tiled)
+        }
+        let k = OffloadModel.costs(c, t, r)
+        let ratio = k.bytes.indices.map { i in
+            profile.copySeconds(bytes: k.bytes[i]) / max(profile.kernelSeconds(flops: k.flops[i], bytes: k.touched[i]), 1e-12)
+        }
+        var best: (plan: ComponentPlan, seconds: Double)?
+        var lastError: PlanError?
+        for (depth, priority) in [(1, nil), (2, nil), (3, nil), (1, ratio), (2, ratio), (3, ratio)] as [(Int, [Double]?)] {
+            do {
+                let p = try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
+                                                  budget: budget, prefetchDepth: depth, tiled: tiled, priority: priority)
+                let s = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: t, request: r, profile: profile)
+                if best == nil || s < best!.seconds * 0.995 { best = (p, s) }
+                if p.streamed.isEmpty { return p }
+            } catch { lastError = error }
+        }
+        guard let best else { throw lastError! }
+        return best.plan
+    }
+}
