@@ -70,6 +70,8 @@ public final class SimulatedDevice: @unchecked Sendable {
     public var bytesHostToDevice: Int { state.withLock { $0.hostToDevice } }
     public var bytesDeviceToHost: Int { state.withLock { $0.deviceToHost } }
     public var spans: [Span] { state.withLock { $0.spans } }
+    /// When every queued kernel has finished (copies may run ahead of it).
+    public var computeDone: Double { state.withLock { $0.computeFree } }
     /// When every queued copy and kernel has finished.
     public var now: Double { state.withLock { max($0.copyFree, $0.computeFree) } }
 

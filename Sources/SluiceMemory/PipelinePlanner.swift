@@ -113,7 +113,10 @@ public enum PipelinePlanner {
         }
         var best: (plan: ComponentPlan, seconds: Double)?
         var lastError: PlanError?
-        for (depth, priority) in [(1, nil), (2, nil), (3, nil), (1, ratio), (2, ratio), (3, ratio)] as [(Int, [Double]?)] {
+        // A deeper ring costs resident room but absorbs bursts where copy and compute take turns
+        // being the bottleneck; the cost model picks the best trade.
+        let depths = [1, 2, 3, 5, 8, 12, 16]
+        for (depth, priority) in depths.map({ ($0, nil as [Double]?) }) + depths.map({ ($0, ratio as [Double]?) }) {
             do {
                 let p = try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
                                                   budget: budget, prefetchDepth: depth, tiled: tiled, priority: priority)
@@ -122,7 +125,12 @@ public enum PipelinePlanner {
                 if p.streamed.isEmpty { return p }
             } catch { lastError = error }
         }
-        guard let best else { throw lastError! }
+        guard let best else {
+            // Report the smallest budget of the shallowest ring.
+            _ = lastError
+            return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
+                                             budget: budget, prefetchDepth: 1, tiled: tiled)
+        }
         return best.plan
     }
 }

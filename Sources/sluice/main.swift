@@ -3,13 +3,14 @@ import Foundation
 import SluiceBackends
 import SluiceBench
 import SluiceCore
+import SluiceMemory
 
 @main
 struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Diffusion image generation for models larger than your device's memory.",
-        subcommands: [Bench.self, Info.self]
+        subcommands: [Bench.self, PlanCommand.self, Info.self]
     )
 }
 
@@ -31,7 +32,7 @@ struct Info: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Sluice against a reference implementation in the same run (JSON out).",
-        subcommands: [Gemm.self, Attention.self, Conv2d.self]
+        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self]
     )
 }
 
@@ -114,6 +115,91 @@ extension Bench {
             let bench = Conv2dBench(channels: channels, outChannels: outChannels ?? channels, size: size, kernel: kernel,
                                     threads: output.threadCount, dtype: dtype, rounds: rounds)
             try output.finish(try bench.run(progress: stderrLine))
+        }
+    }
+}
+
+/// `--vram-limit 8G` and friends.
+struct ByteSize: ExpressibleByArgument {
+    let bytes: Int
+    init?(argument: String) {
+        guard let b = parseByteSize(argument) else { return nil }
+        bytes = b
+    }
+}
+
+/// The options `sluice plan` and `sluice bench offload` share.
+struct PlanOptions: ParsableArguments {
+    @Option(help: "Model table: a name (\(ModelTable.known.joined(separator: ", "))) or a JSON path.") var table: String
+    @Option(help: "Device memory budget, e.g. 8G (powers of 1024).") var vramLimit: ByteSize
+    @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
+    @Option(help: "Storage type of text encoder and denoiser weights: bf16, f16, fp8, f32.") var storage: DType = .bf16
+    @Option(help: "Image width.") var width = 1024
+    @Option(help: "Image height.") var height = 1024
+    @Option(help: "Prefetch depth (default: chosen by the cost model).") var prefetchDepth: Int?
+
+    func validate() throws {
+        guard width >= 64, height >= 64, width <= 16384, height <= 16384, width % 16 == 0, height % 16 == 0 else {
+            throw ValidationError("--width and --height must be multiples of 16 in 64...16384")
+        }
+        if let d = prefetchDepth, d < 1 || d > 16 { throw ValidationError("--prefetch-depth must be in 1...16") }
+        guard storage.isFloatStorage else { throw ValidationError("--storage must be bf16, f16, fp8 or f32") }
+    }
+
+    func request(profile: DeviceProfile?) -> PlanRequest {
+        PlanRequest(deviceBudget: vramLimit.bytes, hostBudget: ramLimit?.bytes, storage: storage, width: width, height: height,
+                    prefetchDepth: prefetchDepth, profile: profile)
+    }
+
+    func loadTable() throws -> ModelTable { try ModelTable.resolve(table, directory: ModelTable.defaultDirectory) }
+}
+
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Show where every weight group lives under a memory budget.")
+    @OptionGroup var options: PlanOptions
+    @Option(help: "Device profile for the cost model: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
+    @Flag(help: "Print the plan as JSON.") var json = false
+
+    func run() throws {
+        guard let prof = DeviceProfile.named(profile) else { throw ValidationError("unknown --profile \(profile)") }
+        let t = try options.loadTable()
+        let plan: Plan
+        do { plan = try PipelinePlanner.plan(t, options.request(profile: prof)) } catch {
+            throw ValidationError("\(error)")
+        }
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try e.encode(plan), as: UTF8.self))
+            return
+        }
+        print("\(t.model) at \(options.width)×\(options.height), \(options.storage.rawValue) weights, device budget \(formatBytes(plan.deviceBudget))")
+        for c in plan.components {
+            let ring = c.slotCount > 0 ? ", ring \(c.slotCount) × \(formatBytes(c.slotBytes)) (prefetch depth \(c.prefetchDepth))" : ""
+            print("  \(c.component) [\(c.phase)]: \(c.resident.count) groups resident (\(formatBytes(c.residentBytes))), " +
+                  "\(c.streamed.count) streamed (\(formatBytes(c.streamedBytesPerCall)) per call)\(ring), " +
+                  "activations \(formatBytes(c.activationBytes))\(c.tiled ? ", VAE tiled" : "") → \(formatBytes(c.deviceBytes)) on device")
+        }
+        print("  swapped between phases: \(plan.swappedBetweenPhases.isEmpty ? "none (everything stays)" : plan.swappedBetweenPhases.joined(separator: ", "))")
+        print("  peak device memory: \(formatBytes(plan.peakDeviceBytes)) of \(formatBytes(plan.deviceBudget))")
+    }
+}
+
+extension Bench {
+    struct Offload: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "SIMULATION: one denoising step under four offload policies on a modelled device.")
+        @OptionGroup var options: PlanOptions
+        @Option(help: "Device profile: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
+        @Option(help: "Write the result as JSON here.") var json: String?
+        @Option(help: "Write the run's telemetry report (docs/telemetry.md) here.") var report: String?
+
+        func run() throws {
+            guard let prof = DeviceProfile.named(profile) else { throw ValidationError("unknown --profile \(profile)") }
+            let result = try OffloadBench(table: try options.loadTable(), profile: prof, request: options.request(profile: prof)).run()
+            if let json { try writeJSON(result.json, to: json) }
+            if let report { try result.report.write(to: report) }
+            let data = try JSONSerialization.data(withJSONObject: result.json, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
         }
     }
 }

@@ -1,0 +1,88 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+
+/// `sluice bench offload`: one denoising step of a real model's table on the modelled clock of a
+/// device profile under four policies, against the physical bound. Simulation, labelled as such.
+public struct OffloadBench {
+    public let table: ModelTable
+    public let profile: DeviceProfile
+    public let request: PlanRequest
+
+    public init(table: ModelTable, profile: DeviceProfile, request: PlanRequest) {
+        self.table = table
+        self.profile = profile
+        var r = request
+        r.profile = profile
+        self.request = r
+    }
+
+    public struct Result {
+        public let json: [String: Any]
+        public let report: RunReport
+    }
+
+    public func run() throws -> Result {
+        let wall = Date()
+        guard let c = table.components.first(where: { $0.phase == "denoise" }) else {
+            throw SluiceError.invalidArgument(name: "--table", reason: "\(table.model) has no denoising component")
+        }
+        let plan: Plan
+        do { plan = try PipelinePlanner.plan(table, request) } catch {
+            throw SluiceError.invalidArgument(name: "--vram-limit", reason: "\(error)")
+        }
+        let p = plan.component(c.name)!
+        let k = OffloadModel.costs(c, table, request)
+        let act = PipelinePlanner.activationBytes(c, table, request)
+        let total = k.bytes.reduce(0, +)
+        let device = SimulatedDevice(profile: profile, capBytes: request.deviceBudget, backed: false)
+        let sluice = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: table, request: request, profile: profile, device: device)
+        let residentFits = total + act <= request.deviceBudget
+        let resident = residentFits ? OffloadModel.computeSeconds(k, profile) : nil
+        let group = OffloadModel.groupOffloadSeconds(k, profile)
+        let model = OffloadModel.modelOffloadSeconds(k, profile)
+        let bound = OffloadModel.boundSeconds(k, profile, budget: request.deviceBudget, activation: act)
+        var policies: [String: Any] = ["sluice": sluice, "group-offload-depth1": group, "model-offload": model]
+        policies["resident"] = resident.map { $0 as Any } ?? NSNull()
+        let phase = PhaseReport.from(device: device, phase: "denoise, two steps (steady state)", wallSeconds: Date().timeIntervalSince(wall),
+                                     start: device.computeDone - 2 * sluice)
+        let json: [String: Any] = [
+            "benchmark": "offload", "simulated": true,
+            "note": "SIMULATION: modelled clock of the \(profile.name) profile (\(profile.source)); not a GPU measurement",
+            "table": table.model, "component": c.name, "profile": profile.name,
+            "width": request.width, "height": request.height, "storage": request.storage.rawValue,
+            "budget_bytes": request.deviceBudget, "weights_bytes": total, "activation_bytes": act,
+            "policy_seconds": policies, "bound_seconds": bound.seconds, "must_cross_bytes": bound.mustCross,
+            "sluice_vs_bound": sluice / bound.seconds, "sluice_vs_group_offload": sluice / group,
+            "sluice_vs_resident": resident.map { sluice / $0 as Any } ?? NSNull(),
+            "peak_device_bytes": device.peakBytes, "streamed_bytes_per_step": p.streamedBytesPerCall,
+            "resident_groups": p.resident.count, "streamed_groups": p.streamed.count, "prefetch_depth": p.prefetchDepth,
+            "ring_bytes": p.slotBytes * p.slotCount, "overlap_seconds": phase.overlapSeconds,
+        ]
+        return Result(json: json, report: RunReport(device: device.name, plan: plan, phases: [phase]))
+    }
+}
+
+/// Parses sizes as users write them: 8G, 12GB, 512M, 1.5GiB, or bytes. K/M/G/T are powers of 1024.
+public func parseByteSize(_ text: String) -> Int? {
+    let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+    let units: [(String, Double)] = [("TIB", 0x1p40), ("GIB", 0x1p30), ("MIB", 0x1p20), ("KIB", 0x1p10),
+                                     ("TB", 0x1p40), ("GB", 0x1p30), ("MB", 0x1p20), ("KB", 0x1p10),
+                                     ("T", 0x1p40), ("G", 0x1p30), ("M", 0x1p20), ("K", 0x1p10), ("B", 1)]
+    for (suffix, scale) in units where t.hasSuffix(suffix) {
+        guard let v = Double(t.dropLast(suffix.count)), v >= 0, v * scale < 0x1p62 else { return nil }
+        return Int(v * scale)
+    }
+    guard let v = Int(t), v >= 0 else { return nil }
+    return v
+}
+
+extension ModelTable {
+    /// Where the committed tables live: $SLUICE_TABLES, else Tests/Fixtures/tables of this checkout.
+    public static var defaultDirectory: String {
+        if let env = ProcessInfo.processInfo.environment["SLUICE_TABLES"], !env.isEmpty { return env }
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.appendingPathComponent("Tests/Fixtures/tables").path
+    }
+}

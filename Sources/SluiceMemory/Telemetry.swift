@@ -1,0 +1,64 @@
+import Foundation
+import SluiceBackends
+
+/// What one phase of a run did, for `--report PATH` (schema: docs/telemetry.md).
+public struct PhaseReport: Codable, Sendable {
+    public let phase: String
+    public let wallSeconds: Double
+    /// Time on the simulated device's clock (0 for phases that ran on the CPU only).
+    public let modelledSeconds: Double
+    public let peakDeviceBytes: Int
+    public let peakHostBytes: Int
+    public let bytesHostToDevice: Int
+    public let bytesDeviceToHost: Int
+    public let copyBusySeconds: Double
+    public let computeBusySeconds: Double
+    /// Time during which a copy and a kernel ran at once.
+    public let overlapSeconds: Double
+    public let simulated: Bool
+
+    /// Summarises a simulated device's counters and timeline over the window since its last reset.
+    public static func from(device: SimulatedDevice, phase: String, wallSeconds: Double, start: Double, peakHostBytes: Int = 0) -> PhaseReport {
+        let spans = device.spans
+        let copies = spans.filter { $0.kind == .copy }.map { ($0.start, $0.end) }
+        let computes = spans.filter { $0.kind == .compute }.map { ($0.start, $0.end) }
+        return PhaseReport(phase: phase, wallSeconds: wallSeconds, modelledSeconds: device.computeDone - start,
+                           peakDeviceBytes: device.peakBytes, peakHostBytes: peakHostBytes,
+                           bytesHostToDevice: device.bytesHostToDevice, bytesDeviceToHost: device.bytesDeviceToHost,
+                           copyBusySeconds: copies.reduce(0) { $0 + $1.1 - $1.0 },
+                           computeBusySeconds: computes.reduce(0) { $0 + $1.1 - $1.0 },
+                           overlapSeconds: intersection(copies, computes), simulated: true)
+    }
+
+    /// Total length of the intersection of two sets of intervals (each set non-overlapping, in order).
+    static func intersection(_ a: [(Double, Double)], _ b: [(Double, Double)]) -> Double {
+        var i = 0, j = 0, total = 0.0
+        while i < a.count && j < b.count {
+            let lo = max(a[i].0, b[j].0), hi = min(a[i].1, b[j].1)
+            if hi > lo { total += hi - lo }
+            if a[i].1 < b[j].1 { i += 1 } else { j += 1 }
+        }
+        return total
+    }
+}
+
+/// A run's report: its phases and the plan it used.
+public struct RunReport: Codable, Sendable {
+    public let schema: String
+    public let device: String
+    public let plan: Plan
+    public let phases: [PhaseReport]
+
+    public init(device: String, plan: Plan, phases: [PhaseReport]) {
+        schema = "sluice.report/1"
+        self.device = device
+        self.plan = plan
+        self.phases = phases
+    }
+
+    public func write(to path: String) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try e.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}

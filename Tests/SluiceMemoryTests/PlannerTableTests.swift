@@ -1,0 +1,128 @@
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+import SluiceTestSupport
+import Testing
+
+/// The planner and the offload model on the real models' group tables.
+@Suite struct PlannerTableTests {
+    static let gib = 1 << 30
+    func table(_ name: String) throws -> ModelTable { try ModelTable.resolve(name, directory: Fixtures.directory + "/tables") }
+    func denoiser(_ t: ModelTable) -> ModelTable.Component { t.components.first { $0.phase == "denoise" }! }
+
+    /// Parameter counts built from the configs match the published model sizes.
+    @Test func tablesMatchPublishedSizes() throws {
+        let expected: [(String, String, Double)] = [
+            ("z-image-turbo", "transformer", 6.15e9), ("flux1-dev", "transformer", 11.90e9),
+            ("qwen-image", "transformer", 20.43e9), ("sdxl", "unet", 2.567e9), ("sd15", "unet", 0.860e9),
+            ("flux1-dev", "text_encoder_2", 4.76e9), ("z-image-turbo", "text_encoder", 4.02e9),
+        ]
+        for (model, component, params) in expected {
+            let c = try table(model).components.first { $0.name == component }!
+            #expect(abs(Double(c.parameters) - params) / params < 0.005, "\(model) \(component): \(c.parameters)")
+        }
+    }
+
+    @Test func realModelsFitSmallCardsByStreaming() throws {
+        let cases: [(String, Int, DType)] = [("qwen-image", 8, .f8e4m3fn), ("flux1-dev", 12, .bf16), ("z-image-turbo", 6, .bf16)]
+        for (model, gib, storage) in cases {
+            let t = try table(model)
+            let budget = gib * Self.gib
+            let plan = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: budget, storage: storage, profile: .rtx3060))
+            let d = plan.component(denoiser(t).name)!
+            #expect(!d.streamed.isEmpty && !d.resident.isEmpty, "\(model)")
+            #expect(plan.peakDeviceBytes <= budget, "\(model): \(plan.peakDeviceBytes) > \(budget)")
+            for c in plan.components { #expect(c.deviceBytes <= budget, "\(model) \(c.component)") }
+            // fp8 storage halves what crosses the link compared with bf16 at the same budget.
+            if storage == .f8e4m3fn {
+                let bf16 = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: budget, storage: .bf16, profile: .rtx3060))
+                #expect(d.streamedBytesPerCall < bf16.component(d.component)!.streamedBytesPerCall)
+            }
+        }
+    }
+
+    /// The error names the smallest budget that works, and that budget does work.
+    @Test func tooSmallBudgetsNameTheMinimum() throws {
+        for name in ModelTable.known {
+            let t = try table(name)
+            do {
+                _ = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: 64 << 20, storage: .bf16))
+                Issue.record("\(name) planned in 64 MiB")
+            } catch let PlanError.budgetTooSmall(component, _, minimum) {
+                #expect(minimum > 64 << 20)
+                // That component plans at exactly its minimum, and not one MiB below.
+                let c = t.components.first { $0.name == component }!
+                let r = PlanRequest(deviceBudget: minimum, storage: .bf16)
+                let act = PipelinePlanner.activationBytes(c, t, r)
+                #expect(throws: Never.self) {
+                    try Planner.planComponent(name: c.name, phase: c.phase, groups: PipelinePlanner.sizes(c, r), activationBytes: act, budget: minimum, prefetchDepth: 1)
+                }
+                #expect(throws: PlanError.self) {
+                    try Planner.planComponent(name: c.name, phase: c.phase, groups: PipelinePlanner.sizes(c, r), activationBytes: act, budget: minimum - (1 << 20), prefetchDepth: 1)
+                }
+                // Raising the budget to each reported minimum in turn ends in a plan for the whole pipeline.
+                var budget = minimum, tries = 0
+                while tries < 8 {
+                    do { _ = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: budget, storage: .bf16)); break }
+                    catch let PlanError.budgetTooSmall(_, _, m) { #expect(m > budget); budget = m; tries += 1 }
+                }
+                #expect(tries < 8)
+            }
+        }
+    }
+
+    @Test func vaeTilesWhenItsActivationsDoNotFit() throws {
+        let t = try table("sdxl")
+        let roomy = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: 24 * Self.gib))
+        #expect(roomy.component("vae")!.tiled == false)
+        let tight = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: 1 * Self.gib, width: 2048, height: 2048))
+        #expect(tight.component("vae")!.tiled == true)
+        #expect(tight.component("vae")!.deviceBytes <= 1 * Self.gib)
+        #expect(roomy.swappedBetweenPhases.isEmpty)
+        #expect(!tight.swappedBetweenPhases.isEmpty)
+    }
+
+    /// Every table × profile × budget (all-fits down to the smallest, 15% apart) × 512² and 1024²:
+    /// the sluice is never slower than diffusers-style group offloading, stays under its budget,
+    /// and is compared with the physical bound (SIMULATION; see bench/README.md for the figures).
+    @Test func sluiceNeverTrailsGroupOffloadAndTracksTheBound() throws {
+        var worstDiT = 0.0, worstAll = 0.0, cases = 0
+        for name in ModelTable.known {
+            let t = try table(name)
+            let c = denoiser(t)
+            let isDiT = c.name == "transformer"
+            for profile in DeviceProfile.all {
+                for side in [512, 1024] {
+                    let base = PlanRequest(deviceBudget: 0, storage: .bf16, width: side, height: side, profile: profile)
+                    let k = OffloadModel.costs(c, t, base)
+                    let total = k.bytes.reduce(0, +), act = PipelinePlanner.activationBytes(c, t, base)
+                    var budget = total + act + 4096
+                    while true {
+                        var r = base
+                        r.deviceBudget = budget
+                        guard let plan = try? PipelinePlanner.plan(t, r), let p = plan.component(c.name) else { break }
+                        let device = SimulatedDevice(profile: profile, capBytes: budget, backed: false)
+                        let s = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: t, request: r, profile: profile, device: device)
+                        let g = OffloadModel.groupOffloadSeconds(k, profile)
+                        let b = OffloadModel.boundSeconds(k, profile, budget: budget, activation: act).seconds
+                        #expect(s <= g * 1.0000001, "\(name) \(profile.name) \(side)² \(budget): sluice \(s) > group offload \(g)")
+                        #expect(device.peakBytes <= budget)
+                        // A lower bound: a steady-state step below it would be a modelling error (1% for
+                        // the two-call average not being the exact period).
+                        #expect(s >= b * 0.99, "\(name) \(profile.name) \(side)² \(budget): \(s) s below the bound \(b) s")
+                        if isDiT && Double(budget) >= 0.2 * Double(total) { worstDiT = max(worstDiT, s / b) }
+                        worstAll = max(worstAll, s / b)
+                        cases += 1
+                        budget = Int(Double(budget) * 0.85)
+                    }
+                }
+            }
+        }
+        #expect(cases > 300)
+        // Measured: DiT tables ≤ 1.06 × bound at budgets ≥ 20% of the weights; UNets, whose compute
+        // sits at high resolution and whose parameters at low, reach 1.5× at small budgets (the
+        // bound assumes unlimited staging). Issue 4 asks 1.05 everywhere: not met yet.
+        #expect(worstDiT <= 1.10, "DiT worst \(worstDiT)")
+        #expect(worstAll <= 1.60, "worst \(worstAll)")
+    }
+}
