@@ -22,10 +22,10 @@ public struct PlanRequest: Sendable {
     }
 }
 
-/// Plans a whole pipeline from a model table: each component under the full budget in its own
-/// phase; components of other phases kept on the device only while everything still fits, else
-/// released between phases ("swapped"); the VAE decodes in tiles when its full-size activations
-/// do not fit.
+/// Plans a whole pipeline from a model table: each component under the full budget while it runs
+/// (components run one at a time); the others kept on the device only while everything still
+/// fits, else released between phases ("swapped"); the VAE decodes in tiles when its full-size
+/// activations do not fit.
 public enum PipelinePlanner {
     public static let phases = ["text", "denoise", "decode"]
 
@@ -72,14 +72,14 @@ public enum PipelinePlanner {
             }
             plans[c.name] = try planComponent(c, table, request, activation: act, budget: B, tiled: tiled)
         }
-        // Which components can stay on the device through the other phases?
+        // Components run one at a time (text encoders one after another, then the denoiser, then
+        // the VAE). Which may stay on the device while the others run?
         var kept = Set<String>()
         func peak(_ keep: Set<String>) -> Int {
-            phases.map { phase in
-                let running = table.components.filter { $0.phase == phase }.reduce(0) { $0 + plans[$1.name]!.deviceBytes }
-                let staying = table.components.filter { $0.phase != phase && keep.contains($0.name) }
+            table.components.map { running in
+                plans[running.name]!.deviceBytes + table.components
+                    .filter { $0.name != running.name && keep.contains($0.name) }
                     .reduce(0) { $0 + sizes($1, request).reduce(0) { $0 + $1.bytes } }
-                return running + staying
             }.max() ?? 0
         }
         // Smallest first: the VAE, then text encoders.

@@ -165,7 +165,7 @@ struct PlanCommand: ParsableCommand {
         let t = try options.loadTable()
         let plan: Plan
         do { plan = try PipelinePlanner.plan(t, options.request(profile: prof)) } catch {
-            throw ValidationError("\(error)")
+            throw CommandError(message: "\(error)")
         }
         if json {
             let e = JSONEncoder()
@@ -202,4 +202,10 @@ extension Bench {
             print(String(decoding: data, as: UTF8.self))
         }
     }
+}
+
+/// An error for a person: printed as "Error: message", without the usage text.
+struct CommandError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }

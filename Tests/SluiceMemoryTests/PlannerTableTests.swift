@@ -63,7 +63,11 @@ import Testing
                 // Raising the budget to each reported minimum in turn ends in a plan for the whole pipeline.
                 var budget = minimum, tries = 0
                 while tries < 8 {
-                    do { _ = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: budget, storage: .bf16)); break }
+                    do {
+                        let plan = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: budget, storage: .bf16))
+                        #expect(plan.peakDeviceBytes <= budget, "\(name): peak \(plan.peakDeviceBytes) over \(budget)")
+                        break
+                    }
                     catch let PlanError.budgetTooSmall(_, _, m) { #expect(m > budget); budget = m; tries += 1 }
                 }
                 #expect(tries < 8)
