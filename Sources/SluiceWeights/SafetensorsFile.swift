@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SluiceCore
 
 /// One tensor's entry in a safetensors header.
@@ -134,6 +137,19 @@ public final class SafetensorsFile: Sendable {
     public var metadata: [String: String] { header.metadata }
 
     public func info(_ name: String) -> TensorInfo? { index[name].map { header.tensors[$0] } }
+
+    /// Asks the kernel to read these data-area byte ranges ahead (MADV_WILLNEED): the disk tier's
+    /// prefetch of the next group while the current one computes.
+    public func adviseWillNeed(_ ranges: [Range<Int>]) {
+        #if os(Linux)
+        let page = 4096
+        for r in ranges where !r.isEmpty {
+            let start = (header.dataStart + r.lowerBound) / page * page
+            let end = min(mapping.byteCount, header.dataStart + r.upperBound)
+            _ = madvise(mapping.baseAddress + start, end - start, MADV_WILLNEED)
+        }
+        #endif
+    }
 
     /// A view of the named tensor's bytes in the mapping (no copy).
     public func tensor(_ name: String) throws(SluiceError) -> Tensor {

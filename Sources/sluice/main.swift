@@ -32,7 +32,7 @@ struct Info: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Sluice against a reference implementation in the same run (JSON out).",
-        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self]
+        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self]
     )
 }
 
@@ -208,4 +208,23 @@ extension Bench {
 struct CommandError: Error, CustomStringConvertible {
     let message: String
     var description: String { message }
+}
+
+extension Bench {
+    struct DiskTier: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Full-width Z-Image blocks on the CPU: weights from the disk tier vs from RAM.")
+        @Option(help: "Blocks in the stack (each ~380 MB of bf16 weights).") var blocks = 8
+        @Option(help: "Tokens per block.") var tokens = 256
+        @Option(help: "Where the random checkpoint is written (git-ignored).") var dir = "bench/out"
+        @Option(help: "Rounds.") var rounds = 2
+        @OptionGroup var output: BenchOutput
+
+        func validate() throws {
+            guard blocks >= 1 && blocks <= 64, tokens >= 1 && tokens <= 16384 else { throw ValidationError("--blocks in 1...64, --tokens in 1...16384") }
+        }
+
+        func run() throws {
+            try output.finish(try DiskTierBench(blocks: blocks, tokens: tokens, directory: dir, threads: output.threadCount, rounds: rounds).run(progress: stderrLine))
+        }
+    }
 }
