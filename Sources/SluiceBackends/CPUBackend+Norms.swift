@@ -67,19 +67,9 @@ extension CPUBackend {
 
     public func softmax(_ x: Tensor) throws(SluiceError) -> Tensor {
         let cols = x.shape[-1], rows = x.count / max(cols, 1)
-        let out = try f32(x).contiguousCopy(counter: allocations), isa = self.isa
+        let out = try f32(x).ownedCopy(counter: allocations), isa = self.isa
         let p = UnsafeSendable(out.f32)
         forEachRowBlock(rows: rows, cols: cols) { r0, r1 in sk_softmax_rows(isa, p.value + r0 * cols, Int64(r1 - r0), Int64(cols)) }
-        return out
-    }
-}
-
-extension Tensor {
-    /// A fresh contiguous copy that the caller may write.
-    func contiguousCopy(counter: AllocationCounter?) -> Tensor {
-        let src = contiguous()
-        let out = Tensor(zeros: shape, dtype: dtype, counter: counter)
-        out.storage.baseAddress.copyMemory(from: src.rawPointer, byteCount: byteCount)
         return out
     }
 }

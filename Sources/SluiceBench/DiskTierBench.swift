@@ -118,7 +118,7 @@ public struct DiskTierBench {
         // RAM tier: every tensor copied into owned host memory first (not timed).
         let ramFile = try SafetensorsFile(path: path)
         var ram: [String: Tensor] = [:]
-        for name in ramFile.names { ram[name] = try ramFile.tensor(name).contiguousOwnedCopy() }
+        for name in ramFile.names { ram[name] = try ramFile.tensor(name).ownedCopy() }
         var ramSeconds = [Double](), diskSeconds = [Double]()
         var reference: [Float] = [], fromDisk: [Float] = []
         let bytes = ramFile.header.tensors.reduce(0) { $0 + $1.dataRange.count }
@@ -147,14 +147,5 @@ public struct DiskTierBench {
             "samples": ["ram": ramSeconds, "disk": diskSeconds],
             "method": "median of \(rounds) rounds, RAM then disk each round; disk = page cache dropped (posix_fadvise DONTNEED) and a fresh mmap, next block read ahead with MADV_WILLNEED",
         ]
-    }
-}
-
-extension Tensor {
-    /// A contiguous copy in owned (non-mapped) host memory.
-    func contiguousOwnedCopy() -> Tensor {
-        let out = Tensor(uninitialized: shape, dtype: dtype)
-        out.storage.baseAddress.copyMemory(from: contiguous().rawPointer, byteCount: byteCount)
-        return out
     }
 }

@@ -131,7 +131,7 @@ public struct Tensor: @unchecked Sendable {
         guard let from = dtype.kernelCode else { throw .unsupportedDType(operation: "convert", dtype: dtype.rawValue) }
         guard let to = target.kernelCode else { throw .unsupportedDType(operation: "convert", dtype: target.rawValue) }
         let src = contiguous()
-        if target == dtype { return src === self ? copy() : src }
+        if target == dtype { return src === self ? ownedCopy() : src }
         let out = Tensor(zeros: shape, dtype: target)
         if target == .f32 {
             sk_widen(bestISA, from, src.rawPointer, out.f32, Int64(count))
@@ -148,9 +148,12 @@ public struct Tensor: @unchecked Sendable {
         return Array(UnsafeBufferPointer(start: t.f32, count: count))
     }
 
-    private func copy() -> Tensor {
-        let out = Tensor(zeros: shape, dtype: dtype)
-        out.storage.baseAddress.copyMemory(from: rawPointer, byteCount: byteCount)
+    /// A contiguous copy in freshly allocated host memory (never a view of a mapping), which the
+    /// caller may write; counted in `counter` if given.
+    public func ownedCopy(counter: AllocationCounter? = nil) -> Tensor {
+        let src = contiguous()
+        let out = Tensor(uninitialized: shape, dtype: dtype, counter: counter)
+        out.storage.baseAddress.copyMemory(from: src.rawPointer, byteCount: byteCount)
         return out
     }
 }

@@ -234,7 +234,7 @@ public final class StreamingExecutor: @unchecked Sendable {
         if let cached = hostCopies[i] { return cached }
         let g = groups[i]
         guard let budget = hostBudget, !g.tensors.isEmpty, isMapped(g), hostBytes + g.bytes <= budget else { return g.tensors }
-        let copy = g.tensors.map { (key: $0.key, tensor: $0.tensor.contiguousCopy()) }
+        let copy = g.tensors.map { (key: $0.key, tensor: $0.tensor.ownedCopy()) }
         hostCopies[i] = copy
         hostBytes += g.bytes
         return copy
@@ -267,15 +267,5 @@ public final class StreamingExecutor: @unchecked Sendable {
             offset += (t.byteCount + 63) & ~63
         }
         return DeviceWeights(tensors: out)
-    }
-}
-
-extension Tensor {
-    /// A fresh contiguous copy in owned host memory.
-    func contiguousCopy() -> Tensor {
-        let out = Tensor(uninitialized: shape, dtype: dtype)
-        let src = contiguous()
-        out.storage.baseAddress.copyMemory(from: src.rawPointer, byteCount: byteCount)
-        return out
     }
 }

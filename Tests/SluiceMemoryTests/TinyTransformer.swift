@@ -1,6 +1,7 @@
 import SluiceBackends
 import SluiceCore
 import SluiceMemory
+import SluiceTestSupport
 
 /// A tiny pre-norm transformer with the real structure of a DiT block stack (LayerNorm, fused QKV,
 /// multi-head attention, output projection, GELU MLP, residuals), plus an input embedding and a
@@ -90,20 +91,6 @@ struct TinyTransformer {
             try Self.forward(group: i, name: groups[i].name, w: { try weights($0) }, x: x, on: be)
         }
     }
-}
-
-struct SplitMix {
-    var s: UInt64
-    init(seed: UInt64) { s = seed }
-    mutating func next() -> UInt64 {
-        s &+= 0x9E3779B97F4A7C15
-        var z = s
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
 }
 
 func bits(_ t: Tensor) throws -> [UInt32] { try t.toFloats().map(\.bitPattern) }

@@ -1,4 +1,5 @@
 import SluiceCore
+import SluiceTestSupport
 import SluiceWeights
 import Testing
 
@@ -6,18 +7,6 @@ import Testing
 /// a valid file. Each must parse or throw a SluiceError — no crash, no hang — and a successful
 /// parse must only describe bytes inside the file. Set SLUICE_FUZZ_ITERATIONS to run longer.
 @Suite struct SafetensorsFuzzTests {
-    struct SplitMix {
-        var s: UInt64
-        mutating func next() -> UInt64 {
-            s &+= 0x9E3779B97F4A7C15
-            var z = s
-            z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-            z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
-    }
-
     static let seedFile: [UInt8] = {
         let tensors: [(String, Tensor)] = [
             ("blocks.0.attn.to_q.weight", Tensor((0..<12).map(Float.init), shape: [3, 4])),
@@ -34,7 +23,7 @@ import Testing
 
     @Test func mutatedHeadersNeverCrash() {
         let iterations = Int(ProcessInfo.processInfo.environment["SLUICE_FUZZ_ITERATIONS"] ?? "") ?? 100_000
-        var rng = SplitMix(s: 0x51CE)
+        var rng = SplitMix(seed: 0x51CE)
         let seed = Self.seedFile
         let headerLen = Int(seed[0]) | Int(seed[1]) << 8
         var accepted = 0, rejected = 0

@@ -139,6 +139,14 @@ def text_component(name, built, prefix):
 
 
 # ---- VAE decoders ----
+def sd_vae(latent_channels):
+    """The AutoencoderKL of SD1.5/SDXL (4 latent channels) and FLUX/Z-Image (16)."""
+    from diffusers import AutoencoderKL
+    return build(AutoencoderKL, in_channels=3, out_channels=3, latent_channels=latent_channels,
+                 down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                 block_out_channels=[128, 256, 512, 512], layers_per_block=2)
+
+
 def vae_component(vae, latent_side, prefix="vae", base_channels=128):
     dec = vae.decoder
     ups = len(dec.up_blocks)
@@ -164,7 +172,7 @@ def vae_component(vae, latent_side, prefix="vae", base_channels=128):
 
 # ---- denoisers ----
 def z_image():
-    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+    from diffusers import ZImageTransformer2DModel
     tr = build(ZImageTransformer2DModel)  # diffusers' defaults are Z-Image-Turbo's config
     img, cap, dim, mlp = (RES // 16) ** 2, 256, 3840, 10240
 
@@ -186,9 +194,7 @@ def z_image():
             return 4 * (img + cap) ** 2 * dim
         return 0
 
-    vae = build(AutoencoderKL, in_channels=3, out_channels=3, latent_channels=16,
-                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                block_out_channels=[128, 256, 512, 512], layers_per_block=2)
+    vae = sd_vae(latent_channels=16)
     return {
         "model": "z-image-turbo",
         "source": "diffusers ZImageTransformer2DModel defaults (Tongyi-MAI/Z-Image-Turbo), Qwen3-4B, FLUX VAE; 256 caption tokens",
@@ -202,7 +208,7 @@ def z_image():
 
 
 def flux_dev():
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from diffusers import FluxTransformer2DModel
     tr = build(FluxTransformer2DModel, patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
                attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
                guidance_embeds=True, axes_dims_rope=(16, 56, 56))
@@ -220,9 +226,7 @@ def flux_dev():
             return 4 * (img + txt) ** 2 * dim
         return 0
 
-    vae = build(AutoencoderKL, in_channels=3, out_channels=3, latent_channels=16,
-                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                block_out_channels=[128, 256, 512, 512], layers_per_block=2)
+    vae = sd_vae(latent_channels=16)
     return {
         "model": "flux1-dev",
         "source": "black-forest-labs/FLUX.1-dev configs: FluxTransformer2DModel 19+38 blocks, CLIP-L, T5-XXL (512 tokens), FLUX VAE",
@@ -293,16 +297,14 @@ def unet_component(unet, latent_side, channels, context):
 
 
 def sdxl():
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     unet = build(UNet2DConditionModel, sample_size=128, in_channels=4, out_channels=4,
                  down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                  up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
                  block_out_channels=[320, 640, 1280], layers_per_block=2, transformer_layers_per_block=[1, 2, 10],
                  attention_head_dim=[5, 10, 20], cross_attention_dim=2048, use_linear_projection=True,
                  addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
-    vae = build(AutoencoderKL, in_channels=3, out_channels=3, latent_channels=4,
-                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                block_out_channels=[128, 256, 512, 512], layers_per_block=2)
+    vae = sd_vae(latent_channels=4)
     return {
         "model": "sdxl",
         "source": "stabilityai/stable-diffusion-xl-base-1.0 configs: UNet2DConditionModel, CLIP-L, OpenCLIP-G, SDXL VAE",
@@ -316,15 +318,13 @@ def sdxl():
 
 
 def sd15():
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     unet = build(UNet2DConditionModel, sample_size=64, in_channels=4, out_channels=4,
                  down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
                  up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
                  block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, attention_head_dim=8,
                  cross_attention_dim=768)
-    vae = build(AutoencoderKL, in_channels=3, out_channels=3, latent_channels=4,
-                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                block_out_channels=[128, 256, 512, 512], layers_per_block=2)
+    vae = sd_vae(latent_channels=4)
     return {
         "model": "sd15",
         "source": "stable-diffusion-v1-5 configs: UNet2DConditionModel, CLIP-L, SD VAE",
