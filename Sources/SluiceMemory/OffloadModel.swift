@@ -49,9 +49,9 @@ public enum OffloadModel {
     /// group i+1 is issued when group i starts and group i+1 starts after both are done (a
     /// synchronisation per group).
     public static func groupOffloadSeconds(_ k: Costs, _ p: DeviceProfile) -> Double {
-        var copyFree = 0.0, prevStart = 0.0, prevEnd = 0.0
+        var prevEnd = 0.0
         var copyEnd = p.copySeconds(bytes: k.bytes.first ?? 0)  // group 0 is onloaded up front
-        copyFree = copyEnd
+        var copyFree = copyEnd
         for i in k.bytes.indices {
             let start = max(prevEnd, copyEnd)
             let end = start + p.kernelSeconds(flops: k.flops[i], bytes: k.touched[i])
@@ -60,10 +60,8 @@ public enum OffloadModel {
                 copyEnd = cs + p.copySeconds(bytes: k.bytes[i + 1])
                 copyFree = copyEnd
             }
-            prevStart = start
             prevEnd = end
         }
-        _ = prevStart
         return prevEnd
     }
 

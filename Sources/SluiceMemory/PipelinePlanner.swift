@@ -112,7 +112,6 @@ public enum PipelinePlanner {
             profile.copySeconds(bytes: k.bytes[i]) / max(profile.kernelSeconds(flops: k.flops[i], bytes: k.touched[i]), 1e-12)
         }
         var best: (plan: ComponentPlan, seconds: Double)?
-        var lastError: PlanError?
         // A deeper ring costs resident room but absorbs bursts where copy and compute take turns
         // being the bottleneck; the cost model picks the best trade.
         let depths = [1, 2, 3, 5, 8, 12, 16]
@@ -123,11 +122,12 @@ public enum PipelinePlanner {
                 let s = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: t, request: r, profile: profile)
                 if best == nil || s < best!.seconds * 0.995 { best = (p, s) }
                 if p.streamed.isEmpty { return p }
-            } catch { lastError = error }
+            } catch {
+                continue  // this depth does not fit; a shallower one may
+            }
         }
         guard let best else {
-            // Report the smallest budget of the shallowest ring.
-            _ = lastError
+            // Nothing fits: the shallowest ring's error names the smallest budget that works.
             return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
                                              budget: budget, prefetchDepth: 1, tiled: tiled)
         }
