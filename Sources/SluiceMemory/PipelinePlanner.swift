@@ -114,11 +114,17 @@ public enum PipelinePlanner {
         var best: (plan: ComponentPlan, seconds: Double)?
         // A deeper ring costs resident room but absorbs bursts where copy and compute take turns
         // being the bottleneck; the cost model picks the best trade.
+        let timing = (copy: k.bytes.map { profile.copySeconds(bytes: $0) },
+                      compute: k.bytes.indices.map { profile.kernelSeconds(flops: k.flops[$0], bytes: k.touched[$0]) },
+                      linkBytesPerSecond: profile.effectiveLink)
         let depths = [1, 2, 3, 5, 8, 12, 16]
-        for (depth, priority) in depths.map({ ($0, nil as [Double]?) }) + depths.map({ ($0, ratio as [Double]?) }) {
+        typealias Choice = (depth: Int, priority: [Double]?, fluid: Bool)
+        let choices: [Choice] = depths.map { ($0, nil, false) } + [1, 2, 3].map { ($0, ratio, false) } + [1, 2, 3, 5].map { ($0, nil, true) }
+        for (depth, priority, fluid) in choices {
             do {
                 let p = try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
-                                                  budget: budget, prefetchDepth: depth, tiled: tiled, priority: priority)
+                                                  budget: budget, prefetchDepth: depth, tiled: tiled, priority: priority,
+                                                  timing: fluid ? timing : nil)
                 let s = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: t, request: r, profile: profile)
                 if best == nil || s < best!.seconds * 0.995 { best = (p, s) }
                 if p.streamed.isEmpty { return p }

@@ -71,9 +71,11 @@ public enum Planner {
     /// `priority`, when given, orders the groups to keep resident (higher first) instead of size:
     /// the pipeline planner passes copy time over compute time, so the groups whose copies could
     /// least hide behind compute stay put.
+    /// `timing`, when given (per-group copy and compute seconds), chooses residents where the
+    /// copy engine would fall behind: see `fluidResidents`.
     public static func planComponent(name: String, phase: String, groups: [GroupSize], activationBytes: Int,
                                      budget: Int, prefetchDepth: Int? = nil, tiled: Bool = false,
-                                     priority: [Double]? = nil) throws(PlanError) -> ComponentPlan {
+                                     priority: [Double]? = nil, timing: (copy: [Double], compute: [Double], linkBytesPerSecond: Double)? = nil) throws(PlanError) -> ComponentPlan {
         let total = groups.reduce(0) { $0 + $1.bytes }
         if total + activationBytes <= budget {
             return ComponentPlan(component: name, phase: phase, resident: groups.map(\.name), streamed: [], prefetchDepth: 0,
@@ -96,7 +98,14 @@ public enum Planner {
                 let key: (Int) -> Double = { i in priority?[i] ?? Double(groups[i].bytes) }
                 let candidates = groups.indices.filter { groups[$0].bytes <= slot }
                     .sorted { (key($0), -spread[$0]) > (key($1), -spread[$1]) }
-                for i in candidates where groups[i].bytes <= free {
+                if let timing {
+                    let picked = fluidResidents(groups: groups, candidates: candidates, forced: resident, free: free,
+                                                ringSeconds: Double((depth + 1) * slot) / timing.linkBytesPerSecond,
+                                                copy: timing.copy, compute: timing.compute)
+                    resident.formUnion(picked)
+                    free -= picked.reduce(0) { $0 + groups[$1].bytes }
+                }
+                for i in candidates where !resident.contains(i) && groups[i].bytes <= free {
                     resident.insert(i)
                     free -= groups[i].bytes
                 }
@@ -127,6 +136,38 @@ public enum Planner {
                              slotBytes: slot, slotCount: best.depth + 1, residentBytes: best.residentBytes,
                              activationBytes: activationBytes,
                              streamedBytesPerCall: streamed.reduce(0) { $0 + groups[$1].bytes }, tiled: tiled)
+    }
+
+    /// Residents where streaming would stall: a fluid model of the pipeline in which the copy
+    /// engine may run ahead of compute by at most the ring (`ringSeconds` of link time). Walking
+    /// the forward pass twice (a denoising loop calls the component again and again), a streamed
+    /// group whose copy is not done by the time its compute would start stalls; the group with the
+    /// largest stall becomes resident, and so on while room lasts.
+    static func fluidResidents(groups: [GroupSize], candidates: [Int], forced: Set<Int>, free: Int, ringSeconds: Double,
+                               copy: [Double], compute: [Double]) -> Set<Int> {
+        var resident = forced, picked = Set<Int>(), room = free
+        let allowed = Set(candidates)
+        while true {
+            var credit = ringSeconds
+            var stall = [Double](repeating: 0, count: groups.count)
+            for pass in 0..<2 {
+                for i in groups.indices {
+                    if !resident.contains(i) {
+                        if copy[i] <= credit { credit -= copy[i] } else {
+                            if pass == 1 { stall[i] = copy[i] - credit }
+                            credit = 0
+                        }
+                    }
+                    credit = min(ringSeconds, credit + compute[i])
+                }
+            }
+            guard let worst = groups.indices.filter({ allowed.contains($0) && !resident.contains($0) && stall[$0] > 0 && groups[$0].bytes <= room })
+                .max(by: { stall[$0] < stall[$1] }) else { break }
+            resident.insert(worst)
+            picked.insert(worst)
+            room -= groups[worst].bytes
+        }
+        return picked
     }
 
     static func spreadRank(count: Int) -> [Int] {

@@ -114,7 +114,12 @@ import Testing
                         // A lower bound: a steady-state step below it would be a modelling error (1% for
                         // the two-call average not being the exact period).
                         #expect(s >= b * 0.99, "\(name) \(profile.name) \(side)² \(budget): \(s) s below the bound \(b) s")
-                        if isDiT && Double(budget) >= 0.2 * Double(total) { worstDiT = max(worstDiT, s / b) }
+                        // The issue's target, where it holds: DiT tables at budgets of at least 20% of
+                        // the weights (below that only FLUX on a 4090 at 1024² misses it).
+                        if isDiT && Double(budget) >= 0.2 * Double(total) {
+                            #expect(s <= 1.05 * b, "\(name) \(profile.name) \(side)² \(budget): sluice \(s) s vs bound \(b) s")
+                            worstDiT = max(worstDiT, s / b)
+                        }
                         worstAll = max(worstAll, s / b)
                         cases += 1
                         budget = Int(Double(budget) * 0.85)
@@ -123,10 +128,10 @@ import Testing
             }
         }
         #expect(cases > 300)
-        // Measured: DiT tables ≤ 1.06 × bound at budgets ≥ 20% of the weights; UNets, whose compute
-        // sits at high resolution and whose parameters at low, reach 1.5× at small budgets (the
-        // bound assumes unlimited staging). Issue 4 asks 1.05 everywhere: not met yet.
-        #expect(worstDiT <= 1.10, "DiT worst \(worstDiT)")
+        // Measured: UNets, whose compute sits at high resolution and whose parameters at low, reach
+        // 1.5× the bound at small budgets (the bound assumes unlimited staging), FLUX 1.18× at 2–14%
+        // of its weights on a 4090 at 1024². Issue 4 asks 1.05 everywhere: not met there yet.
+        #expect(worstDiT <= 1.05, "DiT worst \(worstDiT)")
         #expect(worstAll <= 1.60, "worst \(worstAll)")
     }
 }
