@@ -297,6 +297,9 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
 typedef struct {
     _Atomic int arrived;
     _Atomic int phase;
+    // Row blocks are handed out from a counter per panel (two, alternating, so one can be reset
+    // while the other is in use): a thread on a busier core simply takes fewer blocks.
+    _Atomic int64_t next[2];
     int size;
     float *panel;
 } sk_team;
@@ -307,6 +310,8 @@ void sk_gemm_team_init(void *team, int size, float *panel) {
     sk_team *t = team;
     atomic_init(&t->arrived, 0);
     atomic_init(&t->phase, 0);
+    atomic_init(&t->next[0], 0);
+    atomic_init(&t->next[1], 0);
     t->size = size;
     t->panel = (float *)(((uintptr_t)panel + 63) & ~(uintptr_t)63);
 }
@@ -347,21 +352,27 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
     const ukernel_fn kernel = ukernels[isa];
     const int mr = s->mr, nr = s->nv * s->w;
     float *packA = (float *)(((uintptr_t)private_ws + 63) & ~(uintptr_t)63), *packB = t->panel;
-    // This thread's rows: a band aligned to the micro-tile height.
+    // Rows for the bias: a fixed band per thread, aligned to the micro-tile height.
     int64_t tiles = (m1 - m0 + mr - 1) / mr;
     int64_t r0 = m0 + tiles * rank / t->size * mr, r1 = m0 + tiles * (rank + 1) / t->size * mr;
     if (r1 > m1) r1 = m1;
     if (r0 > m1) r0 = m1;
+    int64_t blocks = (m1 - m0 + s->mc - 1) / s->mc;
+    int64_t iteration = 0;
     for (int64_t jc = n0; jc < n1; jc += s->nc) {
         int64_t nvalid = n1 - jc < s->nc ? n1 - jc : s->nc;
         int64_t ncp = (nvalid + nr - 1) / nr * nr;
-        for (int64_t pc = 0; pc < (K > 0 ? K : 1); pc += s->kc) {
+        for (int64_t pc = 0; pc < (K > 0 ? K : 1); pc += s->kc, iteration++) {
             int64_t kc = K - pc < s->kc ? K - pc : s->kc;
+            _Atomic int64_t *counter = &t->next[iteration & 1];
             if (K > 0) pack_b(isa, s, B, btype, ldb, transB, pc, kc, jc, ncp, nvalid, packB, rank, t->size);
             team_barrier(t);
+            // Everyone has finished the previous panel's blocks: its counter is free for the next.
+            if (rank == 0) atomic_store(&t->next[(iteration + 1) & 1], 0);
             int acc = accumulate || pc > 0;
-            for (int64_t ic = r0; ic < r1; ic += s->mc) {
-                int64_t mvalid = r1 - ic < s->mc ? r1 - ic : s->mc;
+            for (int64_t b; (b = atomic_fetch_add(counter, 1)) < blocks;) {
+                int64_t ic = m0 + b * s->mc;
+                int64_t mvalid = m1 - ic < s->mc ? m1 - ic : s->mc;
                 int64_t mcp = (mvalid + mr - 1) / mr * mr;
                 if (K == 0) {
                     for (int64_t i = ic; i < ic + mvalid; i++)
