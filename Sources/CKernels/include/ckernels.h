@@ -16,7 +16,7 @@ extern "C" {
 enum {
     SK_ISA_SCALAR = 0,
     SK_ISA_AVX2 = 1,    // AVX2 + FMA + F16C
-    SK_ISA_AVX512 = 2,  // AVX-512 F + BW + VL (+ BF16 where present, reported separately)
+    SK_ISA_AVX512 = 2,  // AVX-512 F + BW + VL + DQ (+ BF16 where present, reported separately)
 };
 
 // Bit set of what this CPU can run: bit (1 << SK_ISA_*) per path, plus SK_FEATURE_AVX512BF16.
