@@ -31,6 +31,12 @@ public struct DeviceProfile: Sendable, Codable, Equatable {
 
     public func copySeconds(bytes: Int) -> Double { Double(bytes) / effectiveLink }
 
+    /// The budget when the user gives none: the device's memory less a reserve for the driver,
+    /// the display and other processes — 1 GiB, or a tenth on devices under 10 GiB.
+    public var defaultBudget: Int {
+        memoryBytes - (memoryBytes < 10 * Self.gib ? memoryBytes / 10 : Self.gib)
+    }
+
     static let gib = 1 << 30
 
     /// NVIDIA GeForce RTX 3060 (GA106): 12 GB GDDR6, 360 GB/s, PCIe 4.0 x16 (31.5 GB/s). Tensor

@@ -131,7 +131,7 @@ struct ByteSize: ExpressibleByArgument {
 /// The options `sluice plan` and `sluice bench offload` share.
 struct PlanOptions: ParsableArguments {
     @Option(help: "Model table: a name (\(ModelTable.known.joined(separator: ", "))) or a JSON path.") var table: String
-    @Option(help: "Device memory budget, e.g. 8G (powers of 1024).") var vramLimit: ByteSize
+    @Option(help: "Device memory budget, e.g. 8G (powers of 1024; default: the profile's memory less a reserve).") var vramLimit: ByteSize?
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
     @Option(help: "Storage type of text encoder and denoiser weights: bf16, f16, fp8, f32.") var storage: DType = .bf16
     @Option(help: "Image width.") var width = 1024
@@ -146,8 +146,8 @@ struct PlanOptions: ParsableArguments {
         guard storage.isFloatStorage else { throw ValidationError("--storage must be bf16, f16, fp8 or f32") }
     }
 
-    func request(profile: DeviceProfile?) -> PlanRequest {
-        PlanRequest(deviceBudget: vramLimit.bytes, hostBudget: ramLimit?.bytes, storage: storage, width: width, height: height,
+    func request(profile: DeviceProfile) -> PlanRequest {
+        PlanRequest(deviceBudget: vramLimit?.bytes ?? profile.defaultBudget, hostBudget: ramLimit?.bytes, storage: storage, width: width, height: height,
                     prefetchDepth: prefetchDepth, profile: profile)
     }
 

@@ -135,3 +135,18 @@ import Testing
         #expect(worstAll <= 1.60, "worst \(worstAll)")
     }
 }
+
+@Suite struct ByteSizeTests {
+    @Test func parsesWhatUsersType() {
+        #expect(parseByteSize("8G") == 8 << 30)
+        #expect(parseByteSize("12GB") == 12 << 30)
+        #expect(parseByteSize("1.5GiB") == 3 << 29)
+        #expect(parseByteSize("512m") == 512 << 20)
+        #expect(parseByteSize("4096") == 4096)
+        #expect(parseByteSize("banana") == nil)
+        #expect(parseByteSize("-1G") == nil)
+        #expect(parseByteSize("99999999999T") == nil)
+        #expect(DeviceProfile.rtx3060.defaultBudget == 11 << 30)
+        #expect(DeviceProfile.h100pcie.defaultBudget == 79 << 30)
+    }
+}
