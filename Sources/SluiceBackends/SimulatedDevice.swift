@@ -37,6 +37,8 @@ public final class SimulatedDevice: @unchecked Sendable {
     }
 
     public let profile: DeviceProfile
+    /// Tensors a `SimulatedBackend` creates on this device (outputs and scratch), live bytes.
+    public let tensorBytes = AllocationCounter()
     /// Whether allocations carry real memory (false: a dry run that only models time and bytes).
     public let backed: Bool
     private struct State {
@@ -63,10 +65,17 @@ public final class SimulatedDevice: @unchecked Sendable {
 
     public var name: String { "simulated \(profile.name)" }
     public var capBytes: Int { state.withLock { $0.cap } }
-    public var usedBytes: Int { state.withLock { $0.used } }
+    /// Bytes held: allocations plus live tensors of the simulated backend.
+    public var usedBytes: Int { state.withLock { $0.used } + tensorBytes.currentBytes }
     public var peakBytes: Int { state.withLock { $0.peak } }
     /// Bytes free for this process: the cap less ours less other processes' (see `occupy`).
-    public var availableBytes: Int { state.withLock { $0.cap - $0.used - $0.external } }
+    public var availableBytes: Int { state.withLock { $0.cap - $0.used - $0.external } - tensorBytes.currentBytes }
+
+    /// Folds the simulated backend's live tensors into the peak.
+    public func notePeak() {
+        let live = tensorBytes.currentBytes
+        state.withLock { $0.peak = max($0.peak, $0.used + live) }
+    }
     public var bytesHostToDevice: Int { state.withLock { $0.hostToDevice } }
     public var bytesDeviceToHost: Int { state.withLock { $0.deviceToHost } }
     public var spans: [Span] { state.withLock { $0.spans } }
@@ -76,16 +85,17 @@ public final class SimulatedDevice: @unchecked Sendable {
     public var now: Double { state.withLock { max($0.copyFree, $0.computeFree) } }
 
     public func allocate(bytes: Int, label: String) throws(SluiceError) -> Allocation {
+        let live = tensorBytes.currentBytes
         let ok = state.withLock { s -> Int? in
             s.allocations += 1
             if let o = s.occupyAt, s.allocations >= o.count {
                 s.external += o.bytes
                 s.occupyAt = nil
             }
-            let free = s.cap - s.used - s.external
+            let free = s.cap - s.used - s.external - live
             guard bytes <= free else { return free }
             s.used += bytes
-            s.peak = max(s.peak, s.used)
+            s.peak = max(s.peak, s.used + live)
             return nil
         }
         if let available = ok { throw .outOfMemory(device: name, requestedBytes: bytes, availableBytes: available) }
