@@ -85,6 +85,10 @@ SK_AVX2 static inline __m256 exp_avx2(__m256 x) {
     __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
     return _mm256_andnot_ps(underflow, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
 }
+SK_AVX2 static inline __m256 copysign_avx2(__m256 magnitude, __m256 sign) {
+    const __m256 mask = _mm256_set1_ps(-0.0f);
+    return _mm256_or_ps(_mm256_andnot_ps(mask, magnitude), _mm256_and_ps(mask, sign));
+}
 SK_AVX2 static inline float hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -115,6 +119,7 @@ SK_AVX2 static inline float hmax_avx2(__m256 v) {
 #define OV_HSUM hsum_avx2
 #define OV_HMAX hmax_avx2
 #define OV_EXP exp_avx2
+#define OV_COPYSIGN copysign_avx2
 #include "ops_vec.inc"
 #undef OV
 #undef OV_TARGET
@@ -134,6 +139,7 @@ SK_AVX2 static inline float hmax_avx2(__m256 v) {
 #undef OV_HSUM
 #undef OV_HMAX
 #undef OV_EXP
+#undef OV_COPYSIGN
 
 // ---- AVX-512: the same algorithms, 16 lanes ----
 SK_AVX512 static inline __m512 exp_avx512(__m512 x) {
@@ -156,6 +162,10 @@ SK_AVX512 static inline __m512 exp_avx512(__m512 x) {
     __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
     return _mm512_maskz_mov_ps((__mmask16)~underflow, _mm512_mul_ps(_mm512_mul_ps(p, s1), s2));
 }
+SK_AVX512 static inline __m512 copysign_avx512(__m512 magnitude, __m512 sign) {
+    const __m512 mask = _mm512_set1_ps(-0.0f);
+    return _mm512_or_ps(_mm512_andnot_ps(mask, magnitude), _mm512_and_ps(mask, sign));
+}
 SK_AVX512 static inline float hsum_avx512(__m512 v) { return _mm512_reduce_add_ps(v); }
 SK_AVX512 static inline float hmax_avx512(__m512 v) { return _mm512_reduce_max_ps(v); }
 #define OV(name) name##_avx512
@@ -176,6 +186,7 @@ SK_AVX512 static inline float hmax_avx512(__m512 v) { return _mm512_reduce_max_p
 #define OV_HSUM hsum_avx512
 #define OV_HMAX hmax_avx512
 #define OV_EXP exp_avx512
+#define OV_COPYSIGN copysign_avx512
 #include "ops_vec.inc"
 
 // ---- dispatch ----
@@ -203,12 +214,10 @@ void sk_binary(int isa, int op, const float *a, int64_t sa, const float *b, int6
         DISPATCH(isa, binary, op, a, sa, b, sb, y, n);
 }
 
-// erf has no cheap vector form here; libm's erff is exact to an ulp and GELU(erf) is not hot in the
-// models Sluice runs first (Z-Image uses SiLU; FLUX uses the tanh form).
-void sk_gelu_erf(int isa, const float *x, float *y, int64_t n) {
-    (void)isa;
+static void gelu_erf_scalar(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
+void sk_gelu_erf(int isa, const float *x, float *y, int64_t n) { DISPATCH(isa, gelu_erf, x, y, n); }
 
 void sk_mean_var(int isa, const float *x, int64_t n, double *mean, double *var) {
     // Two passes (mean, then squared deviations) in f32 vector lanes, chunked so no lane sums
