@@ -395,3 +395,52 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
                 for (int64_t j = jc; j < jc + nvalid; j++) C[i * ldc + j] += bias[j];
     }
 }
+
+// ---- B packed once, used by many GEMMs (attention reuses a key/value tile across query blocks) ----
+size_t sk_gemm_packed_b_floats(int isa, int64_t K, int64_t N) {
+    const sk_gemm_shape *s = &shapes[clamp_isa(isa)];
+    int64_t nr = s->nv * s->w;
+    return (size_t)(K * ((N + nr - 1) / nr * nr) + 16);
+}
+
+void sk_gemm_pack_b(int isa, const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, float *dst) {
+    isa = clamp_isa(isa);
+    const sk_gemm_shape *s = &shapes[isa];
+    int64_t nr = s->nv * s->w, ncp = (N + nr - 1) / nr * nr;
+    for (int64_t pc = 0; pc < K; pc += s->kc) {
+        int64_t kc = K - pc < s->kc ? K - pc : s->kc;
+        pack_b(isa, s, B, btype, ldb, transB, pc, kc, 0, ncp, N, dst + pc * ncp, 0, 1);
+    }
+}
+
+void sk_gemm_prepacked(int isa, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *packedB,
+                       float *C, int64_t ldc, int accumulate, float *workspace) {
+    isa = clamp_isa(isa);
+    const sk_gemm_shape *s = &shapes[isa];
+    const ukernel_fn kernel = ukernels[isa];
+    const int mr = s->mr, nr = s->nv * s->w;
+    int64_t ncp = (N + nr - 1) / nr * nr;
+    float *packA = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    for (int64_t pc = 0; pc < K; pc += s->kc) {
+        int64_t kc = K - pc < s->kc ? K - pc : s->kc;
+        const float *packB = packedB + pc * ncp;
+        int acc = accumulate || pc > 0;
+        for (int64_t ic = 0; ic < M; ic += s->mc) {
+            int64_t mvalid = M - ic < s->mc ? M - ic : s->mc;
+            int64_t mcp = (mvalid + mr - 1) / mr * mr;
+            pack_a(s, A, SK_DT_F32, lda, ic, mcp, mvalid, pc, kc, packA);
+            for (int64_t jr = 0; jr < ncp; jr += nr) {
+                int64_t cols = N - jr < nr ? N - jr : nr;
+                for (int64_t ir = 0; ir < mcp; ir += mr) {
+                    int64_t rows = mvalid - ir < mr ? mvalid - ir : mr;
+                    kernel(kc, packA + ir * kc, packB + jr * kc, C + (ic + ir) * ldc + jr, ldc, rows, cols, acc);
+                }
+            }
+        }
+    }
+}
+
+size_t sk_gemm_prepacked_workspace_floats(int isa) {
+    const sk_gemm_shape *s = &shapes[clamp_isa(isa)];
+    return (size_t)(s->mc * s->kc + 16);
+}

@@ -256,42 +256,50 @@ void sk_scale_shift(int isa, const float *x, float *y, int64_t n, float scale, f
 }
 
 // ---- attention ----
-// Tiles: a 144 x 512 scores tile (288 KiB) stays in L2 beside the output accumulator.
-enum { ATT_BQ = 144, ATT_BK = 512 };
-int64_t sk_attention_block_q(void) { return ATT_BQ; }
+// Tiles: scores of 144 query rows x 512 keys (288 KiB) in L2 beside the output accumulator; one call
+// covers up to 4 such query blocks, so each key/value tile is packed once for 576 query rows.
+enum { ATT_BQ = 144, ATT_BK = 512, ATT_QBLOCKS = 4 };
+int64_t sk_attention_block_q(void) { return ATT_BQ * ATT_QBLOCKS; }
 int64_t sk_attention_block_k(void) { return ATT_BK; }
 
 size_t sk_attention_workspace_floats(int isa, int64_t D) {
-    // scores tile + output accumulator + running max and sum + the tile GEMM's packing space
-    return (size_t)(ATT_BQ * ATT_BK + ATT_BQ * D + 2 * ATT_BQ) + sk_gemm_workspace_floats_for(isa, D > ATT_BK ? D : ATT_BK) + 16;
+    const int64_t rows = ATT_BQ * ATT_QBLOCKS;
+    // scores tile + output accumulators + running max and sum + packed K and V tiles + A packing
+    return (size_t)(ATT_BQ * ATT_BK + rows * D + 2 * rows) + sk_gemm_packed_b_floats(isa, D, ATT_BK) +
+           sk_gemm_packed_b_floats(isa, ATT_BK, D) + sk_gemm_prepacked_workspace_floats(isa) + 64;
 }
+
+static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
 void sk_attention_head(int isa, int64_t q0, int64_t q1, int64_t Lk, int64_t D, const float *q, int64_t ldq,
                        const float *k, int64_t ldk, const float *v, int64_t ldv, const float *mask, int64_t ldm,
                        float scale, float *out, int64_t ldo, float *workspace) {
-    float *ws = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
-    float *s = ws, *o = s + ATT_BQ * ATT_BK, *m = o + ATT_BQ * D, *l = m + ATT_BQ, *gws = l + ATT_BQ;
-    for (int64_t qb = q0; qb < q1; qb += ATT_BQ) {
-        int64_t rows = q1 - qb < ATT_BQ ? q1 - qb : ATT_BQ;
-        for (int64_t r = 0; r < rows; r++) { m[r] = -INFINITY; l[r] = 0.0f; }
-        memset(o, 0, (size_t)(rows * D) * sizeof(float));
-        for (int64_t kb = 0; kb < Lk; kb += ATT_BK) {
-            int64_t cols = Lk - kb < ATT_BK ? Lk - kb : ATT_BK;
-            // S = Q K^T: K rows are the "weight" rows of a linear layer (transB).
-            sk_gemm(isa, 0, rows, 0, cols, D, q + qb * ldq, SK_DT_F32, ldq, k + kb * ldk, SK_DT_F32, ldk, 1, s, ATT_BK, NULL, 0, gws);
-            for (int64_t r = 0; r < rows; r++) {
+    const int64_t rows = q1 - q0;
+    float *s = align64(workspace), *o = align64(s + ATT_BQ * ATT_BK), *m = o + rows * D, *l = m + rows;
+    float *pk = align64(l + rows), *pv = align64(pk + sk_gemm_packed_b_floats(isa, D, ATT_BK));
+    float *gws = align64(pv + sk_gemm_packed_b_floats(isa, ATT_BK, D));
+    for (int64_t r = 0; r < rows; r++) { m[r] = -INFINITY; l[r] = 0.0f; }
+    memset(o, 0, (size_t)(rows * D) * sizeof(float));
+    for (int64_t kb = 0; kb < Lk; kb += ATT_BK) {
+        int64_t cols = Lk - kb < ATT_BK ? Lk - kb : ATT_BK;
+        // K rows are the "weight" rows of a linear layer (transB); V is [keys, D].
+        sk_gemm_pack_b(isa, k + kb * ldk, SK_DT_F32, ldk, 1, D, cols, pk);
+        sk_gemm_pack_b(isa, v + kb * ldv, SK_DT_F32, ldv, 0, cols, D, pv);
+        for (int64_t qb = 0; qb < rows; qb += ATT_BQ) {
+            int64_t n = rows - qb < ATT_BQ ? rows - qb : ATT_BQ;
+            sk_gemm_prepacked(isa, n, cols, D, q + (q0 + qb) * ldq, ldq, pk, s, ATT_BK, 0, gws);  // S = Q Kᵀ
+            for (int64_t r = 0; r < n; r++) {
                 float *srow = s + r * ATT_BK;
                 sk_scale_shift(isa, srow, srow, cols, scale, 0.0f);
-                if (mask) sk_binary(isa, SK_BIN_ADD, srow, 1, mask + (qb + r) * ldm + kb, 1, srow, cols);
+                if (mask) sk_binary(isa, SK_BIN_ADD, srow, 1, mask + (q0 + qb + r) * ldm + kb, 1, srow, cols);
             }
-            DISPATCH(isa, online_softmax_tile, s, ATT_BK, rows, cols, m, l, o, D, D);
-            // O += P V
-            sk_gemm(isa, 0, rows, 0, D, cols, s, SK_DT_F32, ATT_BK, v + kb * ldv, SK_DT_F32, ldv, 0, o, D, NULL, 1, gws);
+            DISPATCH(isa, online_softmax_tile, s, ATT_BK, n, cols, m + qb, l + qb, o + qb * D, D, D);
+            sk_gemm_prepacked(isa, n, D, cols, s, ATT_BK, pv, o + qb * D, D, 1, gws);  // O += P V
         }
-        for (int64_t r = 0; r < rows; r++) {
-            // A row whose keys are all masked has l = 0: its output is 0 (not NaN).
-            float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-            sk_scale_shift(isa, o + r * D, out + (qb + r) * ldo, D, inv, 0.0f);
-        }
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        // A row whose keys are all masked has l = 0: its output is 0 (not NaN).
+        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+        sk_scale_shift(isa, o + r * D, out + (q0 + r) * ldo, D, inv, 0.0f);
     }
 }

@@ -77,6 +77,14 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
                   const void *A, int atype, int64_t lda, const void *B, int btype, int64_t ldb, int transB,
                   float *C, int64_t ldc, const float *bias, int accumulate, float *private_ws);
 
+// B packed once (all of it: N must not exceed the path's panel width, 4096 columns) and reused by
+// several GEMMs with different A: C[M, N] = (accumulate ? C : 0) + A[M, K] · B.
+size_t sk_gemm_packed_b_floats(int isa, int64_t K, int64_t N);
+void sk_gemm_pack_b(int isa, const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, float *dst);
+size_t sk_gemm_prepacked_workspace_floats(int isa);
+void sk_gemm_prepacked(int isa, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *packedB,
+                       float *C, int64_t ldc, int accumulate, float *workspace);
+
 // ---- row-wise ops (each on `rows` rows of `cols` contiguous floats) ----
 void sk_softmax_rows(int isa, float *x, int64_t rows, int64_t cols);
 // y = (x - mean) / sqrt(var + eps) * (w ? w : 1) + (b ? b : 0), over each row
@@ -105,7 +113,8 @@ void sk_binary(int isa, int op, const float *a, int64_t sa, const float *b, int6
 // ---- attention (flash-style: tiles, online softmax; memory O(tile)) ----
 // One head: q [Lq, D] (row stride ldq), k and v [Lk, D] (row strides ldk, ldv), out [Lq, D] (ldo).
 // mask, if given, is an additive f32 [Lq, Lk] (row stride ldm; -inf disables a key).
-// Rows [q0, q1) of the output are computed. Workspace: sk_attention_workspace_floats(isa, D).
+// Rows [q0, q1) of the output are computed, at most sk_attention_block_q() of them per call (each
+// key/value tile is packed once and used by all of them). Workspace: sk_attention_workspace_floats(isa, D).
 size_t sk_attention_workspace_floats(int isa, int64_t D);
 int64_t sk_attention_block_q(void);
 int64_t sk_attention_block_k(void);
