@@ -14,6 +14,9 @@ public struct PlanRequest: Sendable {
     public var prefetchDepth: Int?
     /// Device model for the planner's cost estimate (choosing the prefetch depth).
     public var profile: DeviceProfile?
+    /// Images per denoiser call. Activations and FLOPs of the denoiser and VAE scale with it (the
+    /// text encoders run once per prompt).
+    public var batch: Int = 1
 
     public init(deviceBudget: Int, hostBudget: Int? = nil, storage: DType = .bf16, width: Int = 1024, height: Int = 1024,
                 prefetchDepth: Int? = nil, profile: DeviceProfile? = nil) {
@@ -45,13 +48,27 @@ public enum PipelinePlanner {
     }
 
     public static func activationBytes(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> Int {
-        c.scaling == "pixels" ? Int((Double(c.activationBytes) * pixelRatio(t, r)).rounded(.up)) : c.activationBytes
+        c.scaling == "pixels" ? Int((Double(c.activationBytes) * pixelRatio(t, r) * Double(r.batch)).rounded(.up)) : c.activationBytes
     }
 
     /// Modelled FLOPs of each group at the requested size: linear parts scale with tokens, attention with tokens².
     public static func flops(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> [Double] {
         let p = c.scaling == "pixels" ? pixelRatio(t, r) : 1
-        return c.groups.map { $0.linearFlops * p + $0.attentionFlops * p * p }
+        let b = c.scaling == "pixels" ? Double(r.batch) : 1
+        return c.groups.map { ($0.linearFlops * p + $0.attentionFlops * p * p) * b }
+    }
+
+    /// Plans for `request.batch` images per call; when that does not fit but one image does, and
+    /// `allowOneByOne`, the plan runs the batch one image at a time (`Plan.oneByOne`).
+    public static func plan(_ table: ModelTable, _ request: PlanRequest, allowOneByOne: Bool) throws(PlanError) -> Plan {
+        do { return try plan(table, request) } catch {
+            guard allowOneByOne, request.batch > 1 else { throw error }
+            var single = request
+            single.batch = 1
+            let p = try plan(table, single)
+            return Plan(deviceBudget: p.deviceBudget, hostBudget: p.hostBudget, components: p.components,
+                        swappedBetweenPhases: p.swappedBetweenPhases, peakDeviceBytes: p.peakDeviceBytes, oneByOne: true)
+        }
     }
 
     public static func plan(_ table: ModelTable, _ request: PlanRequest) throws(PlanError) -> Plan {
@@ -65,6 +82,7 @@ public enum PipelinePlanner {
                 // Tiles of 512², then 256², with overlap handled by the decoder: activations shrink
                 // with the tile's pixels.
                 for side in [512, 384, 256] {
+                    // Tiles are decoded one image at a time.
                     act = Int(Double(c.activationBytes) * Double(side * side) / Double(table.referenceWidth * table.referenceHeight))
                     tiled = true
                     if weights + act <= B { break }

@@ -38,6 +38,15 @@ public struct Plan: Sendable, Codable, Equatable {
     public let swappedBetweenPhases: [String]
     /// The most device memory the plan holds at once.
     public let peakDeviceBytes: Int
+    /// The batch did not fit: its images run one at a time (the caller's option, see
+    /// `PipelinePlanner.plan(_:_:allowOneByOne:)`).
+    public var oneByOne: Bool = false
+
+    public init(deviceBudget: Int, hostBudget: Int?, components: [ComponentPlan], swappedBetweenPhases: [String],
+                peakDeviceBytes: Int, oneByOne: Bool = false) {
+        self.deviceBudget = deviceBudget; self.hostBudget = hostBudget; self.components = components
+        self.swappedBetweenPhases = swappedBetweenPhases; self.peakDeviceBytes = peakDeviceBytes; self.oneByOne = oneByOne
+    }
 
     public func component(_ name: String) -> ComponentPlan? { components.first { $0.component == name } }
 }

@@ -137,6 +137,7 @@ struct PlanOptions: ParsableArguments {
     @Option(help: "Image width.") var width = 1024
     @Option(help: "Image height.") var height = 1024
     @Option(help: "Prefetch depth (default: chosen by the cost model).") var prefetchDepth: Int?
+    @Option(help: "Images per call; a batch that does not fit runs one image at a time.") var batch = 1
 
     func validate() throws {
         guard width >= 64, height >= 64, width <= 16384, height <= 16384, width % 16 == 0, height % 16 == 0 else {
@@ -144,11 +145,14 @@ struct PlanOptions: ParsableArguments {
         }
         if let d = prefetchDepth, d < 1 || d > 16 { throw ValidationError("--prefetch-depth must be in 1...16") }
         guard storage.isFloatStorage else { throw ValidationError("--storage must be bf16, f16, fp8 or f32") }
+        guard batch >= 1 && batch <= 64 else { throw ValidationError("--batch must be in 1...64") }
     }
 
     func request(profile: DeviceProfile) -> PlanRequest {
-        PlanRequest(deviceBudget: vramLimit?.bytes ?? profile.defaultBudget, hostBudget: ramLimit?.bytes, storage: storage, width: width, height: height,
-                    prefetchDepth: prefetchDepth, profile: profile)
+        var r = PlanRequest(deviceBudget: vramLimit?.bytes ?? profile.defaultBudget, hostBudget: ramLimit?.bytes, storage: storage,
+                            width: width, height: height, prefetchDepth: prefetchDepth, profile: profile)
+        r.batch = batch
+        return r
     }
 
     func loadTable() throws -> ModelTable { try ModelTable.resolve(table, directory: ModelTable.defaultDirectory) }
@@ -164,7 +168,7 @@ struct PlanCommand: ParsableCommand {
         guard let prof = DeviceProfile.named(profile) else { throw ValidationError("unknown --profile \(profile)") }
         let t = try options.loadTable()
         let plan: Plan
-        do { plan = try PipelinePlanner.plan(t, options.request(profile: prof)) } catch {
+        do { plan = try PipelinePlanner.plan(t, options.request(profile: prof), allowOneByOne: true) } catch {
             throw CommandError(message: "\(error)")
         }
         if json {
@@ -182,6 +186,7 @@ struct PlanCommand: ParsableCommand {
         }
         print("  swapped between phases: \(plan.swappedBetweenPhases.isEmpty ? "none (everything stays)" : plan.swappedBetweenPhases.joined(separator: ", "))")
         print("  peak device memory: \(formatBytes(plan.peakDeviceBytes)) of \(formatBytes(plan.deviceBudget))")
+        if plan.oneByOne { print("  batch of \(options.batch) does not fit: images run one at a time") }
     }
 }
 

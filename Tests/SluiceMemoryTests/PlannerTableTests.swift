@@ -75,6 +75,22 @@ import Testing
         }
     }
 
+    @Test func batchesScaleActivationsAndFallBackToOneByOne() throws {
+        let t = try table("sdxl")
+        let unet = denoiser(t)
+        var r = PlanRequest(deviceBudget: 400 << 20)
+        let one = PipelinePlanner.activationBytes(unet, t, r)
+        r.batch = 8
+        #expect(PipelinePlanner.activationBytes(unet, t, r) == 8 * one)
+        // 8 images' activations exceed 400 MiB; one image's fit.
+        #expect(throws: PlanError.self) { try PipelinePlanner.plan(t, r) }
+        let plan = try PipelinePlanner.plan(t, r, allowOneByOne: true)
+        #expect(plan.oneByOne && plan.peakDeviceBytes <= 400 << 20)
+        r.deviceBudget = 24 * Self.gib
+        let roomy = try PipelinePlanner.plan(t, r, allowOneByOne: true)
+        #expect(!roomy.oneByOne)
+    }
+
     @Test func vaeTilesWhenItsActivationsDoNotFit() throws {
         let t = try table("sdxl")
         let roomy = try PipelinePlanner.plan(t, PlanRequest(deviceBudget: 24 * Self.gib))
