@@ -113,7 +113,6 @@ size_t sk_gemm_workspace_floats_for(int isa, int64_t columns) {
     return (size_t)(s->mc * s->kc + s->kc * panel + 64);
 }
 
-static size_t dtype_size(int dtype) { return dtype == SK_DT_F32 ? 4 : dtype <= SK_DT_BF16 ? 2 : 1; }
 
 // ---- packing ----
 // B(k0:k0+kc, n0:n0+nc) goes into slivers of nr columns (sliver s: kc rows of nr floats), widened
@@ -243,13 +242,30 @@ static void pack_a(const sk_gemm_shape *s, const void *A, int atype, int64_t lda
     }
 }
 
+// The macro-kernel: pack rows [ic, ic + mvalid) of A for this k block, then sweep every micro-tile
+// of C[ic.., c0 + 0..nvalid) against the packed B panel (ncp columns, slivers of nr).
+static void macro_kernel(const sk_gemm_shape *s, ukernel_fn kernel, const void *A, int atype, int64_t lda,
+                         int64_t ic, int64_t mvalid, int64_t pc, int64_t kc, float *packA, const float *packB,
+                         int64_t ncp, int64_t nvalid, float *C, int64_t ldc, int64_t c0, int acc) {
+    const int mr = s->mr, nr = s->nv * s->w;
+    int64_t mcp = (mvalid + mr - 1) / mr * mr;
+    pack_a(s, A, atype, lda, ic, mcp, mvalid, pc, kc, packA);
+    for (int64_t jr = 0; jr < ncp; jr += nr) {
+        int64_t cols = nvalid - jr < nr ? nvalid - jr : nr;
+        for (int64_t ir = 0; ir < mcp; ir += mr) {
+            int64_t rows = mvalid - ir < mr ? mvalid - ir : mr;
+            kernel(kc, packA + ir * kc, packB + jr * kc, C + (ic + ir) * ldc + c0 + jr, ldc, rows, cols, acc);
+        }
+    }
+}
+
 void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
              const void *A, int atype, int64_t lda, const void *B, int btype, int64_t ldb, int transB,
              float *C, int64_t ldc, const float *bias, int accumulate, float *workspace) {
     isa = clamp_isa(isa);
     const sk_gemm_shape *s = &shapes[isa];
     const ukernel_fn kernel = ukernels[isa];
-    const int mr = s->mr, nr = s->nv * s->w;
+    const int nr = s->nv * s->w;
     if (m1 <= m0 || n1 <= n0) return;
     float *ws = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
     float *packA = ws, *packB = ws + s->mc * s->kc;
@@ -269,16 +285,7 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
             int acc = accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += s->mc) {
                 int64_t mvalid = m1 - ic < s->mc ? m1 - ic : s->mc;
-                int64_t mcp = (mvalid + mr - 1) / mr * mr;
-                pack_a(s, A, atype, lda, ic, mcp, mvalid, pc, kc, packA);
-                for (int64_t jr = 0; jr < ncp; jr += nr) {
-                    int64_t cols = nvalid - jr < nr ? nvalid - jr : nr;
-                    for (int64_t ir = 0; ir < mcp; ir += mr) {
-                        int64_t rows = mvalid - ir < mr ? mvalid - ir : mr;
-                        kernel(kc, packA + ir * kc, packB + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
-                               rows, cols, acc);
-                    }
-                }
+                macro_kernel(s, kernel, A, atype, lda, ic, mvalid, pc, kc, packA, packB, ncp, nvalid, C, ldc, jc, acc);
             }
         }
         if (bias)
@@ -373,20 +380,12 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
             for (int64_t b; (b = atomic_fetch_add(counter, 1)) < blocks;) {
                 int64_t ic = m0 + b * s->mc;
                 int64_t mvalid = m1 - ic < s->mc ? m1 - ic : s->mc;
-                int64_t mcp = (mvalid + mr - 1) / mr * mr;
                 if (K == 0) {
                     for (int64_t i = ic; i < ic + mvalid; i++)
                         for (int64_t j = jc; j < jc + nvalid; j++) C[i * ldc + j] = acc ? C[i * ldc + j] : 0.0f;
                     continue;
                 }
-                pack_a(s, A, atype, lda, ic, mcp, mvalid, pc, kc, packA);
-                for (int64_t jr = 0; jr < ncp; jr += nr) {
-                    int64_t cols = nvalid - jr < nr ? nvalid - jr : nr;
-                    for (int64_t ir = 0; ir < mcp; ir += mr) {
-                        int64_t rows = mvalid - ir < mr ? mvalid - ir : mr;
-                        kernel(kc, packA + ir * kc, packB + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, rows, cols, acc);
-                    }
-                }
+                macro_kernel(s, kernel, A, atype, lda, ic, mvalid, pc, kc, packA, packB, ncp, nvalid, C, ldc, jc, acc);
             }
             team_barrier(t);  // the next panel overwrites this one
         }
@@ -418,7 +417,7 @@ void sk_gemm_prepacked(int isa, int64_t M, int64_t N, int64_t K, const float *A,
     isa = clamp_isa(isa);
     const sk_gemm_shape *s = &shapes[isa];
     const ukernel_fn kernel = ukernels[isa];
-    const int mr = s->mr, nr = s->nv * s->w;
+    const int nr = s->nv * s->w;
     int64_t ncp = (N + nr - 1) / nr * nr;
     float *packA = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
     for (int64_t pc = 0; pc < K; pc += s->kc) {
@@ -427,15 +426,7 @@ void sk_gemm_prepacked(int isa, int64_t M, int64_t N, int64_t K, const float *A,
         int acc = accumulate || pc > 0;
         for (int64_t ic = 0; ic < M; ic += s->mc) {
             int64_t mvalid = M - ic < s->mc ? M - ic : s->mc;
-            int64_t mcp = (mvalid + mr - 1) / mr * mr;
-            pack_a(s, A, SK_DT_F32, lda, ic, mcp, mvalid, pc, kc, packA);
-            for (int64_t jr = 0; jr < ncp; jr += nr) {
-                int64_t cols = N - jr < nr ? N - jr : nr;
-                for (int64_t ir = 0; ir < mcp; ir += mr) {
-                    int64_t rows = mvalid - ir < mr ? mvalid - ir : mr;
-                    kernel(kc, packA + ir * kc, packB + jr * kc, C + (ic + ir) * ldc + jr, ldc, rows, cols, acc);
-                }
-            }
+            macro_kernel(s, kernel, A, SK_DT_F32, lda, ic, mvalid, pc, kc, packA, packB, ncp, N, C, ldc, 0, acc);
         }
     }
 }
