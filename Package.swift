@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "SluiceBackends", targets: ["SluiceBackends"]),
         .library(name: "SluiceWeights", targets: ["SluiceWeights"]),
         .library(name: "SluiceMemory", targets: ["SluiceMemory"]),
+        .library(name: "SluiceText", targets: ["SluiceText"]),
+        .library(name: "SluiceModels", targets: ["SluiceModels"]),
+        .library(name: "SluicePipelines", targets: ["SluicePipelines"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -24,11 +27,21 @@ let package = Package(
         .target(name: "SluiceWeights", dependencies: ["SluiceCore"]),
         // The sluice: placement planning, streaming with prefetch, budgets, telemetry.
         .target(name: "SluiceMemory", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
-        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory"]),
+        // Tokenizers and text encoders.
+        .target(name: "SluiceText", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        // One folder per model family; a model file reads like the paper's diagram.
+        .target(name: "SluiceModels", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        // libpng from Debian (libpng-dev).
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        // Schedulers, torch's RNG, model loading, the denoising loop, PNG output.
+        .target(name: "SluicePipelines", dependencies: [
+            "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceText", "SluiceModels", "CPNG", "CKernels",
+        ]),
+        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels"]),
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory",
+                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluicePipelines",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -37,6 +50,9 @@ let package = Package(
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceBackendsTests", dependencies: ["SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceTextTests", dependencies: ["SluiceText", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceModelsTests", dependencies: ["SluiceModels", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
+        .testTarget(name: "SluicePipelinesTests", dependencies: ["SluicePipelines", "SluiceText", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceMemoryTests", dependencies: ["SluiceMemory", "SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

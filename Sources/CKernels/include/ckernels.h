@@ -127,3 +127,12 @@ void sk_attention_head(int isa, int64_t q0, int64_t q1, int64_t Lk, int64_t D,
 }
 #endif
 #endif
+
+// ---- torch-compatible random numbers (randn.c) ----
+/// mt19937 as torch's CPU generator keeps it.
+typedef struct { uint32_t state[624]; int32_t next; } sk_mt19937;
+void sk_mt19937_seed(sk_mt19937 *g, uint64_t seed);
+uint32_t sk_mt19937_next(sk_mt19937 *g);
+/// torch.randn(n) for a contiguous float tensor of n >= 16 elements, drawn from `g` exactly as
+/// torch 2.x does on x86 (uniforms, then Box-Muller 16 at a time with its AVX2 Cephes log/sincos).
+void sk_torch_randn(sk_mt19937 *g, float *out, int64_t n);

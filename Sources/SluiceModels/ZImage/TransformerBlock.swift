@@ -1,0 +1,68 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+
+/// One single-stream block of the S3-DiT, as in diffusers' ZImageTransformerBlock:
+///
+///     scale_msa, gate_msa, scale_mlp, gate_mlp = adaLN(c)          (modulated blocks only)
+///     x = x + tanh(gate_msa) · norm2(Attention(norm1(x) · (1 + scale_msa)))
+///     x = x + tanh(gate_mlp) · ffn_norm2(FFN(ffn_norm1(x) · (1 + scale_mlp)))
+///
+/// The context refiner's blocks have no modulation: the same diagram with scale 1 and gate 1.
+public struct ZImageBlock: Sendable {
+    public let config: ZImageConfig
+
+    public init(config: ZImageConfig) { self.config = config }
+
+    /// x: [L, dim] tokens; rope: cos/sin [L, headDim/2]; adaLN: [1, min(dim,256)] or nil.
+    public func forward(_ x: Tensor, rope: (cos: Tensor, sin: Tensor), adaLN: Tensor?, _ w: ModuleWeights,
+                        _ b: any Backend) throws(SluiceError) -> Tensor {
+        let dim = config.dim, eps = config.normEps
+        var scaleMSA: Tensor?, gateMSA: Tensor?, scaleMLP: Tensor?, gateMLP: Tensor?
+        if let adaLN {
+            let mod = try HostMath.floats(b.linear(adaLN, weight: w("adaLN_modulation.0.weight"), bias: w("adaLN_modulation.0.bias")))
+            func chunk(_ i: Int, _ f: (Float) -> Float) -> Tensor {
+                Tensor(mod[(i * dim)..<((i + 1) * dim)].map(f), shape: [1, dim])
+            }
+            scaleMSA = chunk(0) { 1 + $0 }
+            gateMSA = chunk(1) { Foundation.tanh($0) }
+            scaleMLP = chunk(2) { 1 + $0 }
+            gateMLP = chunk(3) { Foundation.tanh($0) }
+        }
+        var h = try b.rmsNorm(x, weight: w("attention_norm1.weight"), eps: eps)
+        if let scaleMSA { h = try b.mul(h, scaleMSA) }
+        h = try attention(h, rope: rope, w.scoped("attention"), b)
+        h = try b.rmsNorm(h, weight: w("attention_norm2.weight"), eps: eps)
+        if let gateMSA { h = try b.mul(h, gateMSA) }
+        let x1 = try b.add(x, h)
+
+        var f = try b.rmsNorm(x1, weight: w("ffn_norm1.weight"), eps: eps)
+        if let scaleMLP { f = try b.mul(f, scaleMLP) }
+        f = try feedForward(f, w.scoped("feed_forward"), b)
+        f = try b.rmsNorm(f, weight: w("ffn_norm2.weight"), eps: eps)
+        if let gateMLP { f = try b.mul(f, gateMLP) }
+        return try b.add(x1, f)
+    }
+
+    /// Self-attention over all tokens: q/k RMS-normed per head, rotated by the 3-axis RoPE.
+    func attention(_ x: Tensor, rope: (cos: Tensor, sin: Tensor), _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
+        let L = x.shape[0], H = config.nHeads, D = config.headDim
+        func heads(_ name: String, norm: String?) throws(SluiceError) -> Tensor {
+            var t = try b.linear(x, weight: w("\(name).weight"), bias: nil).reshaped([L, H, D])
+            if let norm, config.qkNorm { t = try b.rmsNorm(t, weight: w("\(norm).weight"), eps: 1e-5) }
+            if norm != nil { t = try b.rotaryEmbedding(t, cos: rope.cos, sin: rope.sin, seqDim: 0, layout: .interleaved) }
+            return try t.reshaped([1, L, H, D]).permuted([0, 2, 1, 3])
+        }
+        let q = try heads("to_q", norm: "norm_q"), k = try heads("to_k", norm: "norm_k"), v = try heads("to_v", norm: nil)
+        let o = try b.attention(q: q, k: k, v: v, mask: nil, scale: nil)   // [1, H, L, D]
+        let merged = try o.permuted([0, 2, 1, 3]).contiguous().reshaped([L, H * D])
+        return try b.linear(merged, weight: w("to_out.0.weight"), bias: nil)
+    }
+
+    /// SwiGLU: w2(silu(w1 x) · w3 x).
+    func feedForward(_ x: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
+        let gate = try b.silu(b.linear(x, weight: w("w1.weight"), bias: nil))
+        let up = try b.linear(x, weight: w("w3.weight"), bias: nil)
+        return try b.linear(b.mul(gate, up), weight: w("w2.weight"), bias: nil)
+    }
+}
