@@ -196,6 +196,17 @@ def reference(pipe, tokenizer):
     out["initial_latents"] = torch.randn((1, 16, 32, 32), generator=gen)[0]
     pipe.scheduler.set_timesteps(sigmas=torch.linspace(1.0, 1 / steps, steps).tolist())
     out["sigmas"] = pipe.scheduler.sigmas.float()
+    # The VAE alone on the last latents, scaled as the pipeline does: whole, and tiled as diffusers tiles
+    # (16-latent tiles, a quarter overlap, linear blending).
+    vae_in = latents_seen[-1] / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+    with torch.no_grad():
+        out["vae_in"] = vae_in[0].float()
+        out["vae_out"] = pipe.vae.decode(vae_in, return_dict=False)[0][0].float()
+        pipe.vae.enable_tiling()
+        pipe.vae.tile_sample_min_size = 32
+        pipe.vae.tile_latent_min_size = 16
+        out["vae_tiled_out"] = pipe.vae.decode(vae_in, return_dict=False)[0][0].float()
+        pipe.vae.disable_tiling()
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(FIX, "zimage_reference.safetensors"),
               metadata={"prompt": prompt, "seed": str(seed), "steps": str(steps), "size": str(size),
                         "negative_prompt": "blurry", "cfg_guidance": "2.5"})
