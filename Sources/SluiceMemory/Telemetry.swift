@@ -17,6 +17,13 @@ public struct PhaseReport: Codable, Sendable {
     public let overlapSeconds: Double
     public let simulated: Bool
 
+    /// A phase that ran on the CPU alone (no device budget): wall time and host memory only.
+    public static func cpu(phase: String, wallSeconds: Double, peakHostBytes: Int) -> PhaseReport {
+        PhaseReport(phase: phase, wallSeconds: wallSeconds, modelledSeconds: 0, peakDeviceBytes: 0, peakHostBytes: peakHostBytes,
+                    bytesHostToDevice: 0, bytesDeviceToHost: 0, copyBusySeconds: 0, computeBusySeconds: 0, overlapSeconds: 0,
+                    simulated: false)
+    }
+
     /// Summarises a simulated device's counters and timeline over the window since its last reset.
     public static func from(device: SimulatedDevice, phase: String, wallSeconds: Double, start: Double, peakHostBytes: Int = 0) -> PhaseReport {
         let spans = device.spans

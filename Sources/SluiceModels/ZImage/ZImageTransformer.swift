@@ -55,7 +55,7 @@ public struct ZImageTransformer: Sendable {
         }
     }
 
-    static func padded(_ n: Int) -> Int { (n + ZImageConfig.sequenceMultiple - 1) / ZImageConfig.sequenceMultiple * ZImageConfig.sequenceMultiple }
+    public static func padded(_ n: Int) -> Int { (n + ZImageConfig.sequenceMultiple - 1) / ZImageConfig.sequenceMultiple * ZImageConfig.sequenceMultiple }
 
     /// Runs group `index` (in `groupNames` order) with that group's weights.
     public func run(group index: Int, _ w: ModuleWeights, _ s: State, _ b: any Backend) throws(SluiceError) -> State {

@@ -1,0 +1,70 @@
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+import SluiceModels
+import SluiceWeights
+
+/// Runs one component's weight groups in forward order, either straight from the memory-mapped
+/// checkpoint (no budget: zero-copy) or through the sluice — a `StreamingExecutor` on the device, which
+/// keeps some groups resident and streams the rest under the plan. The model code is the same either way.
+public final class ComponentRunner: @unchecked Sendable {
+    public let name: String
+    public let phase: String
+    public let groupNames: [String]
+    let checkpoint: Checkpoint
+    let groupOf: (String) -> String?
+    let flopsPerGroup: [Double]
+    public private(set) var executor: StreamingExecutor?
+
+    public init(name: String, phase: String, checkpoint: Checkpoint, groupNames: [String], groupOf: @escaping (String) -> String?,
+                flopsPerGroup: [Double]? = nil) {
+        self.name = name
+        self.phase = phase
+        self.checkpoint = checkpoint
+        self.groupNames = groupNames
+        self.groupOf = groupOf
+        self.flopsPerGroup = flopsPerGroup ?? [Double](repeating: 0, count: groupNames.count)
+    }
+
+    /// The checkpoint's tensors by group (tensors no group uses are left on disk).
+    public func execGroups() throws(SluiceError) -> [ExecGroup] {
+        var byGroup: [String: [(key: String, tensor: Tensor)]] = [:]
+        for key in checkpoint.names.sorted() {
+            guard let g = groupOf(key) else { continue }
+            byGroup[g, default: []].append((key, try checkpoint.tensor(key)))
+        }
+        return try groupNames.enumerated().map { (i, g) throws(SluiceError) in
+            guard let tensors = byGroup[g], !tensors.isEmpty else {
+                throw .invalidCheckpoint(file: checkpoint.files.first?.path ?? name, tensor: nil, reason: "no tensors for \(name) group '\(g)'")
+            }
+            return ExecGroup(name: g, tensors: tensors, flops: flopsPerGroup[i])
+        }
+    }
+
+    public func sizes() throws(SluiceError) -> [GroupSize] { try execGroups().map { GroupSize(name: $0.name, bytes: $0.stagedBytes) } }
+
+    /// Streams through `device` under `plan` from now on.
+    public func attach(device: SimulatedDevice, plan: ComponentPlan, hostBudget: Int?) throws(SluiceError) {
+        let groups = try execGroups()
+        let sizes = groups.map { GroupSize(name: $0.name, bytes: $0.stagedBytes) }
+        let name = self.name, phase = self.phase, activation = plan.activationBytes
+        executor = StreamingExecutor(device: device, plan: plan, groups: groups, hostBudget: hostBudget) { available throws(PlanError) in
+            try Planner.planComponent(name: name, phase: phase, groups: sizes, activationBytes: activation, budget: available)
+        }
+    }
+
+    /// Frees the component's device memory (its weights stay on disk/host).
+    public func release() { executor?.releaseAll() }
+
+    public func run<State>(_ input: State, _ body: (Int, ModuleWeights, State) throws -> State) throws -> State {
+        if let executor {
+            return try executor.run(input) { i, weights, s in
+                try body(i, ModuleWeights { k throws(SluiceError) in try weights(k) }, s)
+            }
+        }
+        let ckpt = checkpoint
+        var s = input
+        for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }, s) }
+        return s
+    }
+}
