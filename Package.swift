@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore", "SluiceTestSupport"]),
         .testTarget(name: "SluiceTextTests", dependencies: ["SluiceText", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceModelsTests", dependencies: ["SluiceModels", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
-        .testTarget(name: "SluicePipelinesTests", dependencies: ["SluicePipelines", "SluiceText", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
+        .testTarget(name: "SluicePipelinesTests", dependencies: ["SluicePipelines", "CPNG", "SluiceText", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceMemoryTests", dependencies: ["SluiceMemory", "SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -13,17 +13,17 @@ public final class ComponentRunner: @unchecked Sendable {
     public let groupNames: [String]
     let checkpoint: Checkpoint
     let groupOf: (String) -> String?
-    let flopsPerGroup: [Double]
+    /// Rows each weight meets per call (tokens, or pixels for convolutions): the simulated clock charges
+    /// 2 · parameters · rows FLOPs per group — an estimate, labelled as simulation wherever it shows.
+    public var rowsPerCall: Double = 0
     public private(set) var executor: StreamingExecutor?
 
-    public init(name: String, phase: String, checkpoint: Checkpoint, groupNames: [String], groupOf: @escaping (String) -> String?,
-                flopsPerGroup: [Double]? = nil) {
+    public init(name: String, phase: String, checkpoint: Checkpoint, groupNames: [String], groupOf: @escaping (String) -> String?) {
         self.name = name
         self.phase = phase
         self.checkpoint = checkpoint
         self.groupNames = groupNames
         self.groupOf = groupOf
-        self.flopsPerGroup = flopsPerGroup ?? [Double](repeating: 0, count: groupNames.count)
     }
 
     /// The checkpoint's tensors by group (tensors no group uses are left on disk).
@@ -33,11 +33,12 @@ public final class ComponentRunner: @unchecked Sendable {
             guard let g = groupOf(key) else { continue }
             byGroup[g, default: []].append((key, try checkpoint.tensor(key)))
         }
-        return try groupNames.enumerated().map { (i, g) throws(SluiceError) in
+        return try groupNames.map { g throws(SluiceError) in
             guard let tensors = byGroup[g], !tensors.isEmpty else {
                 throw .invalidCheckpoint(file: checkpoint.files.first?.path ?? name, tensor: nil, reason: "no tensors for \(name) group '\(g)'")
             }
-            return ExecGroup(name: g, tensors: tensors, flops: flopsPerGroup[i])
+            let params = tensors.reduce(0) { $0 + $1.tensor.count }
+            return ExecGroup(name: g, tensors: tensors, flops: 2 * Double(params) * rowsPerCall)
         }
     }
 

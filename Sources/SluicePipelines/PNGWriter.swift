@@ -81,13 +81,15 @@ public enum PNGWriter {
         let bytes = try encode(pixels: px, width: w, height: h, text: text)
         let url = URL(fileURLWithPath: path)
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-        do {
-            try Data(bytes).write(to: tmp)
-            if FileManager.default.fileExists(atPath: path) { _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp) }
-            else { try FileManager.default.moveItem(at: tmp, to: url) }
-        } catch {
+        do { try Data(bytes).write(to: tmp) } catch {
             try? FileManager.default.removeItem(at: tmp)
             throw .io(path: path, reason: "cannot write: \(error.localizedDescription)")
+        }
+        // rename(2) replaces the target atomically.
+        guard rename(tmp.path, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: tmp)
+            throw .io(path: path, reason: "cannot write: \(reason)")
         }
     }
 }

@@ -69,6 +69,8 @@ public final class ZImagePipeline: @unchecked Sendable {
     let transformerRunner: ComponentRunner
     let vaeRunner: ComponentRunner
     let backend: any Backend
+    /// Host bytes of the activations the CPU backend allocates (the default backend counts here).
+    public let activationCounter = AllocationCounter()
 
     public init(directory: String, backend: (any Backend)? = nil) throws {
         self.directory = directory
@@ -97,7 +99,7 @@ public final class ZImagePipeline: @unchecked Sendable {
         // The VAE is one group: small, resident whole when it goes to the device.
         vaeRunner = ComponentRunner(name: "vae", phase: "decode", checkpoint: try ModelLocator.checkpoint(component: directory + "/vae"),
                                     groupNames: ["vae"], groupOf: { $0.hasPrefix("decoder.") || $0.hasPrefix("post_quant_conv.") ? "vae" : nil })
-        self.backend = try backend ?? CPUBackend()
+        self.backend = try backend ?? CPUBackend(allocations: activationCounter)
         try checkWeights()
     }
 
@@ -143,9 +145,10 @@ public final class ZImagePipeline: @unchecked Sendable {
         let (lh, lw) = latentSize(r)
         let sluice = try memory.deviceBudget.map { budget throws in try attach(budget: budget, memory: memory, request: r) }
         var phases: [PhaseReport] = []
-        let host = AllocationCounter()
+        let host = activationCounter
         func phase<T>(_ name: String, _ body: () throws -> T) throws -> T {
             sluice?.device.resetCounters()
+            host.resetPeak()
             let start = sluice?.device.computeDone ?? 0
             let t0 = Date()
             let out = try body()
@@ -287,6 +290,10 @@ public final class ZImagePipeline: @unchecked Sendable {
                        keptText + (releaseTransformer ? 0 : denoisePlan.deviceBytes) + vaePlan.deviceBytes)
         let plan = Plan(deviceBudget: budget, hostBudget: memory.hostBudget, components: [textPlan, denoisePlan, vaePlan],
                         swappedBetweenPhases: swapped, peakDeviceBytes: peak)
+        let (lh, lw) = latentSize(r)
+        textRunner.rowsPerCall = 64
+        transformerRunner.rowsPerCall = Double(ZImageTransformer.padded((lh / 2) * (lw / 2)) + 64) * (r.guidance > 0 ? 2 : 1)
+        vaeRunner.rowsPerCall = Double(r.width * r.height) / 4
         try textRunner.attach(device: device, plan: textPlan, hostBudget: memory.hostBudget)
         try transformerRunner.attach(device: device, plan: denoisePlan, hostBudget: memory.hostBudget)
         try vaeRunner.attach(device: device, plan: vaePlan, hostBudget: memory.hostBudget)

@@ -10,7 +10,7 @@ struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Diffusion image generation for models larger than your device's memory.",
-        subcommands: [Bench.self, PlanCommand.self, Info.self]
+        subcommands: [Generate.self, Models.self, Bench.self, PlanCommand.self, Info.self]
     )
 }
 

@@ -1,0 +1,129 @@
+import CPNG
+import Foundation
+import SluiceCore
+import SluicePipelines
+import SluiceTestSupport
+import SluiceWeights
+import Testing
+
+@Suite struct ModelLoadingTests {
+    /// A fake Hugging Face cache: models--Org--Name/{refs/main, snapshots/<rev>/…} with every file a
+    /// symlink into blobs/, the transformer sharded with an index — as huggingface_hub lays it out.
+    static func fakeCache(dropShard: Bool = false) throws -> (cache: String, snapshot: String) {
+        let fm = FileManager.default
+        let cache = NSTemporaryDirectory() + "sluice-hub-\(UUID().uuidString)"
+        let repo = cache + "/models--Tiny-Org--Z-Image-Tiny"
+        let rev = "0123456789abcdef0123456789abcdef01234567"
+        let snap = repo + "/snapshots/" + rev
+        try fm.createDirectory(atPath: repo + "/blobs", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: repo + "/refs", withIntermediateDirectories: true)
+        try (rev + "\n").write(toFile: repo + "/refs/main", atomically: true, encoding: .utf8)
+        let src = Fixtures.directory + "/models/z-image-tiny"
+        var blob = 0
+        func link(_ data: Data, _ rel: String) throws {
+            blob += 1
+            let b = repo + "/blobs/blob\(blob)"
+            try data.write(to: URL(fileURLWithPath: b))
+            let dst = snap + "/" + rel
+            try fm.createDirectory(atPath: (dst as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try fm.createSymbolicLink(atPath: dst, withDestinationPath: b)
+        }
+        for rel in try fm.subpathsOfDirectory(atPath: src).sorted() {
+            var isDir: ObjCBool = false
+            fm.fileExists(atPath: src + "/" + rel, isDirectory: &isDir)
+            if isDir.boolValue || rel.hasPrefix("transformer/diffusion_pytorch_model") { continue }
+            try link(try Data(contentsOf: URL(fileURLWithPath: src + "/" + rel)), rel)
+        }
+        // The transformer in two shards plus an index.
+        let f = try SafetensorsFile(path: src + "/transformer/diffusion_pytorch_model.safetensors")
+        let names = f.names.sorted()
+        let halves = [Array(names[..<(names.count / 2)]), Array(names[(names.count / 2)...])]
+        var map: [String: String] = [:]
+        for (i, part) in halves.enumerated() {
+            let shard = "diffusion_pytorch_model-0000\(i + 1)-of-00002.safetensors"
+            let tmp = NSTemporaryDirectory() + "shard-\(UUID().uuidString).safetensors"
+            try SafetensorsWriter.write(try part.map { ($0, try f.tensor($0)) }, to: tmp)
+            if !(dropShard && i == 1) { try link(try Data(contentsOf: URL(fileURLWithPath: tmp)), "transformer/" + shard) }
+            try fm.removeItem(atPath: tmp)
+            for n in part { map[n] = shard }
+        }
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
+        try link(index, "transformer/diffusion_pytorch_model.safetensors.index.json")
+        return (cache, snap)
+    }
+
+    @Test func repoIdResolvesThroughTheCache() throws {
+        let (cache, snap) = try Self.fakeCache()
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let dir = try ModelLocator.resolve("Tiny-Org/Z-Image-Tiny", environment: ["HF_HUB_CACHE": cache])
+        #expect(dir == snap)
+        #expect(throws: SluiceError.self) {
+            try ModelLocator.resolve("Tiny-Org/Z-Image-Tiny", environment: ["HF_HOME": cache + "-elsewhere"])
+        }
+    }
+
+    @Test func shardedCachedModelGeneratesTheSameImage() throws {
+        let (cache, snap) = try Self.fakeCache()
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let r = GenerationRequest(prompt: "a red fox", seed: 7, steps: 2, width: 64, height: 64, guidance: 0)
+        let a = try ZImagePipeline(directory: snap).generate(r).image.toFloats()
+        let b = try ZImagePipeline(directory: Fixtures.directory + "/models/z-image-tiny").generate(r).image.toFloats()
+        #expect(a == b)
+        let listed = HubCacheScanner.scan(cache: cache)
+        #expect(listed.count == 1 && listed[0].id == "Tiny-Org/Z-Image-Tiny" && listed[0].pipeline == "ZImagePipeline")
+        #expect(listed[0].missing.isEmpty && listed[0].present.count == 5 && listed[0].fileCount >= 11, "\(listed[0])")
+    }
+
+    @Test func missingShardIsAClearError() throws {
+        let (cache, snap) = try Self.fakeCache(dropShard: true)
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        do {
+            _ = try ZImagePipeline(directory: snap)
+            Issue.record("loading should fail")
+        } catch let e as SluiceError {
+            #expect("\(e)".contains("diffusion_pytorch_model-00002-of-00002.safetensors"), "\(e)")
+        }
+        let listed = HubCacheScanner.scan(cache: cache)
+        #expect(listed[0].missing == ["transformer"], "\(listed[0])")
+    }
+
+    @Test func unknownModelSaysWhereItLooked() {
+        do {
+            _ = try ModelLocator.resolve("Nobody/Nothing", environment: ["HF_HUB_CACHE": "/tmp/no-cache-here"])
+            Issue.record("should fail")
+        } catch {
+            #expect("\(error)".contains("/tmp/no-cache-here/models--Nobody--Nothing"))
+        }
+    }
+}
+
+@Suite struct PNGWriterTests {
+    /// Written, then read back with libpng: same pixels; the parameters chunk is there, as tEXt for
+    /// Latin-1 text and iTXt for the rest; a failed write leaves no file.
+    @Test func roundTripWithParameters() throws {
+        let h = 5, w = 7
+        let values = (0..<(3 * h * w)).map { Float($0 % 17) / 16 }
+        let path = NSTemporaryDirectory() + "sluice-\(UUID().uuidString).png"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for text in ["a red fox\nSteps: 4, Seed: 7", "一只红色的狐狸 🦊\nSteps: 4"] {
+            try PNGWriter.write(Tensor(values, shape: [3, h, w]), to: path, text: [("parameters", text)])
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            #expect(Array(bytes[0..<8]) == [137, 80, 78, 71, 13, 10, 26, 10])
+            let type = text.unicodeScalars.allSatisfy { $0.value <= 0xFF } ? "tEXt" : "iTXt"
+            let tag = Array(type.utf8) + Array("parameters".utf8) + [0]
+            #expect(bytes.indices.contains { i in i + tag.count <= bytes.count && Array(bytes[i..<(i + tag.count)]) == tag })
+            var image = png_image()
+            image.version = UInt32(PNG_IMAGE_VERSION)
+            let ok = bytes.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, bytes.count) }
+            #expect(ok != 0 && image.width == UInt32(w) && image.height == UInt32(h))
+            image.format = UInt32(PNG_FORMAT_RGB)
+            var px = [UInt8](repeating: 0, count: h * w * 3)
+            _ = px.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+            for i in 0..<(h * w) { for c in 0..<3 {
+                #expect(px[i * 3 + c] == UInt8((values[c * h * w + i] * 255).rounded(.toNearestOrEven)))
+            } }
+        }
+        #expect(throws: SluiceError.self) { try PNGWriter.write(Tensor(values, shape: [3, h, w]), to: "/nonexistent-dir/x.png") }
+        #expect(!FileManager.default.fileExists(atPath: "/nonexistent-dir/x.png"))
+    }
+}
