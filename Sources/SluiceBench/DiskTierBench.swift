@@ -1,6 +1,7 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceModels
 import SluiceWeights
 #if canImport(Glibc)
 import Glibc
@@ -11,8 +12,8 @@ import Glibc
 /// `ZImageTransformerBlock`) with random bf16 weights, run on the CPU with its weights read from
 /// the disk tier (a memory-mapped checkpoint whose pages were dropped from the page cache, the
 /// next block's range read ahead with MADV_WILLNEED) and from RAM, in the same run.
-/// The block follows diffusers' structure but is not checked against it numerically (issue 5
-/// brings the real model); what is measured is the cost of the tier, on identical arithmetic.
+/// The block is the real model's (SluiceModels' ZImageBlock, checked against diffusers in its tests);
+/// what is measured is the cost of the tier, on identical arithmetic.
 public struct DiskTierBench {
     public static let dim = 3840, heads = 30, ffn = 10240, adaln = 256
 
@@ -63,33 +64,22 @@ public struct DiskTierBench {
         return path
     }
 
-    /// One block: adaLN modulation, attention with per-head RMS-normed q/k and tanh gates, SwiGLU FFN.
-    static func block(_ b: Int, x: Tensor, t: Tensor, w: (String) throws -> Tensor, on be: CPUBackend) throws -> Tensor {
-        let p = "layers.\(b).", L = x.shape[1], d = dim, h = Self.heads, hd = dim / Self.heads
-        let mod = try be.linear(t, weight: w(p + "adaLN_modulation.0.weight"), bias: w(p + "adaLN_modulation.0.bias"))  // [1, 4d]
-        func chunk(_ i: Int) throws -> Tensor { try mod.sliced(dim: 1, (i * d)..<((i + 1) * d)).contiguous().reshaped([1, 1, d]) }
-        let one = Tensor([1], shape: [1])
-        let scaleMSA = try be.add(chunk(0), one), gateMSA = try chunk(1), scaleMLP = try be.add(chunk(2), one), gateMLP = try chunk(3)
-        func tanh(_ v: Tensor) throws -> Tensor {  // the gates are 3840 values: computed on the host
-            let values = try v.toFloats().map { Foundation.tanh($0) }
-            return Tensor(values, shape: v.shape)
-        }
-        let n1 = try be.mul(be.rmsNorm(x, weight: w(p + "attention_norm1.weight"), eps: 1e-5), scaleMSA)
-        func splitHeads(_ v: Tensor, norm: String) throws -> Tensor {
-            let r = try be.rmsNorm(v.reshaped([1, L, h, hd]), weight: w(p + norm), eps: 1e-5)
-            return try r.permuted([0, 2, 1, 3])
-        }
-        let q = try splitHeads(be.linear(n1, weight: w(p + "attention.to_q.weight"), bias: nil), norm: "attention.norm_q.weight")
-        let k = try splitHeads(be.linear(n1, weight: w(p + "attention.to_k.weight"), bias: nil), norm: "attention.norm_k.weight")
-        let v = try be.linear(n1, weight: w(p + "attention.to_v.weight"), bias: nil).reshaped([1, L, h, hd]).permuted([0, 2, 1, 3])
-        let a = try be.attention(q: q, k: k, v: v, mask: nil, scale: nil).permuted([0, 2, 1, 3]).reshaped([1, L, d])
-        let o = try be.linear(a, weight: w(p + "attention.to_out.0.weight"), bias: nil)
-        let x1 = try be.add(x, be.mul(tanh(gateMSA), be.rmsNorm(o, weight: w(p + "attention_norm2.weight"), eps: 1e-5)))
-        let n2 = try be.mul(be.rmsNorm(x1, weight: w(p + "ffn_norm1.weight"), eps: 1e-5), scaleMLP)
-        let f = try be.linear(be.mul(be.silu(be.linear(n2, weight: w(p + "feed_forward.w1.weight"), bias: nil)),
-                                     be.linear(n2, weight: w(p + "feed_forward.w3.weight"), bias: nil)),
-                              weight: w(p + "feed_forward.w2.weight"), bias: nil)
-        return try be.add(x1, be.mul(tanh(gateMLP), be.rmsNorm(f, weight: w(p + "ffn_norm2.weight"), eps: 1e-5)))
+    /// The real model's block (SluiceModels' ZImageBlock) at full width.
+    static let config: ZImageConfig = {
+        var c = ZImageConfig()
+        c.dim = dim; c.nHeads = heads; c.axesDims = [32, 48, 48]
+        return c
+    }()
+
+    /// RoPE tables for `tokens` image tokens on a square-ish grid after a 512-token caption.
+    static func rope(tokens: Int) -> (cos: Tensor, sin: Tensor) {
+        let w = Int(Double(tokens).squareRoot().rounded(.up))
+        return RoPE3D(theta: 256, axesDims: config.axesDims).tables((0..<tokens).map { (513, $0 / w, $0 % w) })
+    }
+
+    static func block(_ b: Int, x: Tensor, t: Tensor, rope: (cos: Tensor, sin: Tensor), w: @escaping (String) throws(SluiceError) -> Tensor,
+                      on be: CPUBackend) throws -> Tensor {
+        try ZImageBlock(config: config).forward(x, rope: rope, adaLN: t, ModuleWeights(prefix: "layers.\(b)", w), be)
     }
 
     /// Drops the file's pages from the page cache, so the next reads come from the disk.
@@ -105,13 +95,14 @@ public struct DiskTierBench {
         let path = try ensureCheckpoint(progress: progress)
         let be = try CPUBackend(threads: threads)
         var rng = BenchRandom(seed: 5)
-        let x0 = Tensor(rng.floats(tokens * Self.dim), shape: [1, tokens, Self.dim])
+        let x0 = Tensor(rng.floats(tokens * Self.dim), shape: [tokens, Self.dim])
         let t = Tensor(rng.floats(Self.adaln), shape: [1, Self.adaln])
-        func stack(_ weight: (String) throws -> Tensor, before: (Int) -> Void = { _ in }) throws -> Tensor {
+        let rope = Self.rope(tokens: tokens)
+        func stack(_ weight: @escaping (String) throws(SluiceError) -> Tensor, before: (Int) -> Void = { _ in }) throws -> Tensor {
             var x = x0
             for b in 0..<blocks {
                 before(b)
-                x = try Self.block(b, x: x, t: t, w: weight, on: be)
+                x = try Self.block(b, x: x, t: t, rope: rope, w: weight, on: be)
             }
             return x
         }
@@ -124,7 +115,10 @@ public struct DiskTierBench {
         let bytes = ramFile.header.tensors.reduce(0) { $0 + $1.dataRange.count }
         for round in 0..<rounds {
             var out: Tensor?
-            ramSeconds.append(try Stopwatch.seconds { out = try stack({ ram[$0]! }) })
+            ramSeconds.append(try Stopwatch.seconds { out = try stack({ k throws(SluiceError) in
+                guard let t = ram[k] else { throw .missingTensor(key: k, file: path) }
+                return t
+            }) })
             reference = try out!.toFloats()
             // Disk tier: a fresh mapping of a file whose pages are not cached; the next block's
             // byte range is read ahead by the kernel while this block computes.
@@ -132,7 +126,7 @@ public struct DiskTierBench {
             let file = try SafetensorsFile(path: path)
             let ranges = (0..<blocks).map { b in Self.shapes(b).map { file.info($0.0)!.dataRange } }
             diskSeconds.append(try Stopwatch.seconds {
-                out = try stack({ try file.tensor($0) }, before: { b in
+                out = try stack({ k throws(SluiceError) in try file.tensor(k) }, before: { b in
                     if b + 1 < blocks { file.adviseWillNeed(ranges[b + 1]) }
                 })
             })

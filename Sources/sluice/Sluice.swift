@@ -32,7 +32,7 @@ struct Info: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Sluice against a reference implementation in the same run (JSON out).",
-        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self]
+        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self, ZImageBlock.self]
     )
 }
 
@@ -230,6 +230,21 @@ extension Bench {
 
         func run() throws {
             try output.finish(try DiskTierBench(blocks: blocks, tokens: tokens, directory: dir, threads: output.threadCount, rounds: rounds).run(progress: stderrLine))
+        }
+    }
+}
+
+extension Bench {
+    struct ZImageBlock: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "zimage-block",
+            abstract: "One full-size Z-Image block (4096 image + 512 caption tokens), Sluice vs diffusers/torch CPU, same weights.")
+        @Option(help: "Rounds (each times Sluice, then torch in a fresh process).") var rounds = 3
+        @Option(help: "Where the random weights and inputs are written (git-ignored).") var dir = "bench/out"
+        @OptionGroup var output: BenchOutput
+
+        func run() throws {
+            try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
         }
     }
 }

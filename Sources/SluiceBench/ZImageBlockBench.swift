@@ -1,0 +1,109 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+import SluiceModels
+import SluiceWeights
+
+/// `sluice bench zimage-block`: one full-size Z-Image transformer block (dim 3840, 30 heads, SwiGLU
+/// 10240, random bf16 weights) over a 1024² image's 4096 tokens plus a 512-token caption, Sluice vs
+/// diffusers' ZImageTransformerBlock on torch's CPU, same weights, same inputs, same run (rounds
+/// interleaved). Both compute in f32 from the bf16 weights (torch upcasts them once, outside the timing;
+/// Sluice widens them as its GEMM packs them). Outputs are compared too.
+public struct ZImageBlockBench {
+    public var imageTokens = 4096
+    public var captionTokens = 512
+    public var threads: Int
+    public var rounds: Int
+    public var directory: String
+
+    public init(threads: Int, rounds: Int = 3, directory: String = "bench/out") {
+        self.threads = threads; self.rounds = rounds; self.directory = directory
+    }
+
+    public func run(progress: (String) -> Void = { _ in }) throws -> [String: Any] {
+        let weightsPath = try DiskTierBench(blocks: 1, tokens: 0, directory: directory, threads: threads).ensureCheckpoint(progress: progress)
+        let L = imageTokens + captionTokens, d = DiskTierBench.dim
+        var rng = BenchRandom(seed: 21)
+        let x = Tensor(rng.floats(L * d), shape: [L, d])
+        let t = Tensor(rng.floats(DiskTierBench.adaln), shape: [1, DiskTierBench.adaln])
+        // The unified sequence's positions: image patches on a 64×64 grid, then the caption.
+        let side = Int(Double(imageTokens).squareRoot())
+        var positions: [(Int, Int, Int)] = (0..<imageTokens).map { (captionTokens + 1, $0 / side, $0 % side) }
+        positions += (0..<captionTokens).map { (1 + $0, 0, 0) }
+        let rope = RoPE3D(theta: 256, axesDims: DiskTierBench.config.axesDims).tables(positions)
+        let inputsPath = directory + "/zimage-block-inputs.safetensors", outPath = directory + "/zimage-block-reference.safetensors"
+        try SafetensorsWriter.write([("x", x), ("t", t), ("cos", rope.cos), ("sin", rope.sin)], to: inputsPath)
+
+        let be = try CPUBackend(threads: threads)
+        let file = try SafetensorsFile(path: weightsPath)
+        var ram: [String: Tensor] = [:]
+        for name in file.names { ram[name] = try file.tensor(name).ownedCopy() }
+        let weights: (String) throws(SluiceError) -> Tensor = { k throws(SluiceError) in
+            guard let w = ram[k] else { throw .missingTensor(key: k, file: weightsPath) }
+            return w
+        }
+        var out: Tensor?
+        func ours() throws { out = try DiskTierBench.block(0, x: x, t: t, rope: rope, w: weights, on: be) }
+        try ours()  // warm-up
+
+        let script = """
+        import json, time, sys
+        try:
+            import torch
+            from diffusers.models.transformers.transformer_z_image import ZImageTransformerBlock
+            from safetensors.torch import load_file, save_file
+        except ImportError as e:
+            print(json.dumps({"unavailable": str(e)})); raise SystemExit
+        torch.set_num_threads(\(threads))
+        w = load_file("\(weightsPath)")
+        inp = load_file("\(inputsPath)")
+        blk = ZImageTransformerBlock(0, \(d), \(DiskTierBench.heads), \(DiskTierBench.heads), 1e-5, True, modulation=True).eval()
+        blk.load_state_dict({k[len("layers.0."):]: v.float() for k, v in w.items()})
+        x = inp["x"][None]; t = inp["t"]; f = torch.complex(inp["cos"], inp["sin"])[None]
+        def call():
+            with torch.no_grad():
+                return blk(x, None, f, t)
+        y = call()
+        ts = []
+        for _ in range(1):
+            s = time.perf_counter(); y = call(); ts.append(time.perf_counter() - s)
+        save_file({"y": y[0].contiguous()}, "\(outPath)")
+        print(json.dumps({"seconds": ts, "info": "torch " + torch.__version__ + ", " + str(torch.get_num_threads()) + " threads"}))
+        """
+        var mine: [Double] = [], theirs: [Double] = []
+        var info = "unavailable", note: String?
+        for round in 0..<rounds {
+            mine.append(try Stopwatch.seconds(ours))
+            switch ReferenceRunner().run(script: script, threads: threads) {
+            case .ok(let json):
+                theirs += (json["seconds"] as? [Double]) ?? []
+                info = "\(json["info"] ?? "torch")"
+            case .unavailable(let why):
+                note = "reference unavailable (\(why)): no ratio recorded"
+            }
+            progress("round \(round + 1)/\(rounds): sluice \(String(format: "%.2f", mine.last!)) s, reference \(theirs.last.map { String(format: "%.2f", $0) } ?? "-") s")
+        }
+        var result: [String: Any] = [
+            "benchmark": "zimage-block", "simulated": false, "threads": threads, "tokens": L,
+            "image_tokens": imageTokens, "caption_tokens": captionTokens, "dim": d, "heads": DiskTierBench.heads,
+            "weights": "random bf16 (same file for both)", "compute_dtype": "f32",
+            "sluice_seconds": median(mine), "kernels": be.path.rawValue, "reference": info,
+            "samples": ["sluice": mine, "reference": theirs],
+            "method": "median of \(rounds) rounds, Sluice then torch each round (torch in a fresh process per round, one warm-up call, weights upcast to f32 before timing)",
+        ]
+        if !theirs.isEmpty {
+            result["reference_seconds"] = median(theirs)
+            result["ratio"] = median(mine) / median(theirs)
+            if let y = try? SafetensorsFile(path: outPath).tensor("y"), let out {
+                let a = try out.toFloats(), b = try y.toFloats()
+                result["max_abs_difference"] = Double(zip(a, b).map { abs($0 - $1) }.max() ?? .infinity)
+                result["max_abs_output"] = Double(b.map { abs($0) }.max() ?? 0)
+            }
+        } else {
+            result["reference_seconds"] = NSNull()
+            result["ratio"] = NSNull()
+        }
+        if let note { result["note"] = note }
+        return result
+    }
+}
