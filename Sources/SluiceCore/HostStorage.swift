@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -26,13 +27,18 @@ public final class HostStorage: @unchecked Sendable {
         var p: UnsafeMutableRawPointer?
         // Large buffers ask for transparent huge pages, as numpy does from 4 MiB: first touch of a
         // fresh 16 MiB output costs ~10 ms in 4 KiB page faults here and ~1.5 ms in 2 MiB pages,
-        // and GEMM panels see fewer TLB misses.
+        // and GEMM panels see fewer TLB misses. They are also recycled (see `LargeBlockCache`):
+        // a model's activations come in a few sizes, and a reused block costs no page faults at all.
         let huge = byteCount >= HostStorage.hugePageThreshold
-        let rc = posix_memalign(&p, huge ? 1 << 21 : 64, max(byteCount, 64))
-        precondition(rc == 0 && p != nil, "host allocation of \(byteCount) bytes failed")
-        #if os(Linux)
-        if huge { _ = madvise(p!, byteCount, MADV_HUGEPAGE) }
-        #endif
+        if huge, let reused = LargeBlockCache.shared.take(byteCount) {
+            p = reused
+        } else {
+            let rc = posix_memalign(&p, huge ? 1 << 21 : 64, huge ? LargeBlockCache.rounded(byteCount) : max(byteCount, 64))
+            precondition(rc == 0 && p != nil, "host allocation of \(byteCount) bytes failed")
+            #if os(Linux)
+            if huge { _ = madvise(p!, LargeBlockCache.rounded(byteCount), MADV_HUGEPAGE) }
+            #endif
+        }
         if zeroed { memset(p!, 0, max(byteCount, 64)) }
         baseAddress = p!
         self.byteCount = byteCount
@@ -86,7 +92,7 @@ public final class HostStorage: @unchecked Sendable {
     deinit {
         switch origin {
         case .owned:
-            free(baseAddress)
+            if byteCount < HostStorage.hugePageThreshold || !LargeBlockCache.shared.give(baseAddress, byteCount) { free(baseAddress) }
             counter?.remove(byteCount)
         case .mapped:
             munmap(baseAddress, mappingLength)
@@ -118,4 +124,57 @@ public final class AllocationCounter: Sendable {
     /// Sum of every allocation ever made through this counter.
     public var totalBytes: Int { state.withLock { $0.total } }
     public func resetPeak() { state.withLock { $0.peak = $0.current } }
+}
+
+/// Freed large host blocks (≥ 4 MiB, sizes rounded up to 2 MiB), kept for the next allocation of the
+/// same rounded size instead of being returned to the kernel, up to `capacity` bytes in all
+/// (`SLUICE_HOST_BLOCK_CACHE`, bytes; default 1 GiB). Fresh pages cost a page fault and a zeroing
+/// each: a full-size Z-Image block allocates ~40 activation tensors of 17–180 MB per call.
+public final class LargeBlockCache: Sendable {
+    public static let shared = LargeBlockCache(
+        capacity: ProcessInfo.processInfo.environment["SLUICE_HOST_BLOCK_CACHE"].flatMap { Int($0) } ?? (1 << 30))
+
+    private struct State { var blocks: [Int: [UInt]] = [:]; var cached = 0 }  // addresses
+    private let state = Mutex(State())
+    public let capacity: Int
+
+    public init(capacity: Int) { self.capacity = capacity }
+
+    static func rounded(_ bytes: Int) -> Int { (bytes + (1 << 21) - 1) & ~((1 << 21) - 1) }
+
+    func take(_ bytes: Int) -> UnsafeMutableRawPointer? {
+        let size = Self.rounded(bytes)
+        let address = state.withLock { s -> UInt? in
+            guard var list = s.blocks[size], let p = list.popLast() else { return nil }
+            s.blocks[size] = list
+            s.cached -= size
+            return p
+        }
+        return address.flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
+    }
+
+    /// Keeps the block if there is room; false means the caller frees it.
+    func give(_ p: UnsafeMutableRawPointer, _ bytes: Int) -> Bool {
+        let size = Self.rounded(bytes)
+        return state.withLock { s in
+            guard s.cached + size <= capacity else { return false }
+            s.blocks[size, default: []].append(UInt(bitPattern: p))
+            s.cached += size
+            return true
+        }
+    }
+
+    /// Bytes held for reuse now.
+    public var cachedBytes: Int { state.withLock { $0.cached } }
+
+    /// Returns every cached block to the system.
+    public func trim() {
+        let all = state.withLock { s -> [UInt] in
+            let list = s.blocks.values.flatMap { $0 }
+            s.blocks = [:]
+            s.cached = 0
+            return list
+        }
+        for a in all { free(UnsafeMutableRawPointer(bitPattern: a)) }
+    }
 }
