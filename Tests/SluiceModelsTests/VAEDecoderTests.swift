@@ -43,3 +43,15 @@ import Testing
         #expect(throws: SluiceError.self) { try vae.decode(Tensor(zeros: [1, 4, 8, 8]), w, CPUBackend()) }
     }
 }
+
+@Suite struct VAEEncoderTests {
+    /// diffusers' AutoencoderKL.encode(x).latent_dist.mean on a random 64×64 image. 1e-4 abs + 1e-4 rel.
+    @Test func encodeMatchesDiffusers() throws {
+        let (dec, w, ref) = try VAEDecoderTests.load()
+        let x = try ref.tensor("vae_encode_in").reshaped([1, 3, 64, 64])
+        let got = try VAEEncoder(config: dec.config).encodeMean(x, w, CPUBackend())
+        #expect(got.shape == [1, 16, 32, 32])
+        let c = compare(try got.toFloats(), try ref.tensor("vae_encode_mean").toFloats(), atol: 1e-4, rtol: 1e-4)
+        #expect(c.ok, "\(c)")
+    }
+}

@@ -207,6 +207,10 @@ def reference(pipe, tokenizer):
         pipe.vae.tile_latent_min_size = 16
         out["vae_tiled_out"] = pipe.vae.decode(vae_in, return_dict=False)[0][0].float()
         pipe.vae.disable_tiling()
+        # The encoder (image-to-image later): the posterior mean of a random image in [-1, 1].
+        image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(9)) * 2 - 1
+        out["vae_encode_in"] = image[0]
+        out["vae_encode_mean"] = pipe.vae.encode(image).latent_dist.mean[0].float()
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(FIX, "zimage_reference.safetensors"),
               metadata={"prompt": prompt, "seed": str(seed), "steps": str(steps), "size": str(size),
                         "negative_prompt": "blurry", "cfg_guidance": "2.5"})
