@@ -10,8 +10,14 @@ public struct QwenTokenizer: Sendable {
     public let addedTokens: [(text: String, id: Int)]
     public let normalizeNFC: Bool
     public let padToken: String?
+    /// The chat template as the model ships it: `chat_template.jinja` (transformers 5) or the
+    /// `chat_template` field of `tokenizer_config.json` (older saves). Sluice renders Qwen's ChatML
+    /// form itself and checks the template is of that family (`checkChatML`).
+    public let chatTemplate: String?
 
-    public init(bpe: ByteLevelBPE, addedTokens: [(String, Int)], normalizeNFC: Bool = true, padToken: String? = "<|endoftext|>") {
+    public init(bpe: ByteLevelBPE, addedTokens: [(String, Int)], normalizeNFC: Bool = true, padToken: String? = "<|endoftext|>",
+                chatTemplate: String? = nil) {
+        self.chatTemplate = chatTemplate
         self.bpe = bpe
         self.addedTokens = addedTokens.map { (text: $0.0, id: $0.1) }.sorted { $0.text.utf8.count > $1.text.utf8.count }
         self.normalizeNFC = normalizeNFC
@@ -46,11 +52,13 @@ public struct QwenTokenizer: Sendable {
             }
         }
         var pad: String? = "<|endoftext|>"
+        var template = try? String(contentsOfFile: directory + "/chat_template.jinja", encoding: .utf8)
         if let cfg = FileManager.default.contents(atPath: directory + "/tokenizer_config.json"),
-           let obj = try? JSONSerialization.jsonObject(with: cfg) as? [String: Any], let p = obj["pad_token"] as? String {
-            pad = p
+           let obj = try? JSONSerialization.jsonObject(with: cfg) as? [String: Any] {
+            if let p = obj["pad_token"] as? String { pad = p }
+            if template == nil, let t = obj["chat_template"] as? String { template = t }
         }
-        self.init(bpe: bpe, addedTokens: added, normalizeNFC: nfc, padToken: pad)
+        self.init(bpe: bpe, addedTokens: added, normalizeNFC: nfc, padToken: pad, chatTemplate: template)
     }
 
     public func encode(_ text: String) throws(SluiceError) -> [Int] {
@@ -71,6 +79,16 @@ public struct QwenTokenizer: Sendable {
             rest = rest[f.range.upperBound...]
         }
         return ids
+    }
+
+    /// The template must be Qwen's ChatML (turns between <|im_start|> and <|im_end|>), whose rendering
+    /// of one user turn plus the generation prompt Sluice reproduces; anything else is refused rather
+    /// than guessed. A tokenizer without a template (a bare tokenizer.json) is taken as Qwen's.
+    public func checkChatML() throws(SluiceError) {
+        guard let t = chatTemplate else { return }
+        guard t.contains("<|im_start|>"), t.contains("<|im_end|>"), addedTokens.contains(where: { $0.text == "<|im_start|>" }) else {
+            throw .invalidArgument(name: "tokenizer chat template", reason: "is not Qwen's ChatML template; Sluice renders only that one")
+        }
     }
 
     func encodePlain(_ text: String) throws(SluiceError) -> [Int] {
@@ -95,6 +113,7 @@ public struct QwenTokenizer: Sendable {
     /// tokens as the pipeline's tokenizer call does. The padding it then adds is masked out of the
     /// embeddings, so it is not produced here.
     public func zImagePromptIDs(_ prompt: String, maxLength: Int = 512) throws(SluiceError) -> [Int] {
+        try checkChatML()
         let text = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n"
         return Array(try encode(text).prefix(maxLength))
     }

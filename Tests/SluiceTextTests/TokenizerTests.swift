@@ -83,3 +83,23 @@ import Testing
         #expect(wrong == 0)
     }
 }
+
+@Suite struct ChatTemplateTests {
+    /// transformers 5 writes chat_template.jinja; older saves keep it in tokenizer_config.json. Both are
+    /// read; a template that is not ChatML is refused with a message.
+    @Test func templateIsReadFromEitherPlaceAndChecked() throws {
+        let fm = FileManager.default
+        let dir = NSTemporaryDirectory() + "sluice-tok-\(UUID().uuidString)"
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(atPath: dir) }
+        try fm.copyItem(atPath: TokenizerTests.tiny + "/tokenizer.json", toPath: dir + "/tokenizer.json")
+        let jinja = try String(contentsOfFile: TokenizerTests.tiny + "/chat_template.jinja", encoding: .utf8)
+        let config = try JSONSerialization.data(withJSONObject: ["pad_token": "<|endoftext|>", "chat_template": jinja])
+        try config.write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        let fromConfig = try QwenTokenizer(directory: dir)
+        #expect(fromConfig.chatTemplate == jinja)
+        #expect(try fromConfig.zImagePromptIDs("a red fox") == (try QwenTokenizer(directory: TokenizerTests.tiny).zImagePromptIDs("a red fox")))
+        try "{{ messages[0]['content'] }}".write(toFile: dir + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        #expect(throws: SluiceError.self) { try QwenTokenizer(directory: dir).zImagePromptIDs("x") }
+    }
+}
