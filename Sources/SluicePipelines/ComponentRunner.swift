@@ -13,6 +13,9 @@ public final class ComponentRunner: @unchecked Sendable {
     public let groupNames: [String]
     let checkpoint: Checkpoint
     let groupOf: (String) -> String?
+    /// A prefix every key of this checkpoint carries beyond the module paths the model names
+    /// (a text encoder saved from a *ForCausalLM keeps its decoder under "model.").
+    public let keyPrefix: String
     /// Rows each weight meets per call (tokens, or pixels for convolutions): the simulated clock charges
     /// 2 · parameters · rows FLOPs per group — an estimate, labelled as simulation wherever it shows.
     public var rowsPerCall: Double = 0
@@ -24,13 +27,23 @@ public final class ComponentRunner: @unchecked Sendable {
         self.checkpoint = checkpoint
         self.groupNames = groupNames
         self.groupOf = groupOf
+        keyPrefix = Self.detectPrefix(checkpoint.names, groupOf: groupOf)
+    }
+
+    /// "" when the keys are the model's module paths; else the one "x." prefix that makes them so.
+    static func detectPrefix(_ names: [String], groupOf: (String) -> String?) -> String {
+        if names.contains(where: { groupOf($0) != nil }) { return "" }
+        for candidate in ["model.", "text_model.", "transformer.", "model.diffusion_model.", "vae."] {
+            if names.contains(where: { $0.hasPrefix(candidate) && groupOf(String($0.dropFirst(candidate.count))) != nil }) { return candidate }
+        }
+        return ""
     }
 
     /// The checkpoint's tensors by group (tensors no group uses are left on disk).
     public func execGroups() throws(SluiceError) -> [ExecGroup] {
         var byGroup: [String: [(key: String, tensor: Tensor)]] = [:]
         for key in checkpoint.names.sorted() {
-            guard let g = groupOf(key) else { continue }
+            guard key.hasPrefix(keyPrefix), let g = groupOf(String(key.dropFirst(keyPrefix.count))) else { continue }
             byGroup[g, default: []].append((key, try checkpoint.tensor(key)))
         }
         return try groupNames.map { g throws(SluiceError) in
@@ -58,14 +71,15 @@ public final class ComponentRunner: @unchecked Sendable {
     public func release() { executor?.releaseAll() }
 
     public func run<State>(_ input: State, _ body: (Int, ModuleWeights, State) throws -> State) throws -> State {
+        let prefix = keyPrefix
         if let executor {
             return try executor.run(input) { i, weights, s in
-                try body(i, ModuleWeights { k throws(SluiceError) in try weights(k) }, s)
+                try body(i, ModuleWeights { k throws(SluiceError) in try weights(prefix + k) }, s)
             }
         }
         let ckpt = checkpoint
         var s = input
-        for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }, s) }
+        for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(prefix + k) }, s) }
         return s
     }
 }

@@ -31,9 +31,17 @@ import Testing
         for rel in try fm.subpathsOfDirectory(atPath: src).sorted() {
             var isDir: ObjCBool = false
             fm.fileExists(atPath: src + "/" + rel, isDirectory: &isDir)
-            if isDir.boolValue || rel.hasPrefix("transformer/diffusion_pytorch_model") { continue }
+            if isDir.boolValue || rel.hasPrefix("transformer/diffusion_pytorch_model") || rel == "text_encoder/model.safetensors" { continue }
             try link(try Data(contentsOf: URL(fileURLWithPath: src + "/" + rel)), rel)
         }
+        // The text encoder saved from a causal-LM class: its keys under "model.", plus an lm_head.
+        let te = try SafetensorsFile(path: src + "/text_encoder/model.safetensors")
+        var prefixed = try te.names.map { ("model." + $0, try te.tensor($0)) }
+        prefixed.append(("lm_head.weight", try te.tensor("embed_tokens.weight")))
+        let teTmp = NSTemporaryDirectory() + "te-\(UUID().uuidString).safetensors"
+        try SafetensorsWriter.write(prefixed, to: teTmp)
+        try link(try Data(contentsOf: URL(fileURLWithPath: teTmp)), "text_encoder/model.safetensors")
+        try fm.removeItem(atPath: teTmp)
         // The transformer in two shards plus an index.
         let f = try SafetensorsFile(path: src + "/transformer/diffusion_pytorch_model.safetensors")
         let names = f.names.sorted()
