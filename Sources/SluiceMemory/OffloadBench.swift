@@ -42,6 +42,7 @@ public struct OffloadBench {
         let group = OffloadModel.groupOffloadSeconds(k, profile)
         let model = OffloadModel.modelOffloadSeconds(k, profile)
         let bound = OffloadModel.boundSeconds(k, profile, budget: request.deviceBudget, activation: act)
+        let staged = OffloadModel.stagingAwareBoundSeconds(k, profile, budget: request.deviceBudget, activation: act)
         var policies: [String: Any] = ["sluice": sluice, "group-offload-depth1": group, "model-offload": model]
         policies["resident"] = resident.map { $0 as Any } ?? NSNull()
         let phase = PhaseReport.from(device: device, phase: "denoise, two steps (steady state)", wallSeconds: Date().timeIntervalSince(wall),
@@ -54,6 +55,7 @@ public struct OffloadBench {
             "budget_bytes": request.deviceBudget, "weights_bytes": total, "activation_bytes": act,
             "policy_seconds": policies, "bound_seconds": bound.seconds, "must_cross_bytes": bound.mustCross,
             "sluice_vs_bound": sluice / bound.seconds, "sluice_vs_group_offload": sluice / group,
+            "staging_aware_bound_seconds": staged, "sluice_vs_staging_aware_bound": sluice / staged,
             "sluice_vs_resident": resident.map { sluice / $0 as Any } ?? NSNull(),
             "peak_device_bytes": device.peakBytes, "streamed_bytes_per_step": p.streamedBytesPerCall,
             "resident_groups": p.resident.count, "streamed_groups": p.streamed.count, "prefetch_depth": p.prefetchDepth,

@@ -81,4 +81,41 @@ public enum OffloadModel {
         let mustCross = max(0, total - max(room, 0))
         return (max(computeSeconds(k, p), p.copySeconds(bytes: mustCross)), mustCross)
     }
+
+    /// A lower bound that also counts the staging a budget allows. Let W = budget − activations be the
+    /// room for weights. For any contiguous run G of groups (compute c_G, weights w_G) and any plan
+    /// (residents R, staging S = W − R) and schedule: when G's first group starts, at most S bytes of
+    /// G's streamed weights can be on the device, G streams at least w_G − R_G ≥ w_G − R bytes, so at
+    /// least w_G − W bytes must cross while G runs: G's span ≥ max(c_G, (w_G − W) / link). Runs are
+    /// disjoint in time (one compute queue), so a step ≥ Σ over disjoint runs of that + the compute of
+    /// the groups outside them — for every residency choice. The best partition (dynamic programming
+    /// over the forward order, and over a few rotations since steps repeat) and the specified bound
+    /// give `max` of the two.
+    public static func stagingAwareBoundSeconds(_ k: Costs, _ p: DeviceProfile, budget: Int, activation: Int) -> Double {
+        let spec = boundSeconds(k, p, budget: budget, activation: activation).seconds
+        let room = Double(budget - activation)
+        let n = k.bytes.count
+        let total = k.bytes.reduce(0, +)
+        guard n > 0, Double(total) > room else { return spec }
+        let c = zip(k.flops, k.touched).map { p.kernelSeconds(flops: $0.0, bytes: $0.1) }
+        var best = 0.0
+        let rotations = Set((0..<8).map { $0 * n / 8 })
+        for shift in rotations {
+            let order = (0..<n).map { (shift + $0) % n }
+            // f[j] = best lower bound for the first j groups of this rotation.
+            var f = [Double](repeating: 0, count: n + 1)
+            for j in 1...n {
+                var v = f[j - 1] + c[order[j - 1]]
+                var cg = 0.0, wg = 0.0
+                for i in stride(from: j - 1, through: 0, by: -1) {
+                    cg += c[order[i]]
+                    wg += Double(k.bytes[order[i]])
+                    v = max(v, f[i] + max(cg, p.copySeconds(bytes: Int(max(0, wg - room)))))
+                }
+                f[j] = v
+            }
+            best = max(best, f[n])
+        }
+        return max(spec, best)
+    }
 }
