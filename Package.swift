@@ -18,6 +18,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // SIMD hot loops only. Each function carries its own target attribute and is chosen at run time.
@@ -37,11 +39,17 @@ let package = Package(
         .target(name: "SluicePipelines", dependencies: [
             "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceText", "SluiceModels", "CPNG", "CKernels",
         ]),
+        // `sluice serve`: job queue, progress events, gallery, status, OpenAI/A1111 APIs, web UI.
+        .target(name: "SluiceServer", dependencies: [
+            "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluicePipelines", "CPNG",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels"]),
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluicePipelines",
+                "SluiceBench", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluicePipelines", "SluiceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -53,6 +61,10 @@ let package = Package(
         .testTarget(name: "SluiceTextTests", dependencies: ["SluiceText", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceModelsTests", dependencies: ["SluiceModels", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluicePipelinesTests", dependencies: ["SluicePipelines", "CPNG", "SluiceText", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceServerTests", dependencies: [
+            "SluiceServer", "SluicePipelines", "SluiceCore", "CPNG", "SluiceTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "SluiceMemoryTests", dependencies: ["SluiceMemory", "SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

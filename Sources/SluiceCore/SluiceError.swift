@@ -15,6 +15,8 @@ public enum SluiceError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidArgument(name: String, reason: String)
     /// An allocation did not fit the device's budget.
     case outOfMemory(device: String, requestedBytes: Int, availableBytes: Int)
+    /// The caller asked the work to stop (a cancelled job); `stage` says where it stopped.
+    case cancelled(stage: String)
 
     public var description: String {
         switch self {
@@ -33,6 +35,8 @@ public enum SluiceError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(name): \(reason)"
         case let .outOfMemory(device, requested, available):
             return "out of memory on \(device): needed \(requested) bytes, \(available) available"
+        case let .cancelled(stage):
+            return "cancelled (\(stage))"
         }
     }
 }

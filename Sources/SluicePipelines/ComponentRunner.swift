@@ -70,6 +70,13 @@ public final class ComponentRunner: @unchecked Sendable {
     /// Frees the component's device memory (its weights stay on disk/host).
     public func release() { executor?.releaseAll() }
 
+    /// Releases the device memory and forgets the executor: the next run reads the mapped files
+    /// unless `attach` is called again.
+    public func detach() {
+        executor?.releaseAll()
+        executor = nil
+    }
+
     public func run<State>(_ input: State, _ body: (Int, ModuleWeights, State) throws -> State) throws -> State {
         let prefix = keyPrefix
         if let executor {

@@ -140,7 +140,9 @@ public final class ZImagePipeline: @unchecked Sendable {
     }
 
     public func generate(_ r: GenerationRequest, memory: MemoryOptions = MemoryOptions(),
-                         progress: (Progress) -> Void = { _ in }, afterStep: (Int, Tensor) -> Void = { _, _ in }) throws -> GenerationResult {
+                         progress: (Progress) -> Void = { _ in }, afterStep: (Int, Tensor) -> Void = { _, _ in },
+                         isCancelled: () -> Bool = { false }) throws -> GenerationResult {
+        defer { releaseDevice() }
         try validate(r)
         let (lh, lw) = latentSize(r)
         let sluice = try memory.deviceBudget.map { budget throws in try attach(budget: budget, memory: memory, request: r) }
@@ -166,6 +168,7 @@ public final class ZImagePipeline: @unchecked Sendable {
             return (p, n)
         }
         if let s = sluice, s.releaseTextBeforeDenoise { textRunner.release() }
+        if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 
         var generator = TorchGenerator(seed: r.seed)
         let latents = try generator.randn([1, transformer.config.inChannels, lh, lw])
@@ -176,6 +179,8 @@ public final class ZImagePipeline: @unchecked Sendable {
         try phase("denoise") { () throws in
             let t0 = Date()
             for (i, timestep) in scheduler.timesteps.enumerated() {
+                // Between steps is where a cancelled job stops (its memory goes with `releaseDevice`).
+                if isCancelled() { throw SluiceError.cancelled(stage: "before step \(i + 1) of \(r.steps)") }
                 let t = (1000 - timestep) / 1000
                 let x = try latents.reshaped([tr.config.inChannels, 1, lh, lw])
                 func velocity(_ caption: Tensor) throws -> Tensor {
@@ -216,9 +221,13 @@ public final class ZImagePipeline: @unchecked Sendable {
             for j in 0..<out.count { out.f32[j] = min(max(d.f32[j] / 2 + 0.5, 0), 1) }
             return out
         }
-        if sluice != nil { vaeRunner.release() }
         let report = sluice.map { RunReport(device: $0.device.name, plan: $0.plan, phases: phases) }
         return GenerationResult(image: image, latents: latents, report: report, phases: phases, vaeTileLatent: sluice?.vaeTileLatent)
+    }
+
+    /// Frees everything this run put on the device; the runners go back to reading the mapped files.
+    func releaseDevice() {
+        for runner in [textRunner, transformerRunner, vaeRunner] { runner.detach() }
     }
 
     // MARK: - Through the sluice

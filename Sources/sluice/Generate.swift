@@ -39,9 +39,7 @@ struct Generate: ParsableCommand {
         let result = try pipe.generate(request, memory: memory, progress: { bar.show($0) })
         bar.finish()
         let name = (model as NSString).lastPathComponent
-        var params = prompt
-        if guidance > 0 && !negativePrompt.isEmpty { params += "\nNegative prompt: \(negativePrompt)" }
-        params += "\nSteps: \(steps), Sampler: Euler, Schedule type: Flow match (shift \(pipe.schedulerConfig.shift)), CFG scale: \(guidance), Seed: \(seed), Size: \(width)x\(height), Model: \(name), Version: Sluice \(SluiceVersion.string)"
+        let params = PNGParameters.text(request, model: name, shift: pipe.schedulerConfig.shift)
         try PNGWriter.write(result.image, to: out, text: [("parameters", params)])
         if let report, let r = result.report { try r.write(to: report) }
         else if let report { try CPUReport(phases: result.phases).write(to: report) }
@@ -76,7 +74,6 @@ struct CPUReport: Encodable {
     }
 }
 
-enum SluiceVersion { static let string = "0.2.0" }
 
 /// One line on stderr, redrawn: phase, step i/N, s/it, ETA.
 final class ProgressBar {

@@ -6,11 +6,11 @@ import SluiceCore
 import SluiceMemory
 
 @main
-struct Sluice: ParsableCommand {
+struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Diffusion image generation for models larger than your device's memory.",
-        subcommands: [Generate.self, Models.self, Bench.self, PlanCommand.self, Info.self]
+        subcommands: [Generate.self, Serve.self, Models.self, Bench.self, PlanCommand.self, Info.self]
     )
 }
 

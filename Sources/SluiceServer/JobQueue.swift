@@ -1,0 +1,247 @@
+import Foundation
+import SluiceCore
+import Synchronization
+
+/// The jobs: a bounded FIFO with one worker (one device), as an actor. Submitting to a full queue is
+/// refused (429); a queued job can be cancelled at once, a running one between steps; a failed job
+/// (out of memory after re-planning included) fails alone. Finished images go to the gallery.
+public actor JobQueue {
+    public struct Job: Sendable {
+        public let id: String
+        public let parameters: JobParameters
+        public let submitted: Double
+        public var state: JobState = .queued
+        public var started: Double?
+        public var finished: Double?
+        public var error: String?
+        public var results: [String] = []
+        public var last: JobEvent?
+    }
+
+    public let capacity: Int
+    let engine: Engine
+    let gallery: Gallery
+    let hub = EventHub()
+    private var jobs: [String: Job] = [:]
+    private var waiting: [String] = []
+    private var running: String?
+    private var cancelFlags: [String: CancelFlag] = [:]
+    private var wake: CheckedContinuation<Void, Never>?
+    private var finishedOrder: [String] = []
+    /// Memory over time, for the status panel (recent samples).
+    private var timeline: [MemorySample] = []
+    private var worker: Task<Void, Never>?
+
+    public init(engine: Engine, gallery: Gallery, capacity: Int) {
+        self.engine = engine
+        self.gallery = gallery
+        self.capacity = capacity
+    }
+
+    public func start() {
+        guard worker == nil else { return }
+        worker = Task { await self.work() }
+    }
+
+    /// Queues a job; `RequestError` 429 when `capacity` jobs are already waiting or running.
+    public func submit(_ p: JobParameters) throws(RequestError) -> (id: String, position: Int) {
+        let active = waiting.count + (running == nil ? 0 : 1)
+        guard active < capacity else {
+            throw RequestError(field: "queue", reason: "is full (\(capacity) jobs); retry later", status: 429)
+        }
+        let id = UUID().uuidString.lowercased()
+        jobs[id] = Job(id: id, parameters: p, submitted: Date().timeIntervalSince1970)
+        waiting.append(id)
+        cancelFlags[id] = CancelFlag()
+        let position = waiting.count + (running == nil ? 0 : 1)
+        var e = JobEvent(job: id, state: .queued)
+        e.position = position
+        publish(e)
+        wake?.resume()
+        wake = nil
+        return (id, position)
+    }
+
+    public func job(_ id: String) -> Job? { jobs[id] }
+
+    /// 1 for the running job, 2… for those waiting; nil when not in the queue.
+    public func position(_ id: String) -> Int? {
+        if running == id { return 1 }
+        return waiting.firstIndex(of: id).map { $0 + 1 + (running == nil ? 0 : 1) }
+    }
+
+    public var length: Int { waiting.count + (running == nil ? 0 : 1) }
+    public var current: Job? { running.flatMap { jobs[$0] } }
+    public var memoryTimeline: [MemorySample] { timeline }
+
+    /// Cancels a queued or running job; false if it is unknown or already over.
+    public func cancel(_ id: String) -> Bool {
+        guard var job = jobs[id], job.state == .queued || job.state == .running else { return false }
+        cancelFlags[id]?.set()
+        if job.state == .queued {
+            waiting.removeAll { $0 == id }
+            job.state = .cancelled
+            job.finished = Date().timeIntervalSince1970
+            jobs[id] = job
+            finish(id)
+            publish(JobEvent(job: id, state: .cancelled))
+        }
+        return true
+    }
+
+    /// Events of one job: its latest state first, then live ones, ending when the job ends.
+    public func events(_ id: String) -> AsyncStream<JobEvent>? {
+        guard let job = jobs[id] else { return nil }
+        let initial = job.last ?? JobEvent(job: id, state: job.state)
+        let terminal = [JobState.done, .failed, .cancelled].contains(job.state)
+        return hub.subscribe(id, initial: initial, finished: terminal)
+    }
+
+    /// Waits until the job ends (the synchronous OpenAI and AUTOMATIC1111 endpoints).
+    public func wait(_ id: String) async -> Job? {
+        guard let stream = events(id) else { return nil }
+        for await _ in stream {}
+        return jobs[id]
+    }
+
+    func publish(_ e: JobEvent) {
+        record(e)
+        hub.publish(e)
+    }
+
+    /// Keeps a job's latest event and the memory timeline; a late progress event never overwrites
+    /// the job's final state.
+    func record(_ e: JobEvent) {
+        if let m = e.memory {
+            timeline.append(m)
+            if timeline.count > 2000 { timeline.removeFirst(timeline.count - 2000) }
+        }
+        guard let job = jobs[e.job] else { return }
+        if e.state == .running, [JobState.done, .failed, .cancelled].contains(job.state) { return }
+        jobs[e.job]?.last = e
+    }
+
+    /// Keeps the last 500 finished jobs' records.
+    private func finish(_ id: String) {
+        cancelFlags[id] = nil
+        finishedOrder.append(id)
+        if finishedOrder.count > 500 { jobs[finishedOrder.removeFirst()] = nil }
+    }
+
+    private func nextJob() async -> String {
+        while waiting.isEmpty { await withCheckedContinuation { wake = $0 } }
+        return waiting.removeFirst()
+    }
+
+    private func work() async {
+        while !Task.isCancelled {
+            let id = await nextJob()
+            guard var job = jobs[id], let flag = cancelFlags[id] else { continue }
+            running = id
+            job.state = .running
+            job.started = Date().timeIntervalSince1970
+            jobs[id] = job
+            publish(JobEvent(job: id, state: .running, steps: job.parameters.steps, images: job.parameters.count))
+            let engine = self.engine, hub = self.hub
+            let params = job.parameters
+            let outcome: Result<[(png: [UInt8], seconds: Double, seed: UInt64)], any Error> = await withCheckedContinuation { done in
+                let thread = Thread {
+                    // Progress goes to listeners straight from this thread (in order); the actor's
+                    // record of it follows.
+                    let r = Result { try engine.run(params, job: id, report: { e in
+                        hub.publish(e)
+                        Task { await self.record(e) }
+                    }, isCancelled: { flag.isSet }) }
+                    done.resume(returning: r)
+                }
+                thread.stackSize = 8 << 20
+                thread.start()
+            }
+            job = jobs[id] ?? job
+            job.finished = Date().timeIntervalSince1970
+            var final = JobEvent(job: id, state: .done)
+            switch outcome {
+            case .success(let images):
+                var ids: [String] = []
+                for (n, img) in images.enumerated() {
+                    let gid = images.count == 1 ? id : "\(id)-\(n + 1)"
+                    var p = params
+                    p.seed = img.seed
+                    p.count = 1
+                    do {
+                        try gallery.add(png: img.png, entry: .init(id: gid, created: Date().timeIntervalSince1970, parameters: p,
+                                                                   seconds: img.seconds, model: engine.modelName))
+                        ids.append(gid)
+                    } catch {
+                        job.error = "\(error)"
+                    }
+                }
+                job.results = ids
+                job.state = job.error == nil ? .done : .failed
+            case .failure(let error):
+                if case SluiceError.cancelled = error { job.state = .cancelled } else {
+                    job.state = .failed
+                    job.error = "\(error)"
+                }
+            }
+            final.state = job.state
+            final.results = job.results
+            final.error = job.error
+            final.memory = .now()
+            jobs[id] = job
+            running = nil
+            finish(id)
+            publish(final)
+            hub.close(id)
+        }
+    }
+}
+
+/// A flag the worker thread reads between steps.
+final class CancelFlag: Sendable {
+    private let flag = Mutex(false)
+    func set() { flag.withLock { $0 = true } }
+    var isSet: Bool { flag.withLock { $0 } }
+}
+
+/// Fan-out of job events to any number of listeners (SSE clients, waiting API calls). A listener that
+/// goes away (a closed browser tab) only loses its own stream; the job goes on.
+final class EventHub: @unchecked Sendable {
+    private let lock = NSLock()
+    private var listeners: [String: [UUID: AsyncStream<JobEvent>.Continuation]] = [:]
+
+    func subscribe(_ job: String, initial: JobEvent, finished: Bool) -> AsyncStream<JobEvent> {
+        let (stream, continuation) = AsyncStream<JobEvent>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        continuation.yield(initial)
+        if finished {
+            continuation.finish()
+            return stream
+        }
+        let key = UUID()
+        lock.lock()
+        listeners[job, default: [:]][key] = continuation
+        lock.unlock()
+        continuation.onTermination = { [weak self] _ in
+            guard let self else { return }
+            self.lock.lock()
+            self.listeners[job]?[key] = nil
+            self.lock.unlock()
+        }
+        return stream
+    }
+
+    func publish(_ e: JobEvent) {
+        lock.lock()
+        let targets = listeners[e.job].map { Array($0.values) } ?? []
+        lock.unlock()
+        for c in targets { c.yield(e) }
+        if [JobState.done, .failed, .cancelled].contains(e.state) { close(e.job) }
+    }
+
+    func close(_ job: String) {
+        lock.lock()
+        let targets = listeners.removeValue(forKey: job).map { Array($0.values) } ?? []
+        lock.unlock()
+        for c in targets { c.finish() }
+    }
+}

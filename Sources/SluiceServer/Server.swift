@@ -1,0 +1,79 @@
+import Foundation
+import Hummingbird
+import Logging
+import SluiceCore
+import SluiceMemory
+import SluicePipelines
+import SluiceWeights
+
+/// `sluice serve`: starts listening at once (GET /health answers), loads the model and runs a small
+/// warm-up generation on a thread of its own, then GET /ready turns true and jobs are taken.
+public enum SluiceServerMain {
+    public static func isLoopback(_ host: String) -> Bool {
+        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) || host.hasPrefix("127.")
+    }
+
+    public static func checkSafety(_ o: ServeOptions) throws(RequestError) {
+        if !isLoopback(o.host) && o.apiKey == nil && !o.insecure {
+            throw RequestError(field: "--host \(o.host)", reason: "binding beyond loopback needs --api-key (or --insecure, explicitly)")
+        }
+    }
+
+    /// Loads and warms the model, logging what seed 001's console reports: load time per component and the plan.
+    public static func load(model: String, memory: MemoryOptions, log: (String) -> Void) throws -> Engine {
+        let t0 = Date()
+        let dir = try ModelLocator.resolve(model)
+        let pipe = try ZImagePipeline(directory: dir)
+        log(String(format: "loaded %@ from %@ in %.2f s (weights memory-mapped: tokenizer, text_encoder, transformer, vae)", model, dir, Date().timeIntervalSince(t0)))
+        let engine = Engine(pipeline: pipe, memory: memory, modelName: (model as NSString).lastPathComponent)
+        let warm = try engine.warmUp()
+        log(String(format: "warm-up generation in %.2f s", warm))
+        if let plan = engine.lastReport?.plan {
+            for c in plan.components {
+                log("plan: \(c.component) — \(c.resident.count) groups resident (\(formatBytes(c.residentBytes))), \(c.streamed.count) streamed (\(formatBytes(c.streamedBytesPerCall)) per call)\(c.tiled ? ", tiled" : "")")
+            }
+        } else {
+            log("plan: everything on the CPU, read from the mapped files (no --vram-limit)")
+        }
+        return engine
+    }
+
+    public static func run(model: String, options: ServeOptions, memory: MemoryOptions, galleryDirectory: String) async throws {
+        try checkSafety(options)
+        let logger: Logger = {
+            var l = Logger(label: "sluice")
+            l.logLevel = .info
+            return l
+        }()
+        let gallery = try Gallery(directory: galleryDirectory)
+        let state = ServerState(options: options, gallery: gallery)
+        let app = Application(
+            router: Routes.router(state),
+            configuration: .init(address: .hostname(options.host, port: options.port), serverName: "Sluice"),
+            onServerRunning: { _ in logger.info("listening on http://\(options.host):\(options.port) (gallery: \(galleryDirectory))") },
+            logger: logger)
+        let loader = Task {
+            let engine: Engine? = await withCheckedContinuation { done in
+                let thread = Thread {
+                    do {
+                        let e = try load(model: model, memory: memory) { line in
+                            state.log(line)
+                            logger.info("\(line)")
+                        }
+                        done.resume(returning: e)
+                    } catch {
+                        logger.critical("cannot serve \(model): \(error)")
+                        done.resume(returning: nil)
+                    }
+                }
+                thread.stackSize = 8 << 20
+                thread.start()
+            }
+            guard let engine else { exit(1) }
+            await state.becomeReady(engine: engine)
+            logger.info("ready")
+        }
+        try await app.runService()
+        loader.cancel()
+    }
+}

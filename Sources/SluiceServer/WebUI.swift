@@ -1,0 +1,232 @@
+import Hummingbird
+import NIOCore
+
+/// The browser UI: one page, its script and style, served by the binary (no CDN, no build step).
+enum WebUI {
+    static func add(to router: Router<BasicRequestContext>) {
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
+        }
+        router.get("/app.js") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/javascript; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: script)))
+        }
+        router.get("/app.css") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/css; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: style)))
+        }
+    }
+
+    static let page = """
+    <!doctype html>
+    <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>Sluice</title><link rel="stylesheet" href="/app.css"></head>
+    <body>
+    <header><h1>Sluice</h1><span id="model">loading…</span><span id="ready" class="pill">starting</span></header>
+    <main>
+    <section id="compose" class="card">
+      <form id="form">
+        <label>Prompt<textarea id="prompt" name="prompt" rows="3" required placeholder="a red fox in the snow"></textarea></label>
+        <label>Negative prompt<textarea id="negative" name="negative_prompt" rows="2" placeholder="used when guidance &gt; 0"></textarea></label>
+        <div class="row">
+          <label>Seed<span class="inline"><input id="seed" type="number" value="-1" min="-1"><button type="button" id="random" title="random seed">🎲</button></span></label>
+          <label>Steps<input id="steps" type="number" value="8" min="1" max="150"></label>
+          <label>Guidance<input id="guidance" type="number" value="0" min="0" max="30" step="0.5"></label>
+        </div>
+        <div class="row">
+          <label>Size<select id="size">
+            <option value="1024x1024">1024 × 1024</option><option value="768x1024">768 × 1024</option>
+            <option value="1024x768">1024 × 768</option><option value="512x512">512 × 512</option>
+            <option value="256x256">256 × 256</option><option value="64x64">64 × 64</option></select></label>
+          <label>Images<input id="count" type="number" value="1" min="1" max="8"></label>
+        </div>
+        <div class="row buttons"><button id="submit" type="submit">Generate</button><button id="cancel" type="button" disabled>Cancel</button></div>
+      </form>
+      <div id="progress" hidden>
+        <div class="bar"><div id="fill"></div></div>
+        <div id="progress-text"></div>
+        <img id="preview" alt="live preview">
+      </div>
+      <div id="message" role="status"></div>
+    </section>
+    <section class="card"><h2>Memory</h2><canvas id="memory" width="600" height="140"></canvas><div id="memory-text"></div></section>
+    <section class="card wide"><h2>Gallery</h2><div id="gallery"></div>
+      <div class="row buttons"><button id="prev" type="button">Newer</button><span id="page"></span><button id="next" type="button">Older</button></div></section>
+    </main>
+    <script src="/app.js"></script>
+    </body></html>
+    """
+
+    static let style = """
+    :root { font-family: system-ui, sans-serif; color-scheme: light dark; }
+    body { margin: 0; background: #f4f4f2; color: #1d1d1b; }
+    @media (prefers-color-scheme: dark) { body { background: #161614; color: #e8e8e4; } .card { background: #22221f !important; } }
+    header { display: flex; gap: 1rem; align-items: baseline; padding: .8rem 1.2rem; background: #0f4c5c; color: #fff; }
+    header h1 { margin: 0; font-size: 1.3rem; }
+    .pill { margin-left: auto; padding: .1rem .6rem; border-radius: 1rem; background: #e36414; font-size: .85rem; }
+    .pill.ok { background: #2a9d8f; }
+    main { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1rem; padding: 1rem; }
+    .card { background: #fff; border-radius: .6rem; padding: 1rem; box-shadow: 0 1px 3px #0002; }
+    .wide { grid-column: 1 / -1; }
+    label { display: flex; flex-direction: column; font-size: .85rem; gap: .25rem; flex: 1; }
+    textarea, input, select, button { font: inherit; padding: .4rem; border-radius: .35rem; border: 1px solid #9996; }
+    .row { display: flex; gap: .8rem; margin-top: .6rem; flex-wrap: wrap; }
+    .inline { display: flex; gap: .3rem; } .inline input { flex: 1; min-width: 0; }
+    .buttons { align-items: center; }
+    button { cursor: pointer; background: #0f4c5c; color: #fff; border: none; padding: .5rem 1rem; }
+    button:disabled { opacity: .4; cursor: default; }
+    #cancel { background: #9a031e; }
+    .bar { height: .6rem; background: #9993; border-radius: .3rem; overflow: hidden; margin-top: 1rem; }
+    #fill { height: 100%; width: 0; background: #2a9d8f; transition: width .2s; }
+    #preview { margin-top: .6rem; width: 128px; image-rendering: pixelated; border-radius: .3rem; }
+    #message { margin-top: .6rem; min-height: 1.2rem; }
+    .error { color: #c1121f; }
+    #gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: .8rem; }
+    .item { display: flex; flex-direction: column; gap: .3rem; font-size: .8rem; }
+    .item img { width: 100%; border-radius: .35rem; background: #9992; }
+    .item .params { overflow-wrap: anywhere; max-height: 4.5em; overflow: hidden; }
+    .item .actions { display: flex; gap: .3rem; } .item button { padding: .25rem .5rem; font-size: .75rem; }
+    canvas { width: 100%; height: 140px; }
+    @media (max-width: 720px) { main { grid-template-columns: 1fr; padding: .5rem; } }
+    """
+
+    static let script = """
+    "use strict";
+    const $ = (id) => document.getElementById(id);
+    let apiKey = localStorage.getItem("sluice-key") || "";
+    let page = 0, current = null, events = null;
+    const perPage = 12;
+
+    async function api(path, options = {}) {
+      options.headers = Object.assign({}, options.headers || {}, apiKey ? { Authorization: "Bearer " + apiKey } : {});
+      const r = await fetch(path, options);
+      if (r.status === 401) {
+        apiKey = prompt("This server needs its API key") || "";
+        localStorage.setItem("sluice-key", apiKey);
+        return api(path, options);
+      }
+      const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+      if (!r.ok) throw new Error(body?.error?.message || r.statusText);
+      return body;
+    }
+    const keyQuery = () => apiKey ? "?key=" + encodeURIComponent(apiKey) : "";
+    function say(text, error = false) { $("message").textContent = text; $("message").className = error ? "error" : ""; }
+
+    async function pollReady() {
+      try {
+        const s = await api("/api/status");
+        $("model").textContent = s.model || "loading…";
+        $("ready").textContent = s.ready ? "ready" : "loading";
+        $("ready").className = "pill" + (s.ready ? " ok" : "");
+        drawMemory(s);
+        if (!s.ready) setTimeout(pollReady, 1000);
+      } catch (e) { setTimeout(pollReady, 2000); }
+    }
+
+    function drawMemory(s) {
+      const c = $("memory"), g = c.getContext("2d");
+      const samples = s.memory_timeline || [];
+      g.clearRect(0, 0, c.width, c.height);
+      const now = s.memory_now || {};
+      const gib = (b) => (b / 1073741824).toFixed(2) + " GiB";
+      let text = "host now " + gib(now.host_bytes || 0);
+      if (s.device_budget_bytes) text += " · device budget " + gib(s.device_budget_bytes) + " (" + s.profile + ", simulated)";
+      if (s.queue_length !== undefined) text += " · queue " + s.queue_length + "/" + s.queue_capacity;
+      $("memory-text").textContent = text;
+      if (samples.length < 2) return;
+      const max = Math.max(...samples.map((m) => Math.max(m.host_bytes, m.device_bytes || 0)), 1);
+      const t0 = samples[0].time, t1 = samples[samples.length - 1].time || t0 + 1;
+      const line = (key, color) => {
+        g.beginPath(); g.strokeStyle = color; g.lineWidth = 2;
+        samples.forEach((m, i) => {
+          const x = (m.time - t0) / Math.max(t1 - t0, 1e-6) * (c.width - 4) + 2;
+          const y = c.height - 4 - (m[key] || 0) / max * (c.height - 8);
+          i ? g.lineTo(x, y) : g.moveTo(x, y);
+        });
+        g.stroke();
+      };
+      line("host_bytes", "#2a9d8f");
+      if (samples.some((m) => m.device_bytes)) line("device_bytes", "#e36414");
+    }
+
+    async function submit(ev) {
+      ev.preventDefault();
+      const [w, h] = $("size").value.split("x").map(Number);
+      const body = { prompt: $("prompt").value, negative_prompt: $("negative").value, seed: Number($("seed").value),
+        steps: Number($("steps").value), guidance: Number($("guidance").value), width: w, height: h, count: Number($("count").value) };
+      try {
+        const job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        current = job.id;
+        say("queued (position " + job.position + ", seed " + job.seed + ")");
+        $("cancel").disabled = false;
+        $("progress").hidden = false;
+        $("fill").style.width = "0";
+        follow(job.id);
+      } catch (e) { say(e.message, true); }
+    }
+
+    function follow(id) {
+      if (events) events.close();
+      events = new EventSource("/api/jobs/" + id + "/events" + keyQuery());
+      const update = (msg) => {
+        const e = JSON.parse(msg.data);
+        if (e.state === "running" && e.steps) {
+          const done = ((e.image || 1) - 1) * e.steps + (e.step || 0), all = e.steps * (e.images || 1);
+          $("fill").style.width = (100 * done / all) + "%";
+          let t = (e.phase || "") + " · step " + (e.step || 0) + "/" + e.steps;
+          if (e.images > 1) t += " · image " + e.image + "/" + e.images;
+          if (e.seconds_per_step) t += " · " + e.seconds_per_step.toFixed(2) + " s/it · ETA " + Math.round(e.eta_seconds) + " s";
+          $("progress-text").textContent = t;
+          if (e.preview) $("preview").src = "data:image/png;base64," + e.preview;
+        }
+        if (["done", "failed", "cancelled"].includes(e.state)) {
+          events.close(); events = null; current = null;
+          $("cancel").disabled = true;
+          $("fill").style.width = e.state === "done" ? "100%" : $("fill").style.width;
+          say(e.state === "done" ? "done" : e.state + (e.error ? ": " + e.error : ""), e.state === "failed");
+          page = 0; loadGallery();
+        }
+      };
+      ["queued", "running", "done", "failed", "cancelled"].forEach((n) => events.addEventListener(n, update));
+    }
+
+    async function cancel() {
+      if (!current) return;
+      try { await api("/api/jobs/" + current, { method: "DELETE" }); say("cancelling…"); } catch (e) { say(e.message, true); }
+    }
+
+    async function loadGallery() {
+      try {
+        const g = await api("/api/gallery?page=" + page + "&per_page=" + perPage);
+        const box = $("gallery");
+        box.replaceChildren();
+        for (const item of g.items) {
+          const p = item.parameters;
+          const div = document.createElement("div"); div.className = "item";
+          const img = document.createElement("img");
+          img.src = "/api/gallery/" + item.id + ".png" + keyQuery(); img.alt = p.prompt; img.loading = "lazy";
+          const text = document.createElement("div"); text.className = "params";
+          text.textContent = p.prompt + " — seed " + p.seed + ", " + p.steps + " steps, " + p.width + "×" + p.height + ", guidance " + p.guidance;
+          const actions = document.createElement("div"); actions.className = "actions";
+          const reuse = document.createElement("button"); reuse.textContent = "Reuse settings";
+          reuse.onclick = () => { $("prompt").value = p.prompt; $("negative").value = p.negative_prompt || ""; $("seed").value = p.seed;
+            $("steps").value = p.steps; $("guidance").value = p.guidance; $("size").value = p.width + "x" + p.height; window.scrollTo(0, 0); };
+          const del = document.createElement("button"); del.textContent = "Delete";
+          del.onclick = async () => { await api("/api/gallery/" + item.id, { method: "DELETE" }); loadGallery(); };
+          actions.append(reuse, del);
+          div.append(img, text, actions);
+          box.append(div);
+        }
+        const pages = Math.max(1, Math.ceil(g.total / perPage));
+        $("page").textContent = "page " + (page + 1) + " of " + pages + " (" + g.total + " images)";
+        $("prev").disabled = page === 0; $("next").disabled = page + 1 >= pages;
+      } catch (e) { say(e.message, true); }
+    }
+
+    $("form").addEventListener("submit", submit);
+    $("cancel").addEventListener("click", cancel);
+    $("random").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 4294967295); });
+    $("prev").addEventListener("click", () => { page = Math.max(0, page - 1); loadGallery(); });
+    $("next").addEventListener("click", () => { page += 1; loadGallery(); });
+    pollReady(); loadGallery();
+    setInterval(async () => { try { drawMemory(await api("/api/status")); } catch (e) {} }, 2000);
+    """
+}
