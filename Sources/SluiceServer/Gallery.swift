@@ -10,6 +10,10 @@ public final class Gallery: @unchecked Sendable {
         public let parameters: JobParameters
         public let seconds: Double
         public let model: String
+
+        public init(id: String, created: Double, parameters: JobParameters, seconds: Double, model: String) {
+            self.id = id; self.created = created; self.parameters = parameters; self.seconds = seconds; self.model = model
+        }
     }
 
     public let directory: String

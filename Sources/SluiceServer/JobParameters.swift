@@ -27,6 +27,11 @@ public struct JobParameters: Sendable, Codable, Equatable {
     public static let maxSteps = 150
     public static let maxCount = 8
 
+    public init(prompt: String, negativePrompt: String = "", seed: UInt64, steps: Int, width: Int, height: Int, guidance: Float, count: Int = 1) {
+        self.prompt = prompt; self.negativePrompt = negativePrompt; self.seed = seed; self.steps = steps
+        self.width = width; self.height = height; self.guidance = guidance; self.count = count
+    }
+
     public var request: GenerationRequest {
         GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps, width: width, height: height, guidance: guidance)
     }

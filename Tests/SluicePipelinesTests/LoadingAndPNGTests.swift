@@ -120,13 +120,17 @@ import Testing
             let type = text.unicodeScalars.allSatisfy { $0.value <= 0xFF } ? "tEXt" : "iTXt"
             let tag = Array(type.utf8) + Array("parameters".utf8) + [0]
             #expect(bytes.indices.contains { i in i + tag.count <= bytes.count && Array(bytes[i..<(i + tag.count)]) == tag })
-            var image = png_image()
-            image.version = UInt32(PNG_IMAGE_VERSION)
-            let ok = bytes.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, bytes.count) }
-            #expect(ok != 0 && image.width == UInt32(w) && image.height == UInt32(h))
-            image.format = UInt32(PNG_FORMAT_RGB)
+            // libpng keeps the pointer until the read finishes: both calls inside one pinning.
             var px = [UInt8](repeating: 0, count: h * w * 3)
-            _ = px.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+            let ok = bytes.withUnsafeBytes { buf -> Bool in
+                var image = png_image()
+                image.version = UInt32(PNG_IMAGE_VERSION)
+                guard png_image_begin_read_from_memory(&image, buf.baseAddress, buf.count) != 0,
+                      image.width == UInt32(w), image.height == UInt32(h) else { return false }
+                image.format = UInt32(PNG_FORMAT_RGB)
+                return px.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) } != 0
+            }
+            #expect(ok)
             for i in 0..<(h * w) { for c in 0..<3 {
                 #expect(px[i * 3 + c] == UInt8((values[c * h * w + i] * 255).rounded(.toNearestOrEven)))
             } }
