@@ -88,7 +88,7 @@ public final class Engine: @unchecked Sendable {
             event.image = i + 1
             let result = try pipeline.generate(r, memory: memory, progress: { p in
                 event.phase = p.phase
-                event.step = p.phase == "denoise" ? p.step : 0
+                event.step = p.phase == "denoise" ? p.step : (p.phase == "decode" ? r.steps : 0)
                 event.steps = r.steps
                 if p.phase == "denoise", p.step > 0 {
                     event.secondsPerStep = p.elapsed / Double(p.step)

@@ -27,7 +27,7 @@ enum WebUI {
         <label>Prompt<textarea id="prompt" name="prompt" rows="3" required placeholder="a red fox in the snow"></textarea></label>
         <label>Negative prompt<textarea id="negative" name="negative_prompt" rows="2" placeholder="used when guidance &gt; 0"></textarea></label>
         <div class="row">
-          <label>Seed<span class="inline"><input id="seed" type="number" value="-1" min="-1"><button type="button" id="random" title="random seed">🎲</button></span></label>
+          <label>Seed<span class="inline"><input id="seed" type="number" value="-1" min="-1"><button type="button" id="random" title="draw a random seed">Random</button></span></label>
           <label>Steps<input id="steps" type="number" value="8" min="1" max="150"></label>
           <label>Guidance<input id="guidance" type="number" value="0" min="0" max="30" step="0.5"></label>
         </div>
@@ -47,7 +47,7 @@ enum WebUI {
       </div>
       <div id="message" role="status"></div>
     </section>
-    <section class="card"><h2>Memory</h2><canvas id="memory" width="600" height="140"></canvas><div id="memory-text"></div></section>
+    <section class="card"><h2>Memory</h2><div class="legend"><span class="host">host RAM</span><span class="device">device (simulated)</span><span id="memory-max"></span></div><canvas id="memory" width="600" height="140"></canvas><div id="memory-text"></div></section>
     <section class="card wide"><h2>Gallery</h2><div id="gallery"></div>
       <div class="row buttons"><button id="prev" type="button">Newer</button><span id="page"></span><button id="next" type="button">Older</button></div></section>
     </main>
@@ -84,7 +84,12 @@ enum WebUI {
     .item img { width: 100%; border-radius: .35rem; background: #9992; }
     .item .params { overflow-wrap: anywhere; max-height: 4.5em; overflow: hidden; }
     .item .actions { display: flex; gap: .3rem; } .item button { padding: .25rem .5rem; font-size: .75rem; }
-    canvas { width: 100%; height: 140px; }
+    canvas { width: 100%; height: 140px; border-left: 1px solid #9996; border-bottom: 1px solid #9996; }
+    h2 { margin: 0 0 .6rem; font-size: 1.1rem; }
+    .legend { display: flex; gap: 1rem; font-size: .8rem; margin-bottom: .3rem; }
+    .legend .host::before, .legend .device::before { content: ""; display: inline-block; width: .8rem; height: .2rem; margin-right: .3rem; vertical-align: middle; }
+    .legend .host::before { background: #2a9d8f; } .legend .device::before { background: #e36414; }
+    #memory-max { margin-left: auto; }
     @media (max-width: 720px) { main { grid-template-columns: 1fr; padding: .5rem; } }
     """
 
@@ -132,7 +137,8 @@ enum WebUI {
       if (s.queue_length !== undefined) text += " · queue " + s.queue_length + "/" + s.queue_capacity;
       $("memory-text").textContent = text;
       if (samples.length < 2) return;
-      const max = Math.max(...samples.map((m) => Math.max(m.host_bytes, m.device_bytes || 0)), 1);
+      const max = Math.max(...samples.map((m) => Math.max(m.host_bytes, m.device_bytes || 0)), 1) * 1.1;
+      $("memory-max").textContent = "top " + gib(max);
       const t0 = samples[0].time, t1 = samples[samples.length - 1].time || t0 + 1;
       const line = (key, color) => {
         g.beginPath(); g.strokeStyle = color; g.lineWidth = 2;
@@ -168,6 +174,7 @@ enum WebUI {
       events = new EventSource("/api/jobs/" + id + "/events" + keyQuery());
       const update = (msg) => {
         const e = JSON.parse(msg.data);
+        if (e.state === "running" && $("message").textContent.startsWith("queued")) say("running");
         if (e.state === "running" && e.steps) {
           const done = ((e.image || 1) - 1) * e.steps + (e.step || 0), all = e.steps * (e.images || 1);
           $("fill").style.width = (100 * done / all) + "%";
@@ -183,6 +190,7 @@ enum WebUI {
           $("fill").style.width = e.state === "done" ? "100%" : $("fill").style.width;
           say(e.state === "done" ? "done" : e.state + (e.error ? ": " + e.error : ""), e.state === "failed");
           page = 0; loadGallery();
+          api("/api/status").then(drawMemory).catch(() => {});
         }
       };
       ["queued", "running", "done", "failed", "cancelled"].forEach((n) => events.addEventListener(n, update));

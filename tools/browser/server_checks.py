@@ -1,0 +1,132 @@
+"""Two checks of `sluice serve` from outside, on loopback, each bounded in time:
+
+1. Load: 200 concurrent GET /api/status and 50 jobs submitted at once to a queue of 16. No request
+   fails with anything but 429 for a full queue, every accepted job completes, and the server's
+   resident memory after the burst stays within 1.5× + 256 MiB of what it was before.
+2. Crash: kill -9 during a generation, start again on the same gallery: every listed image is a whole
+   PNG with its parameters, and no temp file is left.
+
+Run from the repository root after a release build:  python3 tools/browser/server_checks.py [sluice]
+"""
+import concurrent.futures as cf
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL = os.path.join(ROOT, "Tests/Fixtures/models/z-image-tiny")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def request(base, path, body=None, timeout=120):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def start(binary, gallery, port):
+    p = subprocess.Popen([binary, "serve", "--model", MODEL, "--port", str(port), "--gallery", gallery, "--queue-size", "16"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    end = time.time() + 60
+    while time.time() < end:
+        try:
+            if request(base, "/ready", timeout=2)[0] == 200:
+                return p, base
+        except Exception:
+            pass
+        time.sleep(0.2)
+    p.kill()
+    raise SystemExit("server never became ready")
+
+
+def load_check(binary):
+    gallery = tempfile.mkdtemp(prefix="sluice-load-")
+    server, base = start(binary, gallery, free_port())
+    try:
+        before = request(base, "/api/status")[1]["memory_now"]["host_bytes"]
+        with cf.ThreadPoolExecutor(max_workers=64) as pool:
+            statuses = list(pool.map(lambda _: request(base, "/api/status")[0], range(200)))
+            jobs = list(pool.map(lambda i: request(base, "/api/jobs", {"prompt": f"fox {i}", "width": 64, "height": 64, "steps": 4, "seed": i}),
+                                 range(50)))
+        assert all(s == 200 for s in statuses), statuses
+        accepted = [j[1]["id"] for j in jobs if j[0] == 202]
+        rejected = [j for j in jobs if j[0] == 429]
+        assert len(accepted) + len(rejected) == 50, [j[0] for j in jobs]
+        assert 1 <= len(accepted) <= 16, len(accepted)
+        end = time.time() + 120
+        for jid in accepted:
+            while True:
+                state = request(base, f"/api/jobs/{jid}")[1]["state"]
+                if state in ("done", "failed", "cancelled"):
+                    assert state == "done", (jid, state)
+                    break
+                assert time.time() < end, "jobs did not finish in time"
+                time.sleep(0.1)
+        after = request(base, "/api/status")[1]["memory_now"]["host_bytes"]
+        assert after <= before * 1.5 + (256 << 20), (before, after)
+        assert server.poll() is None, "server exited"
+        print(f"load: 200 status requests OK; {len(accepted)} jobs done, {len(rejected)} refused with 429; "
+              f"RSS {before >> 20} → {after >> 20} MiB")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def crash_check(binary):
+    gallery = tempfile.mkdtemp(prefix="sluice-crash-")
+    port = free_port()
+    server, base = start(binary, gallery, port)
+    # Some finished images first, then a long one to kill in the middle of.
+    for i in range(3):
+        request(base, "/sdapi/v1/txt2img", {"prompt": f"done {i}", "width": 64, "height": 64, "steps": 2})
+    status, job = request(base, "/api/jobs", {"prompt": "killed", "width": 512, "height": 512, "steps": 40})
+    assert status == 202, job
+    end = time.time() + 60
+    while request(base, f"/api/jobs/{job['id']}")[1]["state"] != "running":
+        assert time.time() < end
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    server, base = start(binary, gallery, port)
+    try:
+        listed = request(base, "/api/gallery?per_page=100")[1]
+        assert listed["total"] == 3, listed["total"]
+        from PIL import Image
+        for item in listed["items"]:
+            png = os.path.join(gallery, item["id"] + ".png")
+            with Image.open(png) as im:
+                im.load()
+                assert im.size == (64, 64) and "parameters" in im.info
+        assert not glob.glob(os.path.join(gallery, ".*.tmp")), "temp files left"
+        print("crash: after kill -9 mid-generation and a restart, the gallery holds 3 whole images and no temp file")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build", "release", "sluice")
+    load_check(binary)
+    crash_check(binary)

@@ -1,0 +1,117 @@
+"""A real-browser test of `sluice serve`'s web UI (headless Chromium through Selenium).
+
+Run from the repository root after a release build:
+    python3 tools/browser/ui_test.py [path/to/sluice]
+Starts the server on the tiny fixture model with a fresh gallery, opens the page, submits a prompt,
+watches the progress bar move, waits for the image in the gallery, reloads and checks it is still
+there, then checks the page at phone width. Screenshots go to .build-screenshots/ (git-ignored).
+Exits non-zero on any failure.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SHOTS = os.path.join(ROOT, ".build-screenshots")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_ready(base, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(base + "/ready", timeout=2) as r:
+                if json.load(r).get("ready"):
+                    return
+        except Exception:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("server never became ready")
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build", "release", "sluice")
+    os.makedirs(SHOTS, exist_ok=True)
+    gallery = tempfile.mkdtemp(prefix="sluice-ui-gallery-")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([binary, "serve", "--model", os.path.join(ROOT, "Tests/Fixtures/models/z-image-tiny"),
+                               "--port", str(port), "--gallery", gallery], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    driver = None
+    try:
+        wait_ready(base)
+        opts = Options()
+        for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
+            opts.add_argument(a)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+        wait = WebDriverWait(driver, 60)
+        driver.get(base + "/")
+        wait.until(lambda d: d.find_element(By.ID, "ready").text == "ready")
+        driver.find_element(By.ID, "prompt").send_keys("a red fox in the snow")
+        Select(driver.find_element(By.ID, "size")).select_by_value("64x64")
+        steps = driver.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("60")
+        seed = driver.find_element(By.ID, "seed")
+        seed.clear()
+        seed.send_keys("7")
+        driver.find_element(By.ID, "submit").click()
+        # Progress: the bar moves and the text names a step.
+        wait.until(lambda d: "step" in d.find_element(By.ID, "progress-text").text)
+        driver.save_screenshot(os.path.join(SHOTS, "1-progress.png"))
+        wait.until(lambda d: d.find_element(By.ID, "message").text == "done")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .item img")) == 1)
+        wait.until(lambda d: d.execute_script(
+            "const i = document.querySelector('#gallery .item img'); return i.complete && i.naturalWidth === 64;"))
+        # The memory panel draws the job's timeline once it has ended.
+        wait.until(lambda d: d.find_element(By.ID, "memory-max").text.startswith("top"))
+        driver.save_screenshot(os.path.join(SHOTS, "2-done.png"))
+        text = driver.find_element(By.CSS_SELECTOR, "#gallery .item .params").text
+        assert "a red fox in the snow" in text and "seed 7" in text, text
+        # Reload: the gallery is on disk, not in the page.
+        driver.refresh()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .item img")) == 1)
+        # "Reuse settings" fills the form back in.
+        driver.find_element(By.CSS_SELECTOR, "#gallery .item .actions button").click()
+        assert driver.find_element(By.ID, "prompt").get_attribute("value") == "a red fox in the snow"
+        assert driver.find_element(By.ID, "seed").get_attribute("value") == "7"
+        driver.save_screenshot(os.path.join(SHOTS, "3-reloaded.png"))
+        # Phone width: one column, nothing wider than the screen.
+        driver.set_window_size(390, 844)
+        time.sleep(0.5)
+        overflow = driver.execute_script("return document.documentElement.scrollWidth > window.innerWidth + 1")
+        driver.save_screenshot(os.path.join(SHOTS, "4-phone.png"))
+        assert not overflow, "the page is wider than a phone screen"
+        print("browser test passed; screenshots in", SHOTS)
+    finally:
+        if driver:
+            driver.quit()
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(gallery, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
