@@ -39,6 +39,9 @@ public struct Progress: Sendable {
     public let step: Int
     public let total: Int
     public let elapsed: Double
+    /// The (simulated) device's memory in use now and at peak this phase, when running with a budget.
+    public var deviceBytes: Int?
+    public var devicePeakBytes: Int?
 }
 
 public struct GenerationResult: @unchecked Sendable {
@@ -72,8 +75,14 @@ public final class ZImagePipeline: @unchecked Sendable {
     /// Host bytes of the activations the CPU backend allocates (the default backend counts here).
     public let activationCounter = AllocationCounter()
 
+    /// Seconds each component took to open (configs read, files mapped, tensors indexed).
+    public private(set) var loadSeconds: [(component: String, seconds: Double)] = []
+
     public init(directory: String, backend: (any Backend)? = nil) throws {
         self.directory = directory
+        var clock = Date()
+        var times: [(String, Double)] = []
+        func lap(_ name: String) { times.append((name, Date().timeIntervalSince(clock))); clock = Date() }
         let index = directory + "/model_index.json"
         guard let data = FileManager.default.contents(atPath: index),
               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -86,21 +95,27 @@ public final class ZImagePipeline: @unchecked Sendable {
             throw SluiceError.invalidArgument(name: index, reason: "lists no '\(c)' component")
         }
         tokenizer = try QwenTokenizer(directory: directory + "/tokenizer")
-        encoder = Qwen3Encoder(config: try ModelLocator.config(Qwen3Config.self, at: directory + "/text_encoder/config.json"))
-        transformer = ZImageTransformer(config: try ModelLocator.config(ZImageConfig.self, at: directory + "/transformer/config.json"))
-        vae = VAEDecoder(config: try ModelLocator.config(AutoencoderKLConfig.self, at: directory + "/vae/config.json"))
         schedulerConfig = try ModelLocator.config(FlowMatchEulerScheduler.Config.self, at: directory + "/scheduler/scheduler_config.json")
-        let enc = encoder, tr = transformer
+        lap("tokenizer + scheduler")
+        encoder = Qwen3Encoder(config: try ModelLocator.config(Qwen3Config.self, at: directory + "/text_encoder/config.json"))
+        let enc = encoder
         textRunner = ComponentRunner(name: "text_encoder", phase: "text", checkpoint: try ModelLocator.checkpoint(component: directory + "/text_encoder"),
                                      groupNames: enc.groupNames, groupOf: { enc.group(of: $0) })
+        lap("text_encoder")
+        transformer = ZImageTransformer(config: try ModelLocator.config(ZImageConfig.self, at: directory + "/transformer/config.json"))
+        let tr = transformer
         transformerRunner = ComponentRunner(name: "transformer", phase: "denoise",
                                             checkpoint: try ModelLocator.checkpoint(component: directory + "/transformer"),
                                             groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
+        lap("transformer")
+        vae = VAEDecoder(config: try ModelLocator.config(AutoencoderKLConfig.self, at: directory + "/vae/config.json"))
         // The VAE is one group: small, resident whole when it goes to the device.
         vaeRunner = ComponentRunner(name: "vae", phase: "decode", checkpoint: try ModelLocator.checkpoint(component: directory + "/vae"),
                                     groupNames: ["vae"], groupOf: { $0.hasPrefix("decoder.") || $0.hasPrefix("post_quant_conv.") ? "vae" : nil })
+        lap("vae")
         self.backend = try backend ?? CPUBackend(allocations: activationCounter)
         try checkWeights()
+        loadSeconds = times.map { (component: $0.0, seconds: $0.1) }
     }
 
     /// Every tensor the models will ask for exists, so a broken download fails at load, naming it.
@@ -147,6 +162,11 @@ public final class ZImagePipeline: @unchecked Sendable {
         let (lh, lw) = latentSize(r)
         let sluice = try memory.deviceBudget.map { budget throws in try attach(budget: budget, memory: memory, request: r) }
         var phases: [PhaseReport] = []
+        func withDevice(_ p: Progress) -> Progress {
+            var p = p
+            if let d = sluice?.device { p.deviceBytes = d.usedBytes; p.devicePeakBytes = d.peakBytes }
+            return p
+        }
         let host = activationCounter
         func phase<T>(_ name: String, _ body: () throws -> T) throws -> T {
             sluice?.device.resetCounters()
@@ -162,7 +182,7 @@ public final class ZImagePipeline: @unchecked Sendable {
 
         let cfg = r.guidance > 0
         let (positive, negative) = try phase("text") { () throws -> (Tensor, Tensor?) in
-            progress(Progress(phase: "text", step: 0, total: cfg ? 2 : 1, elapsed: 0))
+            progress(withDevice(Progress(phase: "text", step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             let p = try encodePrompt(r.prompt)
             let n = cfg ? try encodePrompt(r.negativePrompt) : nil
             return (p, n)
@@ -200,13 +220,13 @@ public final class ZImagePipeline: @unchecked Sendable {
                 pred = try pred.reshaped(latents.shape)
                 try scheduler.step(i, velocity: pred, latents: latents)
                 afterStep(i, latents)
-                progress(Progress(phase: "denoise", step: i + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0)))
+                progress(withDevice(Progress(phase: "denoise", step: i + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
             }
         }
         if let s = sluice, s.releaseTransformerBeforeDecode { transformerRunner.release() }
 
         let image = try phase("decode") { () throws -> Tensor in
-            progress(Progress(phase: "decode", step: 0, total: 1, elapsed: 0))
+            progress(withDevice(Progress(phase: "decode", step: 0, total: 1, elapsed: 0)))
             let scale = vae.config.scalingFactor, shift = vae.config.shiftFactor
             let z = Tensor(uninitialized: latents.shape, dtype: .f32)
             for j in 0..<z.count { z.f32[j] = latents.f32[j] / scale + shift }

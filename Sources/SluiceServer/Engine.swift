@@ -97,7 +97,7 @@ public final class Engine: @unchecked Sendable {
                         event.preview = Data(png).base64EncodedString()
                     }
                 }
-                event.memory = .now()
+                event.memory = .now(device: p.deviceBytes.map { ($0, p.devicePeakBytes ?? $0) })
                 report(event)
             }, afterStep: { _, latents in lastLatents = latents }, isCancelled: isCancelled)
             lastReport = result.report

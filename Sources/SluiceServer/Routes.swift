@@ -201,6 +201,11 @@ public enum Routes {
             await handle {
                 var out: [String: Any] = ["ready": state.engine != nil, "startup": state.startupLog, "version": SluiceVersion.string]
                 out["memory_now"] = jsonObject(MemorySample.now())
+                var usage = rusage()
+                getrusage(RUSAGE_SELF.rawValue, &usage)
+                var peak: [String: Any] = ["host_bytes": usage.ru_maxrss * 1024]
+                if let report = state.engine?.lastReport { peak["device_bytes"] = report.phases.map(\.peakDeviceBytes).max() ?? 0 }
+                out["memory_peak"] = peak
                 if let e = state.engine, let q = state.queue {
                     out["model"] = e.modelName
                     out["queue_length"] = await q.length

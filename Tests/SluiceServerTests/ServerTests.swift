@@ -188,6 +188,24 @@ import Testing
         }
     }
 
+    /// With a device budget, progress events carry the (simulated) device's memory, within the budget.
+    @Test func progressReportsDeviceMemoryUnderABudget() async throws {
+        var o = ServeOptions()
+        o.queueSize = 4
+        let state = ServerState(options: o, gallery: try Gallery(directory: NSTemporaryDirectory() + "sluice-gallery-\(UUID().uuidString)"))
+        let budget = 8 << 20
+        let engine = try SluiceServerMain.load(model: Self.model, memory: MemoryOptions(deviceBudget: budget, profile: .rtx3060), log: { _ in })
+        await state.becomeReady(engine: engine)
+        let q = state.queue!
+        let (id, _) = try await q.submit(JobParameters(prompt: "fox", seed: 3, steps: 4, width: 64, height: 64, guidance: 0))
+        var deviceSamples: [Int] = []
+        for await e in await q.events(id)! {
+            if let d = e.memory?.deviceBytes { deviceSamples.append(d) }
+        }
+        #expect(await q.job(id)?.state == .done)
+        #expect((deviceSamples.max() ?? 0) > 0 && deviceSamples.allSatisfy { $0 >= 0 && $0 <= budget }, "\(deviceSamples)")
+    }
+
     @Test func healthAndReadyDifferWhileLoading() async throws {
         let state = try await Self.makeState(ready: false)
         let app = Application(router: Routes.router(state))
