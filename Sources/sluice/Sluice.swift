@@ -10,7 +10,7 @@ struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Diffusion image generation for models larger than your device's memory.",
-        subcommands: [Generate.self, Serve.self, Models.self, Bench.self, PlanCommand.self, Info.self]
+        subcommands: [Generate.self, Serve.self, Models.self, Devices.self, Bench.self, PlanCommand.self, Info.self]
     )
 }
 
