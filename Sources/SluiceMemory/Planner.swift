@@ -58,7 +58,9 @@ public enum PlanError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .budgetTooSmall(c, b, m):
-            return "\(c) does not fit a device budget of \(formatBytes(b)): the smallest that works is \(formatBytes(m))"
+            // Exact bytes too when the rounded figures would read the same.
+            let (sb, sm) = formatBytes(b) == formatBytes(m) ? ("\(b) bytes", "\(m) bytes") : (formatBytes(b), formatBytes(m))
+            return "\(c) does not fit a device budget of \(sb): the smallest that works is \(sm)"
         }
     }
 }

@@ -73,12 +73,24 @@ public final class ZImagePipeline: @unchecked Sendable {
     let vaeRunner: ComponentRunner
     let backend: any Backend
     /// Host bytes of the activations the CPU backend allocates (the default backend counts here).
-    public let activationCounter = AllocationCounter()
+    public let activationCounter: AllocationCounter
 
     /// Seconds each component took to open (configs read, files mapped, tensors indexed).
     public private(set) var loadSeconds: [(component: String, seconds: Double)] = []
 
-    public init(directory: String, backend: (any Backend)? = nil) throws {
+    /// What `--device` turned into, when it was not what was asked (a Vulkan request that fell back).
+    public private(set) var deviceNote: String?
+
+    /// With `device` ("cpu", "vulkan", "vulkan:N") choosing the backend.
+    public convenience init(directory: String, device: String) throws {
+        let counter = AllocationCounter()
+        let (backend, note) = try DeviceSelection.backend(device, allocations: counter)
+        try self.init(directory: directory, backend: backend, activationCounter: counter)
+        deviceNote = note
+    }
+
+    public init(directory: String, backend: (any Backend)? = nil, activationCounter: AllocationCounter = AllocationCounter()) throws {
+        self.activationCounter = activationCounter
         self.directory = directory
         var clock = Date()
         var times: [(String, Double)] = []

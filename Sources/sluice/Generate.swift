@@ -22,19 +22,21 @@ struct Generate: ParsableCommand {
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
     @Option(help: "Simulated device profile for --vram-limit: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
     @Option(help: "Write the run's telemetry (docs/telemetry.md) as JSON here.") var report: String?
+    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; Vulkan runs linear layers, element-wise ops and SiLU today, the CPU the rest).") var device = "cpu"
     @Option(help: "The PNG to write (atomically; generation parameters in its 'parameters' text chunk).") var out: String
 
     func run() throws {
         guard out.lowercased().hasSuffix(".png") else { throw CommandError(message: "--out \(out): must end in .png") }
-        guard let device = DeviceProfile.named(profile) else { throw CommandError(message: "--profile \(profile): unknown (\(DeviceProfile.all.map(\.name).joined(separator: ", ")))") }
+        guard let deviceProfile = DeviceProfile.named(profile) else { throw CommandError(message: "--profile \(profile): unknown (\(DeviceProfile.all.map(\.name).joined(separator: ", ")))") }
         let started = Date()
         let dir = try ModelLocator.resolve(model)
-        let pipe = try ZImagePipeline(directory: dir)
+        let pipe = try ZImagePipeline(directory: dir, device: device)
+        if let note = pipe.deviceNote { FileHandle.standardError.write(Data((note + "\n").utf8)) }
         let loaded = Date().timeIntervalSince(started)
         let request = GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps,
                                         width: width, height: height, guidance: guidance)
         try pipe.validate(request)
-        let memory = MemoryOptions(deviceBudget: vramLimit?.bytes, hostBudget: ramLimit?.bytes, profile: device)
+        let memory = MemoryOptions(deviceBudget: vramLimit?.bytes, hostBudget: ramLimit?.bytes, profile: deviceProfile)
         let bar = ProgressBar()
         let result = try pipe.generate(request, memory: memory, progress: { bar.show($0) })
         bar.finish()
