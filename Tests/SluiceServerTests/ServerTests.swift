@@ -203,6 +203,13 @@ import Testing
             if let d = e.memory?.deviceBytes { deviceSamples.append(d) }
         }
         #expect(await q.job(id)?.state == .done)
+        // A job the budget cannot hold (a 2048² image's VAE even in tiles) fails alone, with the numbers;
+        // the next job runs.
+        let (big, _) = try await q.submit(JobParameters(prompt: "too big", seed: 1, steps: 1, width: 2048, height: 2048, guidance: 0))
+        let failed = await q.wait(big)
+        #expect(failed?.state == .failed && (failed?.error ?? "").contains("--vram-limit"), "\(String(describing: failed?.error))")
+        let (after, _) = try await q.submit(JobParameters(prompt: "fits", seed: 2, steps: 1, width: 64, height: 64, guidance: 0))
+        #expect(await q.wait(after)?.state == .done)
         #expect((deviceSamples.max() ?? 0) > 0 && deviceSamples.allSatisfy { $0 >= 0 && $0 <= budget }, "\(deviceSamples)")
     }
 
