@@ -1,7 +1,8 @@
 import SluiceCore
 
 /// The Vulkan backend as far as it goes today: linear layers (f32 or bf16 weights, widened in the
-/// shader), element-wise add/sub/mul/div with row broadcasting, and SiLU run on the Vulkan device;
+/// shader), element-wise add/sub/mul/div with row broadcasting, SiLU, RMSNorm, LayerNorm and softmax
+/// run on the Vulkan device;
 /// every other op runs on the CPU backend, and so does any op whose buffers would exceed the device's
 /// storage-buffer range. Inputs are uploaded and results read back per op (no residency yet): this is
 /// the correctness path, tested on lavapipe, not a fast one.
@@ -82,9 +83,34 @@ public struct VulkanBackend: Backend {
     public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float) throws(SluiceError) -> Tensor {
         try cpu.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps)
     }
-    public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) throws(SluiceError) -> Tensor { try cpu.layerNorm(x, weight: weight, bias: bias, eps: eps) }
-    public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) throws(SluiceError) -> Tensor { try cpu.rmsNorm(x, weight: weight, eps: eps) }
-    public func softmax(_ x: Tensor) throws(SluiceError) -> Tensor { try cpu.softmax(x) }
+    public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) throws(SluiceError) -> Tensor {
+        try rows(x, mode: 1, weight: weight, bias: bias, eps: eps) { () throws(SluiceError) in try cpu.layerNorm(x, weight: weight, bias: bias, eps: eps) }
+    }
+    public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) throws(SluiceError) -> Tensor {
+        try rows(x, mode: 0, weight: weight, bias: nil, eps: eps) { () throws(SluiceError) in try cpu.rmsNorm(x, weight: weight, eps: eps) }
+    }
+    public func softmax(_ x: Tensor) throws(SluiceError) -> Tensor {
+        try rows(x, mode: 2, weight: nil, bias: nil, eps: 0) { () throws(SluiceError) in try cpu.softmax(x) }
+    }
+
+    /// The row kernel over x's last dimension; per-feature weight and bias are widened to f32 on the host
+    /// (they are one row). Falls back to `onCPU` for what it does not take.
+    func rows(_ x: Tensor, mode: UInt32, weight: Tensor?, bias: Tensor?, eps: Float,
+              onCPU: () throws(SluiceError) -> Tensor) throws(SluiceError) -> Tensor {
+        let D = x.shape.rank > 0 ? x.shape[-1] : 0
+        guard x.dtype == .f32, D > 0, x.count > 0, fits([x]), weight.map({ $0.count == D }) ?? true, bias.map({ $0.count == D }) ?? true else {
+            return try onCPU()
+        }
+        let rowCount = x.count / D
+        let bx = try upload(x.contiguous())
+        let bw = try weight.map { w throws(SluiceError) in try upload(w.converted(to: .f32)) } ?? bx
+        let bb = try bias.map { b throws(SluiceError) in try upload(b.converted(to: .f32)) } ?? bx
+        let out = try context.buffer(bytes: x.byteCount)
+        let g = rowCount <= 65535 ? (rowCount, 1, 1) : (65535, (rowCount + 65534) / 65535, 1)
+        try context.dispatch(.rows, [bx, bw, bb, out],
+                             push: [UInt32(rowCount), UInt32(D), mode, eps.bitPattern, weight == nil ? 0 : 1, bias == nil ? 0 : 1], groups: g)
+        return try read(out, x.shape)
+    }
     public func gelu(_ x: Tensor, approximateTanh: Bool) throws(SluiceError) -> Tensor { try cpu.gelu(x, approximateTanh: approximateTanh) }
     public func upsampleNearest2x(_ x: Tensor) throws(SluiceError) -> Tensor { try cpu.upsampleNearest2x(x) }
     public func concat(_ tensors: [Tensor], dim: Int) throws(SluiceError) -> Tensor { try cpu.concat(tensors, dim: dim) }

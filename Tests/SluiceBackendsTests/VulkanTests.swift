@@ -67,6 +67,28 @@ struct VulkanKernelTests {
         #expect(c.ok, "\(storage): \(c)")
     }
 
+    /// RMSNorm, LayerNorm (with and without affine) and softmax through the backend: 2e-6 abs + 2e-6 rel
+    /// (the reductions sum in a tree, the CPU in vector lanes).
+    @Test func rowOpsMatchCPU() throws {
+        let vk = try VulkanBackend(context: VulkanContext())
+        let cpu = try CPUBackend()
+        var rng = SplitMix(seed: 9)
+        let x = Tensor((0..<(23 * 300)).map { _ in rng.uniform() * 3 }, shape: [23, 300])
+        let w = try Tensor((0..<300).map { _ in rng.uniform() + 1 }, shape: [300]).converted(to: .bf16)
+        let b = Tensor((0..<300).map { _ in rng.uniform() }, shape: [300])
+        let pairs: [(String, Tensor, Tensor)] = [
+            ("rms", try vk.rmsNorm(x, weight: w, eps: 1e-5), try cpu.rmsNorm(x, weight: w, eps: 1e-5)),
+            ("rms bare", try vk.rmsNorm(x, weight: nil, eps: 1e-6), try cpu.rmsNorm(x, weight: nil, eps: 1e-6)),
+            ("layer", try vk.layerNorm(x, weight: w, bias: b, eps: 1e-6), try cpu.layerNorm(x, weight: w, bias: b, eps: 1e-6)),
+            ("layer bare", try vk.layerNorm(x, weight: nil, bias: nil, eps: 1e-6), try cpu.layerNorm(x, weight: nil, bias: nil, eps: 1e-6)),
+            ("softmax", try vk.softmax(x), try cpu.softmax(x)),
+        ]
+        for (name, got, want) in pairs {
+            let c = compare(try got.toFloats(), try want.toFloats(), atol: 2e-6, rtol: 2e-6)
+            #expect(c.ok, "\(name): \(c)")
+        }
+    }
+
     /// On a device with one queue family (lavapipe), copies go through the compute queue in order
     /// and stay correct; a transfer-only family would be used where it exists.
     @Test func copyQueueFallbackIsCorrect() throws {

@@ -55,7 +55,8 @@ typedef enum sk_vk_kernel {
     SK_VK_BINARY = 0,       // out = a (op) b with row broadcasting; push: n, b_n, op
     SK_VK_SILU = 1,         // out = x · sigmoid(x); push: n
     SK_VK_MATMUL_T = 2,     // out[M,N] = a[M,K] · w[N,K]ᵀ (+ bias); w f32 or bf16; push: M, N, K, w_bf16, has_bias
-    SK_VK_KERNEL_COUNT = 3
+    SK_VK_ROWS = 3,         // row-wise RMSNorm / LayerNorm / softmax; push: rows, D, mode, eps, has_weight, has_bias
+    SK_VK_KERNEL_COUNT = 4
 } sk_vk_kernel;
 
 /// Runs `kernel` over `buffer_count` storage buffers (binding i = buffers[i]) with `push` constants
