@@ -1,11 +1,12 @@
 // Vulkan compute for Sluice: loader opened with dlopen, one logical device per context, storage
 // buffers, SPIR-V kernels dispatched with push constants, completion on a timeline semaphore.
-// Without the Vulkan headers at build time, every entry point reports that Vulkan was not built in.
+// Without the Vulkan headers at build time, every entry point reports that Vulkan was not built in
+// (SK_FORCE_NO_VULKAN builds that variant on a machine that has them: `clang -fsyntax-only -DSK_FORCE_NO_VULKAN`).
 #include "sk_vulkan.h"
 #include <stdio.h>
 #include <string.h>
 
-#if __has_include(<vulkan/vulkan.h>)
+#if __has_include(<vulkan/vulkan.h>) && !defined(SK_FORCE_NO_VULKAN)
 #define SK_HAVE_VULKAN 1
 #define VK_NO_PROTOTYPES
 #include <vulkan/vulkan.h>
