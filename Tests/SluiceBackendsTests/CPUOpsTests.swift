@@ -4,15 +4,34 @@ import SluiceTestSupport
 import SluiceWeights
 import Testing
 
-/// Every op against torch (float64, stored f32), on every kernel path this CPU supports (paths it
-/// lacks cannot execute here and are absent from the arguments), with one and two threads so both
-/// the single-worker and the split code paths run, and five (more than the cores CI has) so work
-/// is never lost when threads outnumber cores. Tolerances are stated per test.
+/// Every op against torch (float64, stored f32), from one test body on every backend: the CPU on
+/// every kernel path this CPU supports (paths it lacks cannot execute here and are absent from the
+/// arguments) with one and two threads so both the single-worker and the split code paths run, and
+/// five (more than the cores CI has) so work is never lost when threads outnumber cores; the
+/// simulated device; and Vulkan where a device is present (lavapipe in CI — ops without a Vulkan
+/// kernel yet run on its CPU fallback). Tolerances are stated per test and hold on every backend.
 struct Case: CustomTestStringConvertible, Sendable {
-    let path: KernelPath
-    let threads: Int
-    var testDescription: String { "\(path.rawValue)×\(threads)" }
-    static let all: [Case] = KernelPath.supported.flatMap { p in [1, 2, 5].map { Case(path: p, threads: $0) } }
+    enum Kind: Sendable { case cpu(KernelPath, Int), simulated, vulkan }
+    let kind: Kind
+    var testDescription: String {
+        switch kind {
+        case let .cpu(path, threads): "\(path.rawValue)×\(threads)"
+        case .simulated: "simulated"
+        case .vulkan: "vulkan"
+        }
+    }
+
+    func backend() throws -> any Backend {
+        switch kind {
+        case let .cpu(path, threads): try CPUBackend(path: path, threads: threads)
+        case .simulated: try SimulatedBackend(device: SimulatedDevice(profile: .rtx4090))
+        case .vulkan: try VulkanBackend(context: VulkanContext())
+        }
+    }
+
+    static let vulkanPresent = Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0
+    static let all: [Case] = KernelPath.supported.flatMap { p in [1, 2, 5].map { Case(kind: .cpu(p, $0)) } }
+        + [Case(kind: .simulated)] + (vulkanPresent ? [Case(kind: .vulkan)] : [])
 }
 
 @Suite struct CPUOpsTests {
@@ -30,7 +49,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     // K = 53: f32 sums of 53 products of N(0,1) values (|out| ≲ 25) accumulate ≲ 53 ulp-sized
     // roundings, about 2e-6 relative; the stored-dtype weights are widened exactly, so the same bound holds.
     @Test(arguments: Case.all) func matmulWithEveryWeightStorage(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         for dt in ["f32", "f16", "bf16", "f8e4m3fn", "f8e5m2"] {
             try check(try be.matmul(t("matmul.a"), t("matmul.b.\(dt)"), transposeB: false), "matmul.out.\(dt)", atol: 2e-5, rtol: 1e-5, dt)
         }
@@ -43,7 +62,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     // K up to 520 with bias: |out| ≲ 70, f32 accumulation error ≲ 520 · 6e-8 · 70 ≈ 2e-3 worst
     // case, typically far less; 2e-4 absolute + 1e-5 relative holds with margin on these inputs.
     @Test(arguments: Case.all) func linearAcrossCacheBlocks(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         try check(try be.linear(t("linear.x"), weight: t("linear.w"), bias: t("linear.bias")), "linear.out", atol: 2e-5, rtol: 1e-5)
         for tag in ["deep", "wide"] {
             try check(try be.linear(t("linear.\(tag).x"), weight: t("linear.\(tag).w"), bias: t("linear.\(tag).bias")),
@@ -53,7 +72,7 @@ struct Case: CustomTestStringConvertible, Sendable {
 
     // K = Cin/g·kh·kw ≤ 54: same reasoning as matmul.
     @Test(arguments: Case.all) func conv2dGroupedStridedPadded(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         let x = try t("conv.x")
         try check(try be.conv2d(x, weight: t("conv.g2s2p1.w"), bias: t("conv.g2s2p1.b"), stride: 2, padding: 1, groups: 2), "conv.g2s2p1.out", atol: 2e-5, rtol: 1e-5)
         try check(try be.conv2d(x, weight: t("conv.1x1.w"), bias: nil, stride: 1, padding: 0, groups: 1), "conv.1x1.out", atol: 2e-5, rtol: 1e-5)
@@ -63,7 +82,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     // Normalised outputs are O(1) times the affine weight (|w| ≲ 3): statistics in f32 lanes folded
     // into double give ~1e-7 relative error; 1e-5 covers it.
     @Test(arguments: Case.all) func norms(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         try check(try be.groupNorm(t("groupnorm.x"), groups: 4, weight: t("groupnorm.w"), bias: t("groupnorm.b"), eps: 1e-6), "groupnorm.out", atol: 1e-5, rtol: 1e-5)
         try check(try be.layerNorm(t("layernorm.x"), weight: t("layernorm.w"), bias: t("layernorm.b"), eps: 1e-5), "layernorm.out", atol: 1e-5, rtol: 1e-5)
         try check(try be.layerNorm(t("layernorm.x"), weight: nil, bias: nil, eps: 1e-6), "layernorm.out.noaffine", atol: 1e-5, rtol: 1e-5)
@@ -74,7 +93,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     // within 1.5e-7 absolute, so GELU(erf) within 0.5·|x|·1.5e-7 ≤ 1e-6 on |x| ≤ 12; outputs are
     // ≤ 1 (softmax) or ≤ 12 (activations).
     @Test(arguments: Case.all) func softmaxAndActivations(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         try check(try be.softmax(t("softmax.x")), "softmax.out", atol: 2e-6, rtol: 1e-5)
         let x = try t("act.x")
         try check(try be.silu(x), "act.silu", atol: 1e-5, rtol: 1e-5)
@@ -85,7 +104,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     // One f32 rounding per element against the f64 result: relative 6e-8; 1e-6 allows for it.
     // Upsample and concat move values: exact.
     @Test(arguments: Case.all) func elementwiseBroadcastUpsampleConcat(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         let a = try t("binary.a"), b = try t("binary.b")
         try check(try be.add(a, b), "binary.add", atol: 1e-6, rtol: 1e-6)
         try check(try be.sub(a, b), "binary.sub", atol: 1e-6, rtol: 1e-6)
@@ -98,7 +117,7 @@ struct Case: CustomTestStringConvertible, Sendable {
 
     // Two products and a sum per element: ~1e-7 relative on values ≲ 10.
     @Test(arguments: Case.all) func rotaryEmbedding(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         let x = try t("rope.x"), cos = try t("rope.cos"), sin = try t("rope.sin")
         try check(try be.rotaryEmbedding(x, cos: cos, sin: sin, seqDim: 1, layout: .interleaved), "rope.interleaved", atol: 1e-5, rtol: 1e-5)
         try check(try be.rotaryEmbedding(x, cos: cos, sin: sin, seqDim: 1, layout: .halves), "rope.halves", atol: 1e-5, rtol: 1e-5)
@@ -107,7 +126,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     // Outputs are convex combinations of v (|v| ≲ 4); exp's 2e-7 error and f32 sums over ≤ 290 keys
     // give ≲ 1e-6; 2e-5 absolute leaves margin for the online-softmax rescaling.
     @Test(arguments: Case.all) func attentionTiledWithMasks(c: Case) throws {
-        let be = try CPUBackend(path: c.path, threads: c.threads)
+        let be = try c.backend()
         let q = try t("attn.q"), k = try t("attn.k"), v = try t("attn.v")
         try check(try be.attention(q: q, k: k, v: v, mask: nil, scale: nil), "attn.out", atol: 2e-5, rtol: 1e-4)
         try check(try be.attention(q: q, k: k, v: v, mask: t("attn.mask.add"), scale: nil), "attn.out.mask.add", atol: 2e-5, rtol: 1e-4)
