@@ -190,7 +190,7 @@ struct sk_vk_context {
     pthread_mutex_t lock;
 };
 
-static const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4 };
+static const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2 };
 
 static int check(VkResult r, const char *what, char *error, size_t len) {
     if (r == VK_SUCCESS) return 0;
@@ -390,8 +390,9 @@ int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst
 
 static int ensure_pipeline(sk_vk_context *c, sk_vk_kernel k, char *error, size_t len) {
     if (c->pipelines[k]) return 0;
-    static const uint32_t *code[SK_VK_KERNEL_COUNT] = { spirv_binary, spirv_silu, spirv_matmul_t, spirv_rows };
-    static const size_t code_size[SK_VK_KERNEL_COUNT] = { sizeof spirv_binary, sizeof spirv_silu, sizeof spirv_matmul_t, sizeof spirv_rows };
+    static const uint32_t *code[SK_VK_KERNEL_COUNT] = { spirv_binary, spirv_silu, spirv_matmul_t, spirv_rows, spirv_rotary, spirv_upsample };
+    static const size_t code_size[SK_VK_KERNEL_COUNT] = { sizeof spirv_binary, sizeof spirv_silu, sizeof spirv_matmul_t, sizeof spirv_rows,
+                                                          sizeof spirv_rotary, sizeof spirv_upsample };
     VkDescriptorSetLayoutBinding bindings[8];
     for (uint32_t i = 0; i < kernel_buffers[k]; i++)
         bindings[i] = (VkDescriptorSetLayoutBinding){ .binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,

@@ -1,8 +1,8 @@
 import SluiceCore
 
 /// The Vulkan backend as far as it goes today: linear layers (f32 or bf16 weights, widened in the
-/// shader), element-wise add/sub/mul/div with row broadcasting, SiLU, RMSNorm, LayerNorm and softmax
-/// run on the Vulkan device;
+/// shader), element-wise add/sub/mul/div with row broadcasting, SiLU, RMSNorm, LayerNorm, softmax,
+/// rotary embeddings and nearest 2× upsampling run on the Vulkan device;
 /// every other op runs on the CPU backend, and so does any op whose buffers would exceed the device's
 /// storage-buffer range. Inputs are uploaded and results read back per op (no residency yet): this is
 /// the correctness path, tested on lavapipe, not a fast one.
@@ -112,10 +112,26 @@ public struct VulkanBackend: Backend {
         return try read(out, x.shape)
     }
     public func gelu(_ x: Tensor, approximateTanh: Bool) throws(SluiceError) -> Tensor { try cpu.gelu(x, approximateTanh: approximateTanh) }
-    public func upsampleNearest2x(_ x: Tensor) throws(SluiceError) -> Tensor { try cpu.upsampleNearest2x(x) }
+    public func upsampleNearest2x(_ x: Tensor) throws(SluiceError) -> Tensor {
+        guard x.dtype == .f32, x.shape.rank == 4, x.count > 0, x.count * 16 <= context.info.maxStorageBufferRange else { return try cpu.upsampleNearest2x(x) }
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let bx = try upload(x.contiguous()), out = try context.buffer(bytes: x.byteCount * 4)
+        try context.dispatch(.upsample, [bx, out], push: [UInt32(n * c), UInt32(h), UInt32(w)], groups: Self.groups(x.count * 4))
+        return try read(out, [n, c, 2 * h, 2 * w])
+    }
     public func concat(_ tensors: [Tensor], dim: Int) throws(SluiceError) -> Tensor { try cpu.concat(tensors, dim: dim) }
     public func rotaryEmbedding(_ x: Tensor, cos: Tensor, sin: Tensor, seqDim: Int, layout: RotaryLayout) throws(SluiceError) -> Tensor {
-        try cpu.rotaryEmbedding(x, cos: cos, sin: sin, seqDim: seqDim, layout: layout)
+        let rank = x.shape.rank, sd = seqDim < 0 ? seqDim + rank : seqDim
+        guard x.dtype == .f32, rank >= 2, sd >= 0, sd < rank - 1, x.shape[-1] % 2 == 0, x.count > 0, fits([x]),
+              cos.count == x.shape[sd] * x.shape[-1] / 2, sin.count == cos.count else {
+            return try cpu.rotaryEmbedding(x, cos: cos, sin: sin, seqDim: seqDim, layout: layout)
+        }
+        let D = x.shape[-1], L = x.shape[sd], after = x.shape.dims[(sd + 1)..<(rank - 1)].reduce(1, *)
+        let bx = try upload(x.contiguous()), bc = try upload(cos.converted(to: .f32)), bs = try upload(sin.converted(to: .f32))
+        let out = try context.buffer(bytes: x.byteCount)
+        try context.dispatch(.rotary, [bx, bc, bs, out], push: [UInt32(x.count / D), UInt32(D), UInt32(L), UInt32(after), layout == .interleaved ? 1 : 0],
+                             groups: Self.groups(x.count / 2))
+        return try read(out, x.shape)
     }
     public func attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor?, scale: Float?) throws(SluiceError) -> Tensor {
         try cpu.attention(q: q, k: k, v: v, mask: mask, scale: scale)

@@ -129,10 +129,10 @@ public final class VulkanContext: @unchecked Sendable {
         }
     }
 
-    public enum Kernel { case binary, silu, matmulTransposed, rows }
+    public enum Kernel { case binary, silu, matmulTransposed, rows, rotary, upsample }
 
     public func dispatch(_ k: Kernel, _ buffers: [Buffer], push: [UInt32], groups: (Int, Int, Int)) throws(SluiceError) {
-        let kernel: sk_vk_kernel = switch k { case .binary: SK_VK_BINARY; case .silu: SK_VK_SILU; case .matmulTransposed: SK_VK_MATMUL_T; case .rows: SK_VK_ROWS }
+        let kernel: sk_vk_kernel = switch k { case .binary: SK_VK_BINARY; case .silu: SK_VK_SILU; case .matmulTransposed: SK_VK_MATMUL_T; case .rows: SK_VK_ROWS; case .rotary: SK_VK_ROTARY; case .upsample: SK_VK_UPSAMPLE }
         var err = [CChar](repeating: 0, count: 512)
         let handles: [OpaquePointer?] = buffers.map { $0.handle }
         let rc = handles.withUnsafeBufferPointer { hp in

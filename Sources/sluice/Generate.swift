@@ -22,7 +22,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
     @Option(help: "Simulated device profile for --vram-limit: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
     @Option(help: "Write the run's telemetry (docs/telemetry.md) as JSON here.") var report: String?
-    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; Vulkan runs linear layers, element-wise ops, SiLU, norms and softmax today, the CPU the rest).") var device = "cpu"
+    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; Vulkan runs linear layers, element-wise ops, SiLU, norms, softmax, rotary and upsampling today, the CPU the rest).") var device = "cpu"
     @Option(help: "The PNG to write (atomically; generation parameters in its 'parameters' text chunk).") var out: String
 
     func run() throws {

@@ -56,7 +56,9 @@ typedef enum sk_vk_kernel {
     SK_VK_SILU = 1,         // out = x · sigmoid(x); push: n
     SK_VK_MATMUL_T = 2,     // out[M,N] = a[M,K] · w[N,K]ᵀ (+ bias); w f32 or bf16; push: M, N, K, w_bf16, has_bias
     SK_VK_ROWS = 3,         // row-wise RMSNorm / LayerNorm / softmax; push: rows, D, mode, eps, has_weight, has_bias
-    SK_VK_KERNEL_COUNT = 4
+    SK_VK_ROTARY = 4,       // rotary embedding; push: rows, D, L, after, interleaved
+    SK_VK_UPSAMPLE = 5,     // nearest 2× of NCHW planes; push: planes, H, W
+    SK_VK_KERNEL_COUNT = 6
 } sk_vk_kernel;
 
 /// Runs `kernel` over `buffer_count` storage buffers (binding i = buffers[i]) with `push` constants
