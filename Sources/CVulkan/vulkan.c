@@ -31,9 +31,16 @@ int sk_vk_has_transfer_queue(const sk_vk_context *c) { (void)c; return 0; }
 sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *c, uint64_t b, char *e, size_t n) { (void)c; (void)b; sk_vk_available(e, n); return NULL; }
 void sk_vk_buffer_destroy(sk_vk_context *c, sk_vk_buffer *b) { (void)c; (void)b; }
 uint64_t sk_vk_buffer_size(const sk_vk_buffer *b) { (void)b; return 0; }
+uint64_t sk_vk_buffer_allocated(const sk_vk_buffer *b) { (void)b; return 0; }
+uint64_t sk_vk_allocation_granularity(sk_vk_context *c) { (void)c; return 1; }
+void *sk_vk_buffer_mapped(const sk_vk_buffer *b) { (void)b; return NULL; }
+uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *d, uint64_t o, const void *s, uint64_t l, char *e, size_t n) { (void)c; (void)d; (void)o; (void)s; (void)l; sk_vk_available(e, n); return 0; }
+int sk_vk_copy_wait(sk_vk_context *c, uint64_t v, char *e, size_t n) { (void)c; (void)v; return sk_vk_available(e, n); }
+uint64_t sk_vk_staging_bytes(const sk_vk_context *c) { (void)c; return 0; }
+uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { (void)c; (void)k; return 0; }
 int sk_vk_upload(sk_vk_context *c, sk_vk_buffer *b, uint64_t o, const void *s, uint64_t l, char *e, size_t n) { (void)c; (void)b; (void)o; (void)s; (void)l; return sk_vk_available(e, n); }
 int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t o, void *d, uint64_t l, char *e, size_t n) { (void)c; (void)b; (void)o; (void)d; (void)l; return sk_vk_available(e, n); }
-int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, sk_vk_buffer *const *b, uint32_t bc, const void *p, uint32_t pb, uint32_t x, uint32_t y, uint32_t z, char *e, size_t n) {
+int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, const sk_vk_binding *b, uint32_t bc, const void *p, uint32_t pb, uint32_t x, uint32_t y, uint32_t z, char *e, size_t n) {
     (void)c; (void)k; (void)b; (void)bc; (void)p; (void)pb; (void)x; (void)y; (void)z; return sk_vk_available(e, n);
 }
 
@@ -133,6 +140,7 @@ int sk_vk_device_info_at(int index, sk_vk_device_info *out, char *error, size_t 
     out->type = (int)props.properties.deviceType;
     out->api_version = props.properties.apiVersion;
     out->max_storage_buffer_range = props.properties.limits.maxStorageBufferRange;
+    out->min_storage_offset_alignment = props.properties.limits.minStorageBufferOffsetAlignment;
     out->subgroup_size = subgroup.subgroupSize;
     out->has_memory_budget = has_extension(pd, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     VkPhysicalDeviceMemoryBudgetPropertiesEXT budget = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT };
@@ -167,7 +175,13 @@ int sk_vk_device_info_at(int index, sk_vk_device_info *out, char *error, size_t 
 
 // ---- context ----
 
-struct sk_vk_buffer { VkBuffer buffer; VkDeviceMemory memory; void *mapped; uint64_t size; };
+struct sk_vk_buffer { VkBuffer buffer; VkDeviceMemory memory; void *mapped; uint64_t size; uint64_t allocated; };
+
+// The copy engine's staging ring: slots of host-visible memory, each reused once the copy that read
+// it has completed (its value on the copy timeline).
+#define SK_STAGING_SLOTS 4
+#define SK_STAGING_SLOT_BYTES (4u << 20)
+typedef struct staging_slot { sk_vk_buffer *buffer; VkCommandBuffer cmd; uint64_t value; } staging_slot;
 
 struct sk_vk_context {
 #define DEVICE_MEMBER(fn) PFN_##fn fn;
@@ -181,6 +195,14 @@ struct sk_vk_context {
     VkCommandBuffer cmd, transfer_cmd;
     VkSemaphore timeline;
     uint64_t timeline_value;
+    // Copies signal their own timeline: they complete out of order with kernels on a second queue,
+    // and a timeline's values must rise. Kernels wait on the device for the copies the host waited for.
+    VkSemaphore copy_timeline;
+    uint64_t copy_value, copy_visible;
+    staging_slot staging[SK_STAGING_SLOTS];
+    uint32_t next_slot;
+    uint64_t dispatches[SK_VK_KERNEL_COUNT];
+    uint64_t min_alignment;
     VkPhysicalDeviceMemoryProperties memory;
     uint64_t max_range;
     VkDescriptorPool descriptors;
@@ -190,7 +212,7 @@ struct sk_vk_context {
     pthread_mutex_t lock;
 };
 
-static const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2 };
+static const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2, 4, 2, 5 };
 
 static int check(VkResult r, const char *what, char *error, size_t len) {
     if (r == VK_SUCCESS) return 0;
@@ -211,6 +233,7 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
     VkPhysicalDeviceProperties props;
     p_vkGetPhysicalDeviceProperties(c->physical, &props);
     c->max_range = props.limits.maxStorageBufferRange;
+    c->min_alignment = props.limits.minStorageBufferOffsetAlignment ? props.limits.minStorageBufferOffsetAlignment : 1;
     p_vkGetPhysicalDeviceMemoryProperties(c->physical, &c->memory);
     uint32_t fc = 16;
     VkQueueFamilyProperties fams[16];
@@ -250,6 +273,7 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
     if (check(c->vkCreateCommandPool(c->device, &pci, NULL, &c->pool), "vkCreateCommandPool", error, len)
         || check(c->vkCreateCommandPool(c->device, &tpci, NULL, &c->transfer_pool), "vkCreateCommandPool", error, len)
         || check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->timeline), "vkCreateSemaphore (timeline)", error, len)
+        || check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->copy_timeline), "vkCreateSemaphore (copy timeline)", error, len)
         || check(c->vkCreateDescriptorPool(c->device, &dpci, NULL, &c->descriptors), "vkCreateDescriptorPool", error, len)) {
         sk_vk_close(c);
         return NULL;
@@ -262,6 +286,12 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
         || check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->transfer_cmd), "vkAllocateCommandBuffers", error, len)) {
         sk_vk_close(c);
         return NULL;
+    }
+    for (int i = 0; i < SK_STAGING_SLOTS; i++) {
+        if (check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->staging[i].cmd), "vkAllocateCommandBuffers", error, len)) {
+            sk_vk_close(c);
+            return NULL;
+        }
     }
     pthread_mutex_init(&c->lock, NULL);
     return c;
@@ -278,6 +308,8 @@ void sk_vk_close(sk_vk_context *c) {
         }
         if (c->descriptors) c->vkDestroyDescriptorPool(c->device, c->descriptors, NULL);
         if (c->timeline) c->vkDestroySemaphore(c->device, c->timeline, NULL);
+        if (c->copy_timeline) c->vkDestroySemaphore(c->device, c->copy_timeline, NULL);
+        for (int i = 0; i < SK_STAGING_SLOTS; i++) sk_vk_buffer_destroy(c, c->staging[i].buffer);
         if (c->pool) c->vkDestroyCommandPool(c->device, c->pool, NULL);
         if (c->transfer_pool) c->vkDestroyCommandPool(c->device, c->transfer_pool, NULL);
         c->vkDestroyDevice(c->device, NULL);
@@ -299,12 +331,17 @@ static sk_vk_buffer *make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryPrope
     VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = bytes ? bytes : 4,
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE };
+    // With a copy queue of another family, both families use the buffer: concurrent sharing instead
+    // of ownership transfers.
+    uint32_t families[2] = { c->compute_family, c->transfer_family };
+    if (c->separate_transfer) { bci.sharingMode = VK_SHARING_MODE_CONCURRENT; bci.queueFamilyIndexCount = 2; bci.pQueueFamilyIndices = families; }
     if (check(c->vkCreateBuffer(c->device, &bci, NULL, &b->buffer), "vkCreateBuffer", error, len)) { free(b); return NULL; }
     VkMemoryRequirements req;
     c->vkGetBufferMemoryRequirements(c->device, b->buffer, &req);
     int type = memory_type(c, req.memoryTypeBits, want);
     if (type < 0) type = memory_type(c, req.memoryTypeBits, fallback);
     if (type < 0) { set_error(error, len, "no suitable Vulkan memory type"); c->vkDestroyBuffer(c->device, b->buffer, NULL); free(b); return NULL; }
+    b->allocated = req.size;
     VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)type };
     if (check(c->vkAllocateMemory(c->device, &mai, NULL, &b->memory), "vkAllocateMemory", error, len)) {
         c->vkDestroyBuffer(c->device, b->buffer, NULL); free(b); return NULL;
@@ -338,13 +375,97 @@ void sk_vk_buffer_destroy(sk_vk_context *c, sk_vk_buffer *b) {
 }
 
 uint64_t sk_vk_buffer_size(const sk_vk_buffer *b) { return b->size; }
+uint64_t sk_vk_buffer_allocated(const sk_vk_buffer *b) { return b->allocated; }
+
+uint64_t sk_vk_allocation_granularity(sk_vk_context *c) {
+    // A probe buffer's memory requirements: their alignment is what sizes round up to (and buffers
+    // are made in whole 16-byte words).
+    VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = 16,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE };
+    VkBuffer probe;
+    if (c->vkCreateBuffer(c->device, &bci, NULL, &probe) != VK_SUCCESS) return 4096;
+    VkMemoryRequirements req;
+    c->vkGetBufferMemoryRequirements(c->device, probe, &req);
+    c->vkDestroyBuffer(c->device, probe, NULL);
+    return req.alignment > 16 ? req.alignment : 16;
+}
+void *sk_vk_buffer_mapped(const sk_vk_buffer *b) { return b->mapped; }
+uint64_t sk_vk_staging_bytes(const sk_vk_context *c) {
+    uint64_t n = 0;
+    for (int i = 0; i < SK_STAGING_SLOTS; i++) if (c->staging[i].buffer) n += c->staging[i].buffer->allocated;
+    return n;
+}
+uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { return k < SK_VK_KERNEL_COUNT ? c->dispatches[k] : 0; }
+
+static int wait_copy_timeline(sk_vk_context *c, uint64_t value, char *error, size_t len) {
+    if (value == 0) return 0;
+    VkSemaphoreWaitInfo wi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, .semaphoreCount = 1, .pSemaphores = &c->copy_timeline, .pValues = &value };
+    return check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores (copy)", error, len);
+}
+
+uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t len) {
+    if (offset + bytes > dst->size) { set_error(error, len, "copy past the end of the buffer"); return 0; }
+    pthread_mutex_lock(&c->lock);
+    uint64_t last = c->copy_value;
+    for (uint64_t done = 0; done < bytes;) {
+        staging_slot *slot = &c->staging[c->next_slot];
+        c->next_slot = (c->next_slot + 1) % SK_STAGING_SLOTS;
+        // The slot's previous copy must have read it before the host writes it again.
+        if (wait_copy_timeline(c, slot->value, error, len)) { last = 0; break; }
+        if (!slot->buffer) {
+            slot->buffer = make_buffer(c, SK_STAGING_SLOT_BYTES, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, error, len);
+            if (!slot->buffer) { last = 0; break; }
+        }
+        uint64_t n = bytes - done < SK_STAGING_SLOT_BYTES ? bytes - done : SK_STAGING_SLOT_BYTES;
+        memcpy(slot->buffer->mapped, (const char *)src + done, n);
+        VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
+        c->vkResetCommandBuffer(slot->cmd, 0);
+        c->vkBeginCommandBuffer(slot->cmd, &begin);
+        VkBufferCopy region = { .srcOffset = 0, .dstOffset = offset + done, .size = n };
+        c->vkCmdCopyBuffer(slot->cmd, slot->buffer->buffer, dst->buffer, 1, &region);
+        c->vkEndCommandBuffer(slot->cmd);
+        uint64_t value = ++c->copy_value;
+        VkTimelineSemaphoreSubmitInfo tsi = { .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+                                              .signalSemaphoreValueCount = 1, .pSignalSemaphoreValues = &value };
+        VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .pNext = &tsi, .commandBufferCount = 1, .pCommandBuffers = &slot->cmd,
+                            .signalSemaphoreCount = 1, .pSignalSemaphores = &c->copy_timeline };
+        if (check(c->vkQueueSubmit(c->transfer, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit (copy)", error, len)) {
+            // Nothing signals this value now: step back so later waits stay satisfiable.
+            c->copy_value--;
+            last = 0;
+            break;
+        }
+        slot->value = value;
+        last = value;
+        done += n;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return last;
+}
+
+int sk_vk_copy_wait(sk_vk_context *c, uint64_t value, char *error, size_t len) {
+    if (value > c->copy_value) { set_error(error, len, "waiting for a copy that was never submitted"); return -1; }
+    if (wait_copy_timeline(c, value, error, len)) return -1;
+    pthread_mutex_lock(&c->lock);
+    if (value > c->copy_visible) c->copy_visible = value;
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
 
 /// Submits `cmd` on `queue`, signalling the next timeline value, and waits for it.
 static int submit_and_wait(sk_vk_context *c, VkQueue queue, VkCommandBuffer cmd, char *error, size_t len) {
     uint64_t value = ++c->timeline_value;
+    // Kernels wait on the device for every copy the host has waited for (the memory dependency
+    // between the copy queue's writes and the shaders' reads).
+    uint64_t copy_wait = c->copy_visible;
+    VkPipelineStageFlags stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
     VkTimelineSemaphoreSubmitInfo tsi = { .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+                                          .waitSemaphoreValueCount = copy_wait ? 1 : 0, .pWaitSemaphoreValues = &copy_wait,
                                           .signalSemaphoreValueCount = 1, .pSignalSemaphoreValues = &value };
     VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .pNext = &tsi, .commandBufferCount = 1, .pCommandBuffers = &cmd,
+                        .waitSemaphoreCount = copy_wait ? 1 : 0, .pWaitSemaphores = &c->copy_timeline, .pWaitDstStageMask = &stage,
                         .signalSemaphoreCount = 1, .pSignalSemaphores = &c->timeline };
     if (check(c->vkQueueSubmit(queue, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit", error, len)) return -1;
     VkSemaphoreWaitInfo wi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, .semaphoreCount = 1, .pSemaphores = &c->timeline, .pValues = &value };
@@ -390,9 +511,11 @@ int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst
 
 static int ensure_pipeline(sk_vk_context *c, sk_vk_kernel k, char *error, size_t len) {
     if (c->pipelines[k]) return 0;
-    static const uint32_t *code[SK_VK_KERNEL_COUNT] = { spirv_binary, spirv_silu, spirv_matmul_t, spirv_rows, spirv_rotary, spirv_upsample };
-    static const size_t code_size[SK_VK_KERNEL_COUNT] = { sizeof spirv_binary, sizeof spirv_silu, sizeof spirv_matmul_t, sizeof spirv_rows,
-                                                          sizeof spirv_rotary, sizeof spirv_upsample };
+    static const uint32_t *code[SK_VK_KERNEL_COUNT] = { spirv_binary, spirv_unary, spirv_gemm, spirv_rows, spirv_rotary, spirv_upsample,
+                                                         spirv_conv2d, spirv_copy, spirv_attention };
+    static const size_t code_size[SK_VK_KERNEL_COUNT] = { sizeof spirv_binary, sizeof spirv_unary, sizeof spirv_gemm, sizeof spirv_rows,
+                                                          sizeof spirv_rotary, sizeof spirv_upsample, sizeof spirv_conv2d, sizeof spirv_copy,
+                                                          sizeof spirv_attention };
     VkDescriptorSetLayoutBinding bindings[8];
     for (uint32_t i = 0; i < kernel_buffers[k]; i++)
         bindings[i] = (VkDescriptorSetLayoutBinding){ .binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
@@ -415,14 +538,23 @@ static int ensure_pipeline(sk_vk_context *c, sk_vk_kernel k, char *error, size_t
     return rc;
 }
 
-int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, sk_vk_buffer *const *buffers, uint32_t count, const void *push, uint32_t push_bytes,
+int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, const sk_vk_binding *bindings, uint32_t count, const void *push, uint32_t push_bytes,
                    uint32_t gx, uint32_t gy, uint32_t gz, char *error, size_t len) {
     if (k >= SK_VK_KERNEL_COUNT || count != kernel_buffers[k] || push_bytes > 64) { set_error(error, len, "bad kernel arguments"); return -1; }
+    uint64_t ranges[8];
     for (uint32_t i = 0; i < count; i++) {
-        if (buffers[i]->size > c->max_range) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "a %llu-byte buffer exceeds the device's storage-buffer range of %llu bytes",
-                     (unsigned long long)buffers[i]->size, (unsigned long long)c->max_range);
+        const sk_vk_binding *b = &bindings[i];
+        char msg[240];
+        if (b->offset >= b->buffer->size || b->offset % c->min_alignment != 0) {
+            snprintf(msg, sizeof msg, "binding %u: offset %llu is outside the %llu-byte buffer or not a multiple of %llu", i,
+                     (unsigned long long)b->offset, (unsigned long long)b->buffer->size, (unsigned long long)c->min_alignment);
+            set_error(error, len, msg);
+            return -1;
+        }
+        ranges[i] = b->range ? b->range : b->buffer->size - b->offset;
+        if (ranges[i] > c->max_range || b->offset + ranges[i] > b->buffer->size) {
+            snprintf(msg, sizeof msg, "binding %u: %llu bytes exceed the device's storage-buffer range of %llu bytes or the buffer", i,
+                     (unsigned long long)ranges[i], (unsigned long long)c->max_range);
             set_error(error, len, msg);
             return -1;
         }
@@ -439,7 +571,7 @@ int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, sk_vk_buffer *const *buffer
             VkDescriptorBufferInfo infos[8];
             VkWriteDescriptorSet writes[8];
             for (uint32_t i = 0; i < count; i++) {
-                infos[i] = (VkDescriptorBufferInfo){ .buffer = buffers[i]->buffer, .offset = 0, .range = VK_WHOLE_SIZE };
+                infos[i] = (VkDescriptorBufferInfo){ .buffer = bindings[i].buffer->buffer, .offset = bindings[i].offset, .range = ranges[i] };
                 writes[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = i,
                                                     .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[i] };
             }
@@ -455,6 +587,7 @@ int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, sk_vk_buffer *const *buffer
             c->vkCmdDispatch(c->cmd, gx, gy, gz);
             c->vkEndCommandBuffer(c->cmd);
             rc = submit_and_wait(c, c->compute, c->cmd, error, len);
+            if (rc == 0) c->dispatches[k]++;
         }
     }
     pthread_mutex_unlock(&c->lock);

@@ -5,24 +5,42 @@ import Synchronization
 /// §3). Allocations beyond the cap fail with the same error a GPU allocation gives. Copies run on
 /// one copy engine and kernels on one compute queue; each is stamped on the modelled clock after
 /// the events it waits for, so overlap is measured, not assumed. Bytes are counted per direction.
+///
+/// With a `DeviceMemoryBacking` (Vulkan) the memory is real: allocations are device buffers charged
+/// at the size the driver gave, copies run on the device's copy queue and signal its timeline
+/// semaphore, and a kernel waits for the copies its events name. The clock stays modelled.
 public final class SimulatedDevice: @unchecked Sendable {
     /// A point on the modelled clock that work can wait for (a CUDA event / timeline semaphore).
     public struct Event: Sendable, Comparable {
         public let time: Double
+        /// The copy timeline's value that signals the real copy (0: nothing real to wait for).
+        public var signal: UInt64 = 0
+        public init(time: Double, signal: UInt64 = 0) { self.time = time; self.signal = signal }
         public static let zero = Event(time: 0)
         public static func < (a: Event, b: Event) -> Bool { a.time < b.time }
+        public static func == (a: Event, b: Event) -> Bool { a.time == b.time && a.signal == b.signal }
     }
 
     /// Device memory: a real host buffer standing in for it, so computation on its contents is real.
     public final class Allocation: @unchecked Sendable {
+        /// Bytes charged against the cap: those asked for, or what the real device took.
         public let bytes: Int
         public let label: String
         public let storage: HostStorage?
+        /// The real allocation when the device has a backing.
+        public let token: AnyObject?
         fileprivate var freed = false
         init(bytes: Int, label: String, backed: Bool) {
             self.bytes = bytes
             self.label = label
             storage = backed ? HostStorage(byteCount: bytes, zeroed: false) : nil
+            token = nil
+        }
+        init(bytes: Int, label: String, storage: HostStorage, token: AnyObject) {
+            self.bytes = bytes
+            self.label = label
+            self.storage = storage
+            self.token = token
         }
     }
 
@@ -41,6 +59,8 @@ public final class SimulatedDevice: @unchecked Sendable {
     public let tensorBytes = AllocationCounter()
     /// Whether allocations carry real memory (false: a dry run that only models time and bytes).
     public let backed: Bool
+    /// Real memory behind the allocations, when the device is a real one.
+    public let backing: (any DeviceMemoryBacking)?
     private struct State {
         var cap: Int
         var used = 0
@@ -57,14 +77,22 @@ public final class SimulatedDevice: @unchecked Sendable {
     }
     private let state: Mutex<State>
 
-    public init(profile: DeviceProfile, capBytes: Int? = nil, backed: Bool = true) {
+    public init(profile: DeviceProfile, capBytes: Int? = nil, backed: Bool = true, backing: (any DeviceMemoryBacking)? = nil) {
         self.profile = profile
-        self.backed = backed
+        self.backed = backed || backing != nil
+        self.backing = backing
         state = Mutex(State(cap: capBytes ?? profile.memoryBytes))
     }
 
-    public var name: String { "simulated \(profile.name)" }
+    public var name: String { backing.map { "\($0.name) (clock modelled as \(profile.name))" } ?? "simulated \(profile.name)" }
     public var capBytes: Int { state.withLock { $0.cap } }
+    /// What an allocation of n bytes really takes: n rounded up to this (1 when simulated).
+    public var allocationGranularity: Int { backing?.granularity ?? 1 }
+    /// `bytes` as an allocation takes them.
+    public func allocationSize(_ bytes: Int) -> Int {
+        let g = allocationGranularity
+        return (bytes + g - 1) / g * g
+    }
     /// Bytes held: allocations plus live tensors of the simulated backend.
     public var usedBytes: Int { state.withLock { $0.used } + tensorBytes.currentBytes }
     public var peakBytes: Int { state.withLock { $0.peak } }
@@ -85,6 +113,20 @@ public final class SimulatedDevice: @unchecked Sendable {
     public var now: Double { state.withLock { max($0.copyFree, $0.computeFree) } }
 
     public func allocate(bytes: Int, label: String) throws(SluiceError) -> Allocation {
+        guard let backing else { return try reserve(bytes: bytes, label: label) { Allocation(bytes: bytes, label: label, backed: backed) } }
+        // Allocate for real, then charge what the device really took; over the cap it is given back.
+        let real = try backing.allocate(bytes: bytes, label: label)
+        do {
+            return try reserve(bytes: real.realBytes, label: label) {
+                Allocation(bytes: real.realBytes, label: label, storage: real.storage, token: real.token)
+            }
+        } catch {
+            backing.free(real.token)
+            throw error
+        }
+    }
+
+    private func reserve(bytes: Int, label: String, _ make: () -> Allocation) throws(SluiceError) -> Allocation {
         let live = tensorBytes.currentBytes
         let ok = state.withLock { s -> Int? in
             s.allocations += 1
@@ -99,12 +141,13 @@ public final class SimulatedDevice: @unchecked Sendable {
             return nil
         }
         if let available = ok { throw .outOfMemory(device: name, requestedBytes: bytes, availableBytes: available) }
-        return Allocation(bytes: bytes, label: label, backed: backed)
+        return make()
     }
 
     public func free(_ a: Allocation) {
         guard !a.freed else { return }
         a.freed = true
+        if let token = a.token { backing?.free(token) }
         state.withLock { $0.used -= a.bytes }
     }
 
@@ -121,13 +164,23 @@ public final class SimulatedDevice: @unchecked Sendable {
     @discardableResult
     public func copyToDevice(bytes: Int, label: String, waitFor: [Event] = [], _ body: () -> Void = {}) -> Event {
         body()
-        return state.withLock { s in
+        return stampCopy(bytes: bytes, label: label, waitFor: waitFor, signal: 0)
+    }
+
+    /// A copy whose `body` queues the real transfer and returns the timeline value that signals it.
+    public func copyToDevice(bytes: Int, label: String, waitFor: [Event] = [], signalling body: () throws(SluiceError) -> UInt64) throws(SluiceError) -> Event {
+        let signal = try body()
+        return stampCopy(bytes: bytes, label: label, waitFor: waitFor, signal: signal)
+    }
+
+    private func stampCopy(bytes: Int, label: String, waitFor: [Event], signal: UInt64) -> Event {
+        state.withLock { s in
             let start = max(s.copyFree, waitFor.max()?.time ?? 0)
             let end = start + profile.copySeconds(bytes: bytes)
             s.copyFree = end
             s.hostToDevice += bytes
             if s.recordSpans { s.spans.append(Span(kind: .copy, label: label, start: start, end: end, bytes: bytes)) }
-            return Event(time: end)
+            return Event(time: end, signal: signal)
         }
     }
 
@@ -142,6 +195,12 @@ public final class SimulatedDevice: @unchecked Sendable {
             if s.recordSpans { s.spans.append(Span(kind: .compute, label: label, start: start, end: end, bytes: Int(bytes))) }
             return Event(time: end)
         }
+    }
+
+    /// On a real device, blocks until the copies `events` name have completed: the kernels that read
+    /// them are submitted after this and also wait on the device (see sk_vk_copy_wait).
+    public func waitForCopies(_ events: [Event]) throws(SluiceError) {
+        if let backing, let signal = events.map(\.signal).max(), signal > 0 { try backing.wait(signal) }
     }
 
     public func recordDeviceToHost(bytes: Int) { state.withLock { $0.deviceToHost += bytes } }

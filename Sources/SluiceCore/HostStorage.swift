@@ -7,12 +7,14 @@ import Darwin
 import Synchronization
 
 /// Bytes in host memory that a tensor points into: owned and 64-byte aligned, a memory-mapped
-/// file (nothing read until touched), or a span of another storage kept alive by this one.
+/// file (nothing read until touched), a span of another storage kept alive by this one, or memory
+/// another object owns and maps (a Vulkan buffer's host-visible memory), kept alive with it.
 public final class HostStorage: @unchecked Sendable {
     public enum Origin: Sendable {
         case owned
         case mapped(path: String)
         case view(of: HostStorage)
+        case external(owner: any AnyObject & Sendable)
     }
 
     public let baseAddress: UnsafeMutableRawPointer
@@ -89,6 +91,15 @@ public final class HostStorage: @unchecked Sendable {
         mappingLength = 0
     }
 
+    /// `byteCount` bytes at `address`, which `owner` maps and frees; the storage keeps the owner alive.
+    public init(external address: UnsafeMutableRawPointer, byteCount: Int, owner: any AnyObject & Sendable) {
+        baseAddress = address
+        self.byteCount = byteCount
+        origin = .external(owner: owner)
+        counter = nil
+        mappingLength = 0
+    }
+
     deinit {
         switch origin {
         case .owned:
@@ -96,7 +107,7 @@ public final class HostStorage: @unchecked Sendable {
             counter?.remove(byteCount)
         case .mapped:
             munmap(baseAddress, mappingLength)
-        case .view:
+        case .view, .external:
             break
         }
     }

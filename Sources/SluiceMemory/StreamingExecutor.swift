@@ -140,13 +140,18 @@ public final class StreamingExecutor: @unchecked Sendable {
 
     private func runOnce<State>(_ input: State, _ body: (Int, DeviceWeights, State) throws -> State) throws -> State {
         try prepare()
+        // On a real device the compute backend's per-op buffers live in the activation reservation.
+        if let backing = device.backing {
+            backing.useAsScratch(activations?.token)
+        }
+        defer { device.backing?.useAsScratch(nil) }
         let streamed = streamedOrder
         let streamRank = Dictionary(uniqueKeysWithValues: streamed.enumerated().map { ($1, $0) })
         var state = input
         let callStart = self.callStart
         defer { self.callStart = callStart + streamed.count }
         for i in groups.indices {
-            issueCopies(streamed: streamed, callStart: callStart)
+            try issueCopies(streamed: streamed, callStart: callStart)
             let g = groups[i]
             let weights: DeviceWeights
             var waits: [SimulatedDevice.Event] = []
@@ -160,7 +165,7 @@ public final class StreamingExecutor: @unchecked Sendable {
                     // The ring is full of regions still to be computed before this one: impossible
                     // by construction (they precede it in stream order), so copy it now.
                     let before = streamPosition
-                    issueCopies(streamed: streamed, callStart: callStart)
+                    try issueCopies(streamed: streamed, callStart: callStart)
                     precondition(streamPosition > before, "staging ring cannot hold \(g.name)")
                 }
                 let k = regions.firstIndex { $0.pos == pos }!
@@ -169,6 +174,7 @@ public final class StreamingExecutor: @unchecked Sendable {
                 weights = views(of: i, in: ring!, at: regions[k].offset)
             }
             states[i] = .inUse
+            try device.waitForCopies(waits)
             var next: State = state
             let done = try device.compute(flops: g.flops, bytes: g.bytesTouched, label: g.name, waitFor: waits) {
                 next = try body(i, weights, state)
@@ -197,7 +203,7 @@ public final class StreamingExecutor: @unchecked Sendable {
             guard resident[i] == nil else { continue }
             states[i] = .loading
             let a = try device.allocate(bytes: groups[i].stagedBytes, label: groups[i].name)
-            let uploaded = device.copyToDevice(bytes: groups[i].bytes, label: groups[i].name) { fill(a, at: 0, from: source(i)) }
+            let uploaded = try copy(i, into: a, at: 0, waitFor: [])
             resident[i] = (a, uploaded)
             states[i] = .resident
         }
@@ -205,7 +211,7 @@ public final class StreamingExecutor: @unchecked Sendable {
 
     /// Copies streamed groups in order into the ring while the region each needs holds only
     /// groups that have already computed (their compute events are known: the copy waits for them).
-    private func issueCopies(streamed: [Int], callStart: Int) {
+    private func issueCopies(streamed: [Int], callStart: Int) throws(SluiceError) {
         guard !streamed.isEmpty, let ring else { return }
         // Never run more than one call ahead.
         while streamPosition < callStart + 2 * streamed.count {
@@ -219,9 +225,7 @@ public final class StreamingExecutor: @unchecked Sendable {
             let wait = overlapping.compactMap(\.freed)
             regions.removeAll { r in overlapping.contains { $0.pos == r.pos } }
             states[i] = .loading
-            let copied = device.copyToDevice(bytes: groups[i].bytes, label: groups[i].name, waitFor: wait) {
-                fill(ring, at: offset, from: source(i))
-            }
+            let copied = try copy(i, into: ring, at: offset, waitFor: wait)
             regions.append(Region(pos: streamPosition, offset: offset, bytes: bytes, copied: copied, freed: nil))
             head = offset + bytes
             streamPosition += 1
@@ -245,6 +249,19 @@ public final class StreamingExecutor: @unchecked Sendable {
             if case .view(let parent) = t.tensor.storage.origin, case .mapped = parent.origin { return true }
             return false
         }
+    }
+
+    /// Copies group `i` into `a` at `base` after `waitFor`: through the device's copy queue when it is
+    /// real (the event carries the timeline value to wait for), else a host copy into the simulation.
+    private func copy(_ i: Int, into a: SimulatedDevice.Allocation, at base: Int, waitFor: [SimulatedDevice.Event]) throws(SluiceError) -> SimulatedDevice.Event {
+        let g = groups[i]
+        if let backing = device.backing, let token = a.token {
+            let tensors = source(i).map(\.tensor)
+            return try device.copyToDevice(bytes: g.bytes, label: g.name, waitFor: waitFor) { () throws(SluiceError) -> UInt64 in
+                try backing.copy(tensors, into: token, at: base)
+            }
+        }
+        return device.copyToDevice(bytes: g.bytes, label: g.name, waitFor: waitFor) { fill(a, at: base, from: source(i)) }
     }
 
     private func fill(_ a: SimulatedDevice.Allocation, at base: Int, from tensors: [(key: String, tensor: Tensor)]) {

@@ -55,12 +55,16 @@ public final class ComponentRunner: @unchecked Sendable {
         }
     }
 
-    public func sizes() throws(SluiceError) -> [GroupSize] { try execGroups().map { GroupSize(name: $0.name, bytes: $0.stagedBytes) } }
+    /// Each group's device bytes, rounded up to the device's allocation granularity (a plan must count
+    /// what the allocations really take).
+    public func sizes(granularity: Int = 1) throws(SluiceError) -> [GroupSize] {
+        try execGroups().map { GroupSize(name: $0.name, bytes: ($0.stagedBytes + granularity - 1) / granularity * granularity) }
+    }
 
     /// Streams through `device` under `plan` from now on.
     public func attach(device: SimulatedDevice, plan: ComponentPlan, hostBudget: Int?) throws(SluiceError) {
         let groups = try execGroups()
-        let sizes = groups.map { GroupSize(name: $0.name, bytes: $0.stagedBytes) }
+        let sizes = try self.sizes(granularity: device.allocationGranularity)
         let name = self.name, phase = self.phase, activation = plan.activationBytes
         executor = StreamingExecutor(device: device, plan: plan, groups: groups, hostBudget: hostBudget) { available throws(PlanError) in
             try Planner.planComponent(name: name, phase: phase, groups: sizes, activationBytes: activation, budget: available)

@@ -172,7 +172,7 @@ public final class ZImagePipeline: @unchecked Sendable {
         defer { releaseDevice() }
         try validate(r)
         let (lh, lw) = latentSize(r)
-        let sluice = try memory.deviceBudget.map { budget throws in try attach(budget: budget, memory: memory, request: r) }
+        let sluice = try deviceBudget(memory).map { budget throws in try attach(budget: budget, memory: memory, request: r) }
         var phases: [PhaseReport] = []
         func withDevice(_ p: Progress) -> Progress {
             var p = p
@@ -289,31 +289,47 @@ public final class ZImagePipeline: @unchecked Sendable {
             let tokens = ZImageTransformer.padded((lh / 2) * (lw / 2)) + 512
             return 4 * tokens * (10 * c.dim + 3 * c.ffnDim) * (r.guidance > 0 ? 2 : 1)
         default:
-            let c = vae.config
-            return 4 * 4 * c.blockOutChannels[0] * r.width * r.height
+            return vaeActivationBytes(pixels: r.width * r.height)
         }
     }
 
+    /// The decoder's live set at full resolution: the last upsampler's conv reads and writes
+    /// blockOutChannels[1] channels there (the last block then narrows to [0]), with the residual
+    /// and a norm's output beside them — four f32 tensors of the wider count.
+    func vaeActivationBytes(pixels: Int) -> Int {
+        let c = vae.config.blockOutChannels
+        return 4 * 4 * max(c[0], c.count > 1 ? c[1] : c[0]) * pixels
+    }
+
+    /// The budget the memory manager plans with: `--vram-limit`, else on a real device what its
+    /// device-local heap offers (none on the CPU: weights are read from the mapped files in place).
+    func deviceBudget(_ memory: MemoryOptions) -> Int? {
+        if let b = memory.deviceBudget { return b }
+        return (backend as? VulkanBackend)?.context.info.deviceBudget
+    }
+
     func attach(budget: Int, memory: MemoryOptions, request r: GenerationRequest) throws -> Sluice {
-        let device = SimulatedDevice(profile: memory.profile, capBytes: budget)
+        // On Vulkan the memory is real (buffers, copy queue, timeline semaphore); the clock is modelled.
+        let backing = (backend as? VulkanBackend).map { VulkanMemory(context: $0.context) }
+        let device = SimulatedDevice(profile: memory.profile, capBytes: budget, backing: backing)
         func planFor(_ runner: ComponentRunner, activation: Int, tiled: Bool = false) throws -> ComponentPlan {
             do {
-                return try Planner.planComponent(name: runner.name, phase: runner.phase, groups: try runner.sizes(),
-                                                 activationBytes: activation, budget: budget, tiled: tiled)
+                return try Planner.planComponent(name: runner.name, phase: runner.phase, groups: try runner.sizes(granularity: device.allocationGranularity),
+                                                 activationBytes: device.allocationSize(activation), budget: budget, tiled: tiled)
             } catch let e as PlanError { throw SluiceError.invalidArgument(name: "--vram-limit", reason: e.description) }
         }
         let textPlan = try planFor(textRunner, activation: activationBytes(component: "text_encoder", r))
         let denoisePlan = try planFor(transformerRunner, activation: activationBytes(component: "transformer", r))
         // The VAE is small: resident whole; it tiles when its full-image activations do not fit.
-        let vaeBytes = try vaeRunner.sizes()[0].bytes
+        let vaeBytes = try vaeRunner.sizes(granularity: device.allocationGranularity)[0].bytes
         var tile: Int? = nil
-        var vaeAct = activationBytes(component: "vae", r)
+        var vaeAct = device.allocationSize(activationBytes(component: "vae", r))
         if vaeBytes + vaeAct > budget {
             let (lh, lw) = latentSize(r)
             var t = max(lh, lw)
             while t > 8 && vaeBytes + vaeAct > budget {
                 t = t * 3 / 4
-                vaeAct = 4 * 4 * vae.config.blockOutChannels[0] * (t * vae.config.scale) * (t * vae.config.scale)
+                vaeAct = device.allocationSize(vaeActivationBytes(pixels: (t * vae.config.scale) * (t * vae.config.scale)))
             }
             guard vaeBytes + vaeAct <= budget else {
                 throw SluiceError.invalidArgument(name: "--vram-limit", reason: "the VAE needs at least \(formatBytes(vaeBytes + vaeAct)) even tiled; the budget is \(formatBytes(budget))")

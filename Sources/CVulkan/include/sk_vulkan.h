@@ -25,6 +25,7 @@ typedef struct sk_vk_device_info {
     int has_memory_budget;
     int has_timeline_semaphore;
     uint64_t max_storage_buffer_range;
+    uint64_t min_storage_offset_alignment;
     uint32_t subgroup_size;
 } sk_vk_device_info;
 
@@ -47,25 +48,52 @@ typedef struct sk_vk_buffer sk_vk_buffer;
 sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *ctx, uint64_t bytes, char *error, size_t error_len);
 void sk_vk_buffer_destroy(sk_vk_context *ctx, sk_vk_buffer *b);
 uint64_t sk_vk_buffer_size(const sk_vk_buffer *b);
+/// Bytes of device memory the buffer really took (its memory requirements: size rounded up by the driver).
+uint64_t sk_vk_buffer_allocated(const sk_vk_buffer *b);
+/// The granularity of the device's buffer allocations: a buffer of n bytes takes n rounded up to it.
+uint64_t sk_vk_allocation_granularity(sk_vk_context *ctx);
+/// The host address of its memory when that memory is host-visible (else NULL).
+void *sk_vk_buffer_mapped(const sk_vk_buffer *b);
 int sk_vk_upload(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t error_len);
 int sk_vk_download(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t error_len);
+
+/// Copies `bytes` from host memory into `dst` at `offset` on the copy queue (the transfer-only family
+/// where the device has one, else the compute queue: ordered submission), through a ring of reused
+/// host-visible staging buffers, without waiting: returns the copy timeline's value that signals its
+/// completion (0 with a message on failure).
+uint64_t sk_vk_copy_async(sk_vk_context *ctx, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t error_len);
+/// Waits on the host until the copy timeline reaches `value`; later kernels also wait for it on the device.
+int sk_vk_copy_wait(sk_vk_context *ctx, uint64_t value, char *error, size_t error_len);
+/// Bytes of host-visible staging memory the copy ring holds.
+uint64_t sk_vk_staging_bytes(const sk_vk_context *ctx);
 
 /// The compute kernels Sluice ships (SPIR-V compiled from Sources/CVulkan/shaders/*.comp).
 typedef enum sk_vk_kernel {
     SK_VK_BINARY = 0,       // out = a (op) b with row broadcasting; push: n, b_n, op
-    SK_VK_SILU = 1,         // out = x · sigmoid(x); push: n
-    SK_VK_MATMUL_T = 2,     // out[M,N] = a[M,K] · w[N,K]ᵀ (+ bias); w f32 or bf16; push: M, N, K, w_bf16, has_bias
-    SK_VK_ROWS = 3,         // row-wise RMSNorm / LayerNorm / softmax; push: rows, D, mode, eps, has_weight, has_bias
+    SK_VK_UNARY = 1,        // SiLU / GELU (erf) / GELU (tanh); push: n, mode
+    SK_VK_GEMM = 2,         // out[z,M,N] = a[z,M,K] · b[z,K,N] or b[z,N,K]ᵀ (+ bias), b in any weight dtype;
+                            // push: M, N, K, a_stride, b_stride, dtype, transposed, has_bias
+    SK_VK_ROWS = 3,         // row-wise RMSNorm / LayerNorm / softmax / GroupNorm; push: rows, D, mode, eps, has_weight, has_bias, groups, hw
     SK_VK_ROTARY = 4,       // rotary embedding; push: rows, D, L, after, interleaved
     SK_VK_UPSAMPLE = 5,     // nearest 2× of NCHW planes; push: planes, H, W
-    SK_VK_KERNEL_COUNT = 6
+    SK_VK_CONV2D = 6,       // NCHW convolution; push: N, Cin, H, W, Cout, OH, OW, kh, kw, stride, pad, groups, dtype, has_bias
+    SK_VK_COPY = 7,         // strided block copy (concat); push: outer, row, out_row, offset
+    SK_VK_ATTENTION = 8,    // tiled attention, online softmax; push: Lq, Lk, D, H, scale, has_mask, mask strides b, h, q, k
+    SK_VK_KERNEL_COUNT = 9
 } sk_vk_kernel;
 
-/// Runs `kernel` over `buffer_count` storage buffers (binding i = buffers[i]) with `push` constants
-/// (up to 64 bytes) on a grid of groups; waits for completion on a timeline semaphore.
-int sk_vk_dispatch(sk_vk_context *ctx, sk_vk_kernel kernel, sk_vk_buffer *const *buffers, uint32_t buffer_count,
+/// A storage-buffer binding: `range` bytes of `buffer` from `offset` (range 0: to the end). The offset
+/// must be a multiple of the device's minimum storage-buffer offset alignment, the range within its
+/// maximum storage-buffer range.
+typedef struct sk_vk_binding { sk_vk_buffer *buffer; uint64_t offset; uint64_t range; } sk_vk_binding;
+
+/// Runs `kernel` over `count` bindings (binding i = bindings[i]) with `push` constants (up to 64
+/// bytes) on a grid of groups, after every copy waited for; waits for completion on a timeline semaphore.
+int sk_vk_dispatch(sk_vk_context *ctx, sk_vk_kernel kernel, const sk_vk_binding *bindings, uint32_t count,
                    const void *push, uint32_t push_bytes, uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
                    char *error, size_t error_len);
+/// How many times `kernel` has been dispatched on this context (tests use it to prove an op ran on the device).
+uint64_t sk_vk_dispatch_count(const sk_vk_context *ctx, sk_vk_kernel kernel);
 
 #ifdef __cplusplus
 }

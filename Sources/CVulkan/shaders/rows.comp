@@ -3,12 +3,14 @@
 //   mode 0  RMSNorm:   x · rsqrt(mean(x²) + eps) · w?
 //   mode 1  LayerNorm: (x − mean) · rsqrt(var + eps) · w? + b?
 //   mode 2  softmax:   exp(x − max) / Σ exp(x − max)
+//   mode 3  GroupNorm: a row is one (sample, group) of a contiguous NCHW tensor — its channels' planes
+//                      back to back — normalised like LayerNorm, with a per-channel weight and bias
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer Bb { float bias[]; };
 layout(std430, binding = 3) writeonly buffer O { float o[]; };
-layout(push_constant) uniform P { uint rows; uint D; uint mode; float eps; uint has_weight; uint has_bias; } p;
+layout(push_constant) uniform P { uint rows; uint D; uint mode; float eps; uint has_weight; uint has_bias; uint groups; uint hw; } p;
 shared float red[256];
 
 float reduce_sum(float v) {
@@ -52,7 +54,7 @@ void main() {
         return;
     }
     float mean = 0.0;
-    if (p.mode == 1u) {
+    if (p.mode == 1u || p.mode == 3u) {
         float s = 0.0;
         for (uint i = t; i < p.D; i += 256u) s += x[base + i];
         mean = reduce_sum(s) / float(p.D);
@@ -62,8 +64,9 @@ void main() {
     float inv = inversesqrt(reduce_sum(q) / float(p.D) + p.eps);
     for (uint i = t; i < p.D; i += 256u) {
         float v = (x[base + i] - mean) * inv;
-        if (p.has_weight != 0u) v *= w[i];
-        if (p.has_bias != 0u) v += bias[i];
+        uint f = p.mode == 3u ? (row % p.groups) * (p.D / p.hw) + i / p.hw : i;
+        if (p.has_weight != 0u) v *= w[f];
+        if (p.has_bias != 0u) v += bias[f];
         o[base + i] = v;
     }
 }

@@ -1,0 +1,70 @@
+import SluiceCore
+
+/// Real device memory behind a `SimulatedDevice`: with a backing, the device's allocations are real
+/// buffers on a real device (counted at the size the driver really gave), its copies run on the
+/// device's copy queue and its kernels wait for them; the budget check and the modelled clock stay the
+/// simulated device's. Without one, allocations are plain host memory (the simulation).
+public protocol DeviceMemoryBacking: AnyObject, Sendable {
+    /// The device, in words.
+    var name: String { get }
+    /// An allocation of n bytes takes n rounded up to this: plans count with rounded sizes.
+    var granularity: Int { get }
+    /// Allocates `bytes`; `storage` is host memory that mirrors it (its mapping, or a host shadow) for
+    /// the views model code receives, `realBytes` what the device really took.
+    func allocate(bytes: Int, label: String) throws(SluiceError) -> (token: AnyObject, storage: HostStorage, realBytes: Int)
+    func free(_ token: AnyObject)
+    /// Copies `tensors` one after another (each at a 64-byte aligned offset from `offset`) into the
+    /// allocation on the copy queue; returns the timeline value that signals completion.
+    func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int) throws(SluiceError) -> UInt64
+    /// Blocks until the copy with `value` has completed.
+    func wait(_ value: UInt64) throws(SluiceError)
+    /// Per-op buffers of the compute backend come from this allocation (the activation reservation), or
+    /// from their own allocations when `nil`.
+    func useAsScratch(_ token: AnyObject?)
+}
+
+/// Vulkan memory for the memory manager: buffers in the device-local heap, copies through the staging
+/// ring on the copy queue (a transfer-only family where the device has one), completion on the copy
+/// timeline semaphore.
+public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
+    public let context: VulkanContext
+    public init(context: VulkanContext) {
+        self.context = context
+        granularity = context.allocationGranularity
+    }
+
+    public var name: String { "vulkan \(context.info.name)" }
+    public let granularity: Int
+
+    public func allocate(bytes: Int, label: String) throws(SluiceError) -> (token: AnyObject, storage: HostStorage, realBytes: Int) {
+        let buffer = try context.buffer(bytes: bytes)
+        // Host-visible device memory (lavapipe, integrated GPUs, resizable BAR) is its own mirror;
+        // otherwise a host shadow keeps the bytes for the CPU's fallbacks.
+        let storage = buffer.mapped.map { HostStorage(external: $0, byteCount: bytes, owner: buffer) }
+            ?? HostStorage(byteCount: bytes, zeroed: false)
+        context.register(buffer, host: storage.baseAddress, bytes: bytes)
+        return (buffer, storage, buffer.allocatedBytes)
+    }
+
+    public func free(_ token: AnyObject) {
+        guard let buffer = token as? VulkanContext.Buffer else { return }
+        context.unregister(buffer)
+    }
+
+    public func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int) throws(SluiceError) -> UInt64 {
+        guard let buffer = token as? VulkanContext.Buffer else { throw .invalidArgument(name: "vulkan copy", reason: "not a Vulkan allocation") }
+        var at = offset, last: UInt64 = 0
+        let shadow = buffer.mapped == nil
+        for t in tensors {
+            let c = t.contiguous()
+            last = try context.copyAsync(from: c.rawPointer, bytes: c.byteCount, to: buffer, offset: at)
+            if shadow, let host = context.residentHost(buffer) { (host + at).copyMemory(from: c.rawPointer, byteCount: c.byteCount) }
+            at += (c.byteCount + 63) & ~63
+        }
+        return last
+    }
+
+    public func wait(_ value: UInt64) throws(SluiceError) { try context.copyWait(value) }
+
+    public func useAsScratch(_ token: AnyObject?) { context.useArena(token as? VulkanContext.Buffer) }
+}
