@@ -16,6 +16,8 @@ public struct PhaseReport: Codable, Sendable {
     /// Time during which a copy and a kernel ran at once.
     public let overlapSeconds: Double
     public let simulated: Bool
+    /// True when the device bytes are real allocations on a real device (Vulkan); the clock is still modelled.
+    public var realDeviceMemory: Bool = false
 
     /// A phase that ran on the CPU alone (no device budget): wall time and host memory only.
     public static func cpu(phase: String, wallSeconds: Double, peakHostBytes: Int) -> PhaseReport {
@@ -34,7 +36,7 @@ public struct PhaseReport: Codable, Sendable {
                            bytesHostToDevice: device.bytesHostToDevice, bytesDeviceToHost: device.bytesDeviceToHost,
                            copyBusySeconds: copies.reduce(0) { $0 + $1.1 - $1.0 },
                            computeBusySeconds: computes.reduce(0) { $0 + $1.1 - $1.0 },
-                           overlapSeconds: intersection(copies, computes), simulated: true)
+                           overlapSeconds: intersection(copies, computes), simulated: true, realDeviceMemory: device.backing != nil)
     }
 
     /// Total length of the intersection of two sets of intervals (each set non-overlapping, in order).

@@ -81,6 +81,15 @@ public final class ZImagePipeline: @unchecked Sendable {
     /// What `--device` turned into, when it was not what was asked (a Vulkan request that fell back).
     public private(set) var deviceNote: String?
 
+    /// What computes: "cpu", or the Vulkan device with the memory it plans with.
+    public var deviceDescription: String {
+        guard let v = vulkanContext else { return "cpu" }
+        return "vulkan: \(v.info.name) (\(v.info.type), \(formatBytes(v.info.deviceBudget)) device budget)"
+    }
+
+    /// The Vulkan device the pipeline computes on, if it does.
+    public var vulkanContext: VulkanContext? { (backend as? VulkanBackend)?.context }
+
     /// With `device` ("cpu", "vulkan", "vulkan:N") choosing the backend.
     public convenience init(directory: String, device: String) throws {
         let counter = AllocationCounter()
@@ -305,12 +314,12 @@ public final class ZImagePipeline: @unchecked Sendable {
     /// device-local heap offers (none on the CPU: weights are read from the mapped files in place).
     func deviceBudget(_ memory: MemoryOptions) -> Int? {
         if let b = memory.deviceBudget { return b }
-        return (backend as? VulkanBackend)?.context.info.deviceBudget
+        return vulkanContext?.info.deviceBudget
     }
 
     func attach(budget: Int, memory: MemoryOptions, request r: GenerationRequest) throws -> Sluice {
         // On Vulkan the memory is real (buffers, copy queue, timeline semaphore); the clock is modelled.
-        let backing = (backend as? VulkanBackend).map { VulkanMemory(context: $0.context) }
+        let backing = vulkanContext.map { VulkanMemory(context: $0) }
         let device = SimulatedDevice(profile: memory.profile, capBytes: budget, backing: backing)
         func planFor(_ runner: ComponentRunner, activation: Int, tiled: Bool = false) throws -> ComponentPlan {
             do {

@@ -70,6 +70,8 @@ public final class Engine: @unchecked Sendable {
         let side = max(pipeline.sizeMultiple * 4, 64)
         let r = GenerationRequest(prompt: "warm-up", seed: 0, steps: 2, width: side, height: side, guidance: 0)
         let result = try pipeline.generate(r, memory: memory)
+        // The warm-up's report is what start-up logs the plan from.
+        lastReport = result.report
         preview = try? LatentPreview.fit(latents: result.latents, image: result.image)
         return Date().timeIntervalSince(t0)
     }

@@ -44,6 +44,8 @@ public struct ServeOptions: Sendable {
     public var apiKey: String?
     public var insecure = false
     public var maxBodyBytes = 1 << 20
+    /// cpu, vulkan or vulkan:N (as `sluice generate --device`).
+    public var device = "cpu"
     public init() {}
 }
 
@@ -214,7 +216,8 @@ public enum Routes {
                     out["memory_timeline"] = jsonObject(await q.memoryTimeline.suffix(600).map { $0 })
                     if let report = e.lastReport { out["last_run"] = jsonObject(report) }
                     out["device_budget_bytes"] = e.memory.deviceBudget.map { $0 as Any } ?? NSNull()
-                    out["profile"] = e.memory.deviceBudget == nil ? "cpu" : e.memory.profile.name
+                    out["profile"] = e.memory.deviceBudget == nil && e.pipeline.vulkanContext == nil ? "cpu" : e.memory.profile.name
+                    out["device"] = e.pipeline.deviceDescription
                 }
                 return json(out)
             }

@@ -20,10 +20,12 @@ public enum SluiceServerMain {
     }
 
     /// Loads and warms the model, logging what seed 001's console reports: load time per component and the plan.
-    public static func load(model: String, memory: MemoryOptions, log: (String) -> Void) throws -> Engine {
+    public static func load(model: String, memory: MemoryOptions, device: String = "cpu", log: (String) -> Void) throws -> Engine {
         let t0 = Date()
         let dir = try ModelLocator.resolve(model)
-        let pipe = try ZImagePipeline(directory: dir)
+        let pipe = try ZImagePipeline(directory: dir, device: device)
+        if let note = pipe.deviceNote { log(note) }
+        log("computing on \(pipe.deviceDescription)")
         log(String(format: "loaded %@ from %@ in %.2f s: ", model, dir, Date().timeIntervalSince(t0))
             + pipe.loadSeconds.map { String(format: "%@ %.3f s", $0.component, $0.seconds) }.joined(separator: ", ")
             + " (weights memory-mapped, read on first use)")
@@ -58,7 +60,7 @@ public enum SluiceServerMain {
             let engine: Engine? = await withCheckedContinuation { done in
                 let thread = Thread {
                     do {
-                        let e = try load(model: model, memory: memory) { line in
+                        let e = try load(model: model, memory: memory, device: options.device) { line in
                             state.log(line)
                             logger.info("\(line)")
                         }

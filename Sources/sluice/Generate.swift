@@ -18,11 +18,11 @@ struct Generate: ParsableCommand {
     @Option(help: "Image width in pixels (a multiple of 16 for real models).") var width = 1024
     @Option(help: "Image height in pixels.") var height = 1024
     @Option(help: "Classifier-free guidance scale; on whenever > 0 (Turbo: 0).") var guidance: Float = ZImagePipeline.defaultGuidance
-    @Option(help: "Device memory budget (e.g. 8G): weights go through the sluice on the simulated device; without it, the CPU runs everything from the mapped files.") var vramLimit: ByteSize?
+    @Option(help: "Device memory budget (e.g. 8G): weights go through the sluice — on the simulated device with --device cpu, in real buffers with --device vulkan (whose default budget is the device's heap); without it, the CPU runs everything from the mapped files.") var vramLimit: ByteSize?
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
-    @Option(help: "Simulated device profile for --vram-limit: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
+    @Option(help: "Device profile whose modelled clock times the run (a simulation, also on Vulkan): \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
     @Option(help: "Write the run's telemetry (docs/telemetry.md) as JSON here.") var report: String?
-    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; Vulkan runs linear layers, element-wise ops, SiLU, norms, softmax, rotary and upsampling today, the CPU the rest).") var device = "cpu"
+    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; a discrete GPU is preferred; without a usable Vulkan device the CPU is used, with one line saying why).") var device = "cpu"
     @Option(help: "The PNG to write (atomically; generation parameters in its 'parameters' text chunk).") var out: String
 
     func run() throws {
@@ -53,7 +53,11 @@ struct Generate: ParsableCommand {
         var lines = ["load \(String(format: "%.2f", loadSeconds)) s"]
         for p in r.phases {
             var s = "\(p.phase) \(String(format: "%.2f", p.wallSeconds)) s"
-            if p.simulated { s += " (device peak \(formatBytes(p.peakDeviceBytes)), \(formatBytes(p.bytesHostToDevice)) uploaded, modelled \(String(format: "%.3f", p.modelledSeconds)) s SIMULATED)" }
+            if p.realDeviceMemory {
+                s += " (device peak \(formatBytes(p.peakDeviceBytes)) of Vulkan buffers, \(formatBytes(p.bytesHostToDevice)) copied in; modelled clock \(String(format: "%.3f", p.modelledSeconds)) s SIMULATED)"
+            } else if p.simulated {
+                s += " (device peak \(formatBytes(p.peakDeviceBytes)), \(formatBytes(p.bytesHostToDevice)) uploaded, modelled \(String(format: "%.3f", p.modelledSeconds)) s SIMULATED)"
+            }
             lines.append(s)
         }
         var usage = rusage()

@@ -12,9 +12,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "A diffusers folder, or a repo id in the Hugging Face cache.") var model: String
     @Option(help: "Address to bind (loopback by default; anything else needs --api-key or --insecure).") var host = "127.0.0.1"
     @Option(help: "Port.") var port = 7860
-    @Option(help: "Device memory budget, e.g. 8G (simulated device; see `sluice generate`).") var vramLimit: ByteSize?
+    @Option(help: "Compute device: cpu, vulkan or vulkan:N (as `sluice generate --device`).") var device = "cpu"
+    @Option(help: "Device memory budget, e.g. 8G (see `sluice generate`; with --device vulkan the default is the device's heap).") var vramLimit: ByteSize?
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
-    @Option(help: "Simulated device profile for --vram-limit.") var profile = "rtx4090-24g"
+    @Option(help: "Device profile whose modelled clock times runs (a simulation).") var profile = "rtx4090-24g"
     @Option(help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
     @Option(help: "Gallery folder (default: $XDG_DATA_HOME/sluice/gallery or ~/.local/share/sluice/gallery).") var gallery: String?
     @Option(help: "Require this bearer token on every API call.") var apiKey: String?
@@ -22,7 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body accepted, in bytes.") var maxBody = 1 << 20
 
     func run() async throws {
-        guard let device = DeviceProfile.named(profile) else { throw CommandError(message: "--profile \(profile): unknown") }
+        guard let deviceProfile = DeviceProfile.named(profile) else { throw CommandError(message: "--profile \(profile): unknown") }
         guard (1...1024).contains(queueSize) else { throw CommandError(message: "--queue-size must be 1…1024") }
         var o = ServeOptions()
         o.host = host
@@ -31,9 +32,10 @@ struct Serve: AsyncParsableCommand {
         o.apiKey = apiKey
         o.insecure = insecure
         o.maxBodyBytes = maxBody
+        o.device = device
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }
         try await SluiceServerMain.run(model: model, options: o,
-                                       memory: MemoryOptions(deviceBudget: vramLimit?.bytes, hostBudget: ramLimit?.bytes, profile: device),
+                                       memory: MemoryOptions(deviceBudget: vramLimit?.bytes, hostBudget: ramLimit?.bytes, profile: deviceProfile),
                                        galleryDirectory: gallery ?? Gallery.defaultDirectory())
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import SluiceBackends
 import SluiceMemory
 import SluicePipelines
 import SluiceServer
@@ -211,6 +212,32 @@ import Testing
         let (after, _) = try await q.submit(JobParameters(prompt: "fits", seed: 2, steps: 1, width: 64, height: 64, guidance: 0))
         #expect(await q.wait(after)?.state == .done)
         #expect((deviceSamples.max() ?? 0) > 0 && deviceSamples.allSatisfy { $0 >= 0 && $0 <= budget }, "\(deviceSamples)")
+    }
+
+    /// `serve --device vulkan`: the engine computes on the Vulkan device (lavapipe in CI), warms up
+    /// there with the weights in real device buffers, says so in /api/status, and runs a job (the
+    /// image's agreement with the CPU is VulkanPipelineTests').
+    @Test(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0, "no Vulkan device"))
+    func servesOnVulkan() async throws {
+        var o = ServeOptions()
+        o.device = "vulkan"
+        let state = ServerState(options: o, gallery: try Gallery(directory: NSTemporaryDirectory() + "sluice-gallery-\(UUID().uuidString)"))
+        var log: [String] = []
+        let engine = try SluiceServerMain.load(model: Self.model, memory: MemoryOptions(), device: "vulkan", log: { log.append($0) })
+        #expect(log.contains { $0.hasPrefix("computing on vulkan") }, "\(log)")
+        #expect(engine.lastReport?.device.hasPrefix("vulkan") == true)
+        await state.becomeReady(engine: engine)
+        let app = Application(router: Routes.router(state))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/api/status", method: .get) { r in
+                let obj = try JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any]
+                #expect((obj?["device"] as? String)?.hasPrefix("vulkan") == true)
+            }
+        }
+        let q = state.queue!
+        let (id, _) = try await q.submit(JobParameters(prompt: "fox", seed: 3, steps: 2, width: 64, height: 64, guidance: 0))
+        let job = await q.wait(id)
+        #expect(job?.state == .done, "\(String(describing: job?.error))")
     }
 
     @Test func healthAndReadyDifferWhileLoading() async throws {
