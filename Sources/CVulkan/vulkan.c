@@ -28,6 +28,7 @@ int sk_vk_device_info_at(int i, sk_vk_device_info *o, char *e, size_t n) { (void
 sk_vk_context *sk_vk_open(int i, char *e, size_t n) { (void)i; sk_vk_available(e, n); return NULL; }
 void sk_vk_close(sk_vk_context *c) { (void)c; }
 int sk_vk_has_transfer_queue(const sk_vk_context *c) { (void)c; return 0; }
+void sk_vk_force_unmapped(sk_vk_context *c, int on) { (void)c; (void)on; }
 sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *c, uint64_t b, char *e, size_t n) { (void)c; (void)b; sk_vk_available(e, n); return NULL; }
 void sk_vk_buffer_destroy(sk_vk_context *c, sk_vk_buffer *b) { (void)c; (void)b; }
 uint64_t sk_vk_buffer_size(const sk_vk_buffer *b) { (void)b; return 0; }
@@ -203,6 +204,7 @@ struct sk_vk_context {
     uint32_t next_slot;
     uint64_t dispatches[SK_VK_KERNEL_COUNT];
     uint64_t min_alignment;
+    int force_unmapped;
     VkPhysicalDeviceMemoryProperties memory;
     uint64_t max_range;
     VkDescriptorPool descriptors;
@@ -318,6 +320,7 @@ void sk_vk_close(sk_vk_context *c) {
 }
 
 int sk_vk_has_transfer_queue(const sk_vk_context *c) { return c->separate_transfer; }
+void sk_vk_force_unmapped(sk_vk_context *c, int on) { c->force_unmapped = on; }
 
 static int memory_type(sk_vk_context *c, uint32_t bits, VkMemoryPropertyFlags want) {
     for (uint32_t i = 0; i < c->memory.memoryTypeCount; i++)
@@ -325,7 +328,7 @@ static int memory_type(sk_vk_context *c, uint32_t bits, VkMemoryPropertyFlags wa
     return -1;
 }
 
-static sk_vk_buffer *make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryPropertyFlags want, VkMemoryPropertyFlags fallback, char *error, size_t len) {
+static sk_vk_buffer *make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryPropertyFlags want, VkMemoryPropertyFlags fallback, int map, char *error, size_t len) {
     sk_vk_buffer *b = calloc(1, sizeof *b);
     b->size = bytes;
     VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = bytes ? bytes : 4,
@@ -347,7 +350,7 @@ static sk_vk_buffer *make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryPrope
         c->vkDestroyBuffer(c->device, b->buffer, NULL); free(b); return NULL;
     }
     c->vkBindBufferMemory(c->device, b->buffer, b->memory, 0);
-    if (c->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
+    if (map && (c->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
         if (check(c->vkMapMemory(c->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped), "vkMapMemory", error, len)) {
             sk_vk_buffer_destroy(c, b);
             return NULL;
@@ -363,7 +366,7 @@ sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *c, uint64_t bytes, char *error,
     // Device-local and mappable when the device has it (lavapipe, integrated GPUs, resizable BAR);
     // else device-local, reached through staging copies.
     return make_buffer(c, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                       VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, error, len);
+                       VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, !c->force_unmapped, error, len);
 }
 
 void sk_vk_buffer_destroy(sk_vk_context *c, sk_vk_buffer *b) {
@@ -415,7 +418,7 @@ uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, 
         if (wait_copy_timeline(c, slot->value, error, len)) { last = 0; break; }
         if (!slot->buffer) {
             slot->buffer = make_buffer(c, SK_STAGING_SLOT_BYTES, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                                       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, error, len);
+                                       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
             if (!slot->buffer) { last = 0; break; }
         }
         uint64_t n = bytes - done < SK_STAGING_SLOT_BYTES ? bytes - done : SK_STAGING_SLOT_BYTES;
@@ -476,7 +479,7 @@ static int submit_and_wait(sk_vk_context *c, VkQueue queue, VkCommandBuffer cmd,
 /// device has one, else the compute queue: ordered submission, same result).
 static int staged_copy(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const void *src, void *dst, uint64_t bytes, char *error, size_t len) {
     sk_vk_buffer *staging = make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                                        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, error, len);
+                                        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
     if (!staging) return -1;
     if (src) memcpy(staging->mapped, src, bytes);
     VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
@@ -493,11 +496,11 @@ static int staged_copy(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const
 
 int sk_vk_upload(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t len) {
     if (offset + bytes > b->size) { set_error(error, len, "upload past the end of the buffer"); return -1; }
+    if (bytes == 0) return 0;
     if (b->mapped) { memcpy((char *)b->mapped + offset, src, bytes); return 0; }
-    pthread_mutex_lock(&c->lock);
-    int rc = staged_copy(c, b, offset, src, NULL, bytes, error, len);
-    pthread_mutex_unlock(&c->lock);
-    return rc;
+    // Through the staging ring on the copy queue, waited for (later kernels wait for it too).
+    uint64_t value = sk_vk_copy_async(c, b, offset, src, bytes, error, len);
+    return value ? sk_vk_copy_wait(c, value, error, len) : -1;
 }
 
 int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {

@@ -208,12 +208,38 @@ public struct VulkanBackend: Backend {
     // MARK: - Element-wise
 
     func unary(_ x: Tensor, mode: UInt32, onCPU: () throws(SluiceError) -> Tensor) throws(SluiceError) -> Tensor {
-        guard x.dtype == .f32, x.count > 0, fits([x]) else { return try onCPU() }
-        return try op { () throws(SluiceError) -> Tensor in
-            let bx = try input(x.contiguous()), bo = try context.transient(bytes: x.count * 4)
-            try context.dispatch(.unary, bindings: [bx, bo], push: [UInt32(x.count), mode], groups: Self.groups(x.count))
-            return try read(bo, x.shape)
+        guard x.dtype == .f32, x.count > 0 else { return try onCPU() }
+        let xc = x.contiguous()
+        return try elementwise(x.shape, [xc]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
+            let bx = try input(parts[0]), bo = try context.transient(bytes: n * 4)
+            try context.dispatch(.unary, bindings: [bx, bo], push: [UInt32(n), mode], groups: Self.groups(n))
+            return bo
         }
+    }
+
+    /// An element-wise kernel over same-shaped contiguous f32 operands, in slices that each fit the
+    /// storage-buffer range (a 4608 × 10240 SwiGLU activation at 1024² is 189 MB, past lavapipe's
+    /// 128 MiB). `kernel(slices, n)` dispatches over one slice of n elements and returns its output.
+    func elementwise(_ shape: Shape, _ operands: [Tensor],
+                     _ kernel: ([Tensor], Int) throws(SluiceError) -> VulkanContext.Binding) throws(SluiceError) -> Tensor {
+        let count = shape.count
+        let out = Tensor(uninitialized: shape, dtype: .f32, counter: cpu.allocations)
+        let step = max(range / 4 / 16 * 16, 16)
+        var start = 0
+        while start < count {
+            let n = min(step, count - start)
+            _ = try op { () throws(SluiceError) -> Tensor in
+                let slices = operands.map { t in
+                    Tensor(storage: HostStorage(viewOf: t.storage, offset: (t.offset + start) * 4, byteCount: n * 4), dtype: .f32, shape: [n])
+                }
+                let bo = try kernel(slices, n)
+                let dst = Tensor(storage: HostStorage(viewOf: out.storage, offset: start * 4, byteCount: n * 4), dtype: .f32, shape: [n])
+                try context.download(bo, into: dst)
+                return dst
+            }
+            start += n
+        }
+        return out
     }
 
     public func silu(_ x: Tensor) throws(SluiceError) -> Tensor {
@@ -225,11 +251,21 @@ public struct VulkanBackend: Backend {
     }
 
     public func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor {
+        let code: UInt32 = switch op { case .add: 0; case .sub: 1; case .mul: 2; case .div: 3 }
+        // Same shapes (SwiGLU's product, residual adds): sliced when larger than a binding.
+        if a.shape == b.shape, a.dtype == .f32, b.dtype == .f32, a.count > 0, a.byteCount > range {
+            let dims = [1, 1, 1, 0], strides = [0, 0, 0, 1]
+            return try elementwise(a.shape, [a.contiguous(), b.contiguous()]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
+                let ba = try input(parts[0]), bb = try input(parts[1]), bo = try context.transient(bytes: n * 4)
+                let push = [UInt32(n), code, 0, 0] + (dims.map { $0 == 0 ? n : $0 } + strides + strides).map { UInt32($0) }
+                try context.dispatch(.binary, bindings: [ba, bb, bo], push: push, groups: Self.groups(n))
+                return bo
+            }
+        }
         guard a.dtype == .f32, b.dtype == .f32, a.count > 0, b.count > 0, fits([a, b]),
               let plan = Self.broadcast(a.shape.dims, b.shape.dims), fits(bytes: plan.count * 4) else {
             return try cpu.binary(op, a, b)
         }
-        let code: UInt32 = switch op { case .add: 0; case .sub: 1; case .mul: 2; case .div: 3 }
         return try self.op { () throws(SluiceError) -> Tensor in
             let ba = try input(a.contiguous()), bb = try input(b.contiguous())
             let bo = try context.transient(bytes: plan.count * 4)

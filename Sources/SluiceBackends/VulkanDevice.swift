@@ -85,7 +85,9 @@ public final class VulkanContext: @unchecked Sendable {
     let handle: OpaquePointer
     public let info: VulkanDeviceInfo
 
-    public init(index: Int? = nil) throws(SluiceError) {
+    /// `forceUnmapped`: never map buffers, so every transfer takes the staging path of a discrete GPU
+    /// without resizable BAR (tests run that path on lavapipe, whose memory is all host-visible).
+    public init(index: Int? = nil, forceUnmapped: Bool = false) throws(SluiceError) {
         let devices = try Vulkan.devices()
         guard let i = index ?? Vulkan.preferredIndex(devices), i < devices.count else {
             throw .invalidArgument(name: "--device vulkan", reason: devices.isEmpty ? "no Vulkan device found" : "no device \(index ?? -1) (there are \(devices.count))")
@@ -94,6 +96,7 @@ public final class VulkanContext: @unchecked Sendable {
         guard let h = sk_vk_open(Int32(i), &err, err.count) else { throw .invalidArgument(name: "vulkan device \(i)", reason: Vulkan.message(err)) }
         handle = h
         info = devices[i]
+        if forceUnmapped { sk_vk_force_unmapped(h, 1) }
     }
 
     deinit { sk_vk_close(handle) }

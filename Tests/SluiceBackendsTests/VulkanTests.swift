@@ -39,6 +39,25 @@ struct VulkanKernelTests {
         #expect(c.ok, "\(c)")
     }
 
+    /// Element-wise ops on operands larger than a binding run in slices, one dispatch each, with the
+    /// unsliced results (the same arithmetic per element: exact).
+    @Test func elementwiseSlicesPastTheBindingRange() throws {
+        let ctx = try VulkanContext()
+        let whole = try VulkanBackend(context: ctx)
+        let sliced = try VulkanBackend(context: ctx, maxBindingBytes: 4096)
+        var rng = SplitMix(seed: 8)
+        let a = Tensor((0..<10_000).map { _ in rng.uniform() * 4 }, shape: [100, 100])
+        let b = Tensor((0..<10_000).map { _ in rng.uniform() * 4 }, shape: [100, 100])
+        let (u0, b0) = (ctx.dispatchCount(.unary), ctx.dispatchCount(.binary))
+        let s = try sliced.silu(a), g = try sliced.gelu(a, approximateTanh: false), p = try sliced.mul(a, b)
+        // 4096 bytes: 1024 elements a slice, ⌈10000 / 1024⌉ = 10 dispatches per op.
+        #expect(ctx.dispatchCount(.unary) - u0 == 20 && ctx.dispatchCount(.binary) - b0 == 10)
+        #expect(try s.toFloats() == (try whole.silu(a).toFloats()))
+        #expect(try g.toFloats() == (try whole.gelu(a, approximateTanh: false).toFloats()))
+        #expect(try p.toFloats() == (try whole.mul(a, b).toFloats()))
+        #expect(p.shape == [100, 100])
+    }
+
     /// Weights copied through the copy queue's staging ring (40 MB: ten 4 MiB slots' worth, so slots
     /// are reused after their copies complete) land intact, and a tensor in that registered buffer is
     /// bound in place by the backend (no upload) with the result the CPU gives. On lavapipe (one queue

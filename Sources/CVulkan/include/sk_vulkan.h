@@ -39,6 +39,9 @@ int sk_vk_device_info_at(int index, sk_vk_device_info *out, char *error, size_t 
 typedef struct sk_vk_context sk_vk_context;
 sk_vk_context *sk_vk_open(int index, char *error, size_t error_len);
 void sk_vk_close(sk_vk_context *ctx);
+/// From now on, buffers are never mapped even where their memory is host-visible: every transfer then
+/// takes the staging path a discrete GPU without resizable BAR takes (tests run it on lavapipe).
+void sk_vk_force_unmapped(sk_vk_context *ctx, int on);
 /// 1 when copies go to a queue of their own (a transfer-only family).
 int sk_vk_has_transfer_queue(const sk_vk_context *ctx);
 
