@@ -14,11 +14,7 @@ enum OpenAIRoutes {
                 let (q, engine) = try Routes.ready(state)
                 let fields = try ParameterParser.object(try await Routes.body(&request, limit: limit))
                 let (p, base64) = try Routes.parser(fields, engine).openAI()
-                let (id, _) = try await q.submit(p)
-                guard let job = await q.wait(id) else { throw RequestError(field: "job", reason: "vanished", status: 500) }
-                guard job.state == .done else {
-                    throw RequestError(field: "job", reason: job.error ?? "ended \(job.state.rawValue)", status: 500)
-                }
+                let job = try await Routes.run(p, on: q)
                 let host = request.head.authority ?? "\(state.options.host):\(state.options.port)"
                 let data: [[String: Any]] = job.results.map { gid in
                     if base64 { return ["b64_json": state.gallery.png(gid)?.base64EncodedString() ?? "", "revised_prompt": p.prompt] }
@@ -40,11 +36,7 @@ enum Automatic1111Routes {
                 let (q, engine) = try Routes.ready(state)
                 let fields = try ParameterParser.object(try await Routes.body(&request, limit: limit))
                 let p = try Routes.parser(fields, engine).automatic1111()
-                let (id, _) = try await q.submit(p)
-                guard let job = await q.wait(id) else { throw RequestError(field: "job", reason: "vanished", status: 500) }
-                guard job.state == .done else {
-                    throw RequestError(field: "job", reason: job.error ?? "ended \(job.state.rawValue)", status: 500)
-                }
+                let job = try await Routes.run(p, on: q)
                 let images = job.results.compactMap { state.gallery.png($0)?.base64EncodedString() }
                 let seeds = (0..<p.count).map { Int(p.seed &+ UInt64($0)) }
                 let parameters: [String: Any] = [

@@ -112,10 +112,16 @@ struct ParameterParser {
         return s < 0 ? UInt64.random(in: 0...UInt64(UInt32.max)) : UInt64(s)
     }
 
-    /// Sluice's own API (POST /api/jobs): prompt, negative_prompt, seed, steps, width, height, guidance, count.
-    func sluice() throws(RequestError) -> JobParameters {
+    /// "prompt": required, and not only whitespace (every API).
+    func prompt() throws(RequestError) -> String {
         let prompt = try string("prompt", required: true)
         guard !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw RequestError(field: "prompt", reason: "is empty") }
+        return prompt
+    }
+
+    /// Sluice's own API (POST /api/jobs): prompt, negative_prompt, seed, steps, width, height, guidance, count.
+    func sluice() throws(RequestError) -> JobParameters {
+        let prompt = try prompt()
         return JobParameters(
             prompt: prompt, negativePrompt: try string("negative_prompt"), seed: try seed("seed"),
             steps: try int("steps", default: defaultSteps, range: 1...JobParameters.maxSteps)!,
@@ -127,8 +133,7 @@ struct ParameterParser {
 
     /// OpenAI's images API: prompt, n, size "WxH", response_format; model/quality/style ignored.
     func openAI() throws(RequestError) -> (JobParameters, base64: Bool) {
-        let prompt = try string("prompt", required: true)
-        guard !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw RequestError(field: "prompt", reason: "is empty") }
+        let prompt = try prompt()
         let size = try string("size", default: "1024x1024")
         let parts = size.lowercased().split(separator: "x")
         guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]) else {
@@ -147,8 +152,7 @@ struct ParameterParser {
     /// AUTOMATIC1111's txt2img: prompt, negative_prompt, seed, steps, width, height, cfg_scale,
     /// batch_size × n_iter, sampler_name/sampler_index (Euler only).
     func automatic1111() throws(RequestError) -> JobParameters {
-        let prompt = try string("prompt", required: true)
-        guard !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw RequestError(field: "prompt", reason: "is empty") }
+        let prompt = try prompt()
         for key in ["sampler_name", "sampler_index"] {
             let s = try string(key)
             guard Self.eulerNames.contains(s.lowercased()) else {

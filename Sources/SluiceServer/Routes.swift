@@ -73,12 +73,6 @@ public enum Routes {
         return json(["error": ["field": e.field, "message": e.description]], status: .init(code: e.status), headers: extra)
     }
 
-    static func jsonValue(_ event: JobEvent) -> Any {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        return (try? JSONSerialization.jsonObject(with: e.encode(event))) ?? [:]
-    }
-
     /// The body, at most `limit` bytes; larger is a 400 naming the body.
     static func body(_ request: inout Request, limit: Int) async throws(RequestError) -> Data {
         do {
@@ -101,6 +95,17 @@ public enum Routes {
             throw RequestError(field: "model", reason: "is still loading; see GET /ready", status: 503)
         }
         return (q, e)
+    }
+
+    /// Submits a job and waits for it, for the synchronous APIs (OpenAI, AUTOMATIC1111): its record when
+    /// done; a job that failed or was cancelled answers 500 with its reason.
+    static func run(_ p: JobParameters, on q: JobQueue) async throws -> JobQueue.Job {
+        let (id, _) = try await q.submit(p)
+        guard let job = await q.wait(id) else { throw RequestError(field: "job", reason: "vanished", status: 500) }
+        guard job.state == .done else {
+            throw RequestError(field: "job", reason: job.error ?? "ended \(job.state.rawValue)", status: 500)
+        }
+        return job
     }
 
     static func parser(_ fields: [String: Any], _ engine: Engine) -> ParameterParser {
@@ -138,7 +143,7 @@ public enum Routes {
                                           "parameters": (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(job.parameters))) ?? [:]]
                 if let pos = await q.position(id) { out["position"] = pos }
                 if let err = job.error { out["error"] = err }
-                if let last = job.last { out["last_event"] = jsonValue(last) }
+                if let last = job.last { out["last_event"] = jsonObject(last) }
                 return json(out)
             }
         }
@@ -158,7 +163,7 @@ public enum Routes {
                 // Server-sent events. A client that goes away ends this writer only: the job goes on.
                 let body = ResponseBody { writer in
                     for await event in stream {
-                        let data = (try? JSONSerialization.data(withJSONObject: jsonValue(event), options: [.sortedKeys])) ?? Data()
+                        let data = (try? JSONSerialization.data(withJSONObject: jsonObject(event), options: [.sortedKeys])) ?? Data()
                         try await writer.write(ByteBuffer(string: "event: \(event.state.rawValue)\ndata: " + String(decoding: data, as: UTF8.self) + "\n\n"))
                     }
                     try await writer.finish(nil)

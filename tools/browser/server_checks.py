@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,10 @@ import time
 import urllib.error
 import urllib.request
 
+from serverlib import free_port, wait_ready
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(ROOT, "Tests/Fixtures/models/z-image-tiny")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def request(base, path, body=None, timeout=120):
@@ -48,16 +41,12 @@ def start(binary, gallery, port):
     p = subprocess.Popen([binary, "serve", "--model", MODEL, "--port", str(port), "--gallery", gallery, "--queue-size", "16"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    end = time.time() + 60
-    while time.time() < end:
-        try:
-            if request(base, "/ready", timeout=2)[0] == 200:
-                return p, base
-        except Exception:
-            pass
-        time.sleep(0.2)
-    p.kill()
-    raise SystemExit("server never became ready")
+    try:
+        wait_ready(base)
+    except SystemExit:
+        p.kill()
+        raise
+    return p, base
 
 
 def load_check(binary):

@@ -7,15 +7,12 @@ watches the progress bar move, waits for the image in the gallery, reloads and c
 there, then checks the page at phone width. Screenshots go to .build-screenshots/ (git-ignored).
 Exits non-zero on any failure.
 """
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -23,29 +20,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from serverlib import free_port, wait_ready
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SHOTS = os.path.join(ROOT, ".build-screenshots")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_ready(base, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(base + "/ready", timeout=2) as r:
-                if json.load(r).get("ready"):
-                    return
-        except Exception:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("server never became ready")
 
 
 def main():
