@@ -312,9 +312,10 @@ public final class ZImagePipeline: @unchecked Sendable {
 
     /// The budget the memory manager plans with: `--vram-limit`, else on a real device what its
     /// device-local heap offers (none on the CPU: weights are read from the mapped files in place).
-    func deviceBudget(_ memory: MemoryOptions) -> Int? {
-        if let b = memory.deviceBudget { return b }
-        return vulkanContext?.info.deviceBudget
+    /// A limit above what the device has is capped to it: the plan must fit the real heap.
+    public func deviceBudget(_ memory: MemoryOptions) -> Int? {
+        guard let heap = vulkanContext?.info.deviceBudget else { return memory.deviceBudget }
+        return min(memory.deviceBudget ?? heap, heap)
     }
 
     func attach(budget: Int, memory: MemoryOptions, request r: GenerationRequest) throws -> Sluice {

@@ -61,7 +61,8 @@ struct VulkanPipelineTests {
         #expect(ctx.stagingBytes > 0)
     }
 
-    /// A budget below what one group needs is an error with the numbers, before anything runs.
+    /// A budget below what one group needs is an error with the numbers, before anything runs; a
+    /// budget is never more than the device has.
     @Test func tooLittleDeviceMemoryIsAnErrorWithNumbers() throws {
         let vk = try ZImagePipeline(directory: Self.model, device: "vulkan")
         let error = #expect(throws: SluiceError.self) {
@@ -69,6 +70,12 @@ struct VulkanPipelineTests {
         }
         let text = error.map { "\($0)" } ?? ""
         #expect(text.contains("--vram-limit") && text.contains("budget of 0.2 MiB") && text.contains("smallest that works is"), "\(text)")
+        // A limit beyond the device's heap is capped to the heap's budget; none means the heap's budget.
+        let heap = try #require(vk.vulkanContext).info.deviceBudget
+        #expect(heap > 0)
+        #expect(vk.deviceBudget(MemoryOptions(deviceBudget: 1 << 50)) == heap)
+        #expect(vk.deviceBudget(MemoryOptions()) == heap)
+        #expect(vk.deviceBudget(MemoryOptions(deviceBudget: 5_000_000)) == 5_000_000)
     }
 
     @Test func badDeviceSpecIsAnError() {
