@@ -138,7 +138,7 @@ public struct VulkanBackend: Backend {
         let (cout, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
         let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
         let total = n * cout * max(oh, 0) * max(ow, 0)
-        guard oh > 0, ow > 0, total > 0, fits([x, weight]), fits(bytes: total * 4) else {
+        guard oh > 0, ow > 0, total > 0, fits([x, weight]), fits(bytes: total * 4), (n * oh * ow + 15) / 16 <= 65535, groups <= 65535 else {
             return try cpu.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, groups: groups)
         }
         return try op { () throws(SluiceError) -> Tensor in
@@ -146,7 +146,9 @@ public struct VulkanBackend: Backend {
             let bb = try bias.map { b throws(SluiceError) in try f32Input(b) } ?? bx
             let bo = try context.transient(bytes: total * 4)
             let push = [n, cin, h, w, cout, oh, ow, kh, kw, stride, padding, groups].map { UInt32($0) } + [dtype, bias == nil ? 0 : 1]
-            try context.dispatch(.conv2d, bindings: [bx, bw, bb, bo], push: push, groups: Self.groups(total))
+            // Implicit GEMM: 16 × 16 tiles of (output pixels × the group's output channels), one z per group.
+            try context.dispatch(.conv2d, bindings: [bx, bw, bb, bo], push: push,
+                                 groups: ((cout / groups + 15) / 16, (n * oh * ow + 15) / 16, groups))
             return try read(bo, [n, cout, oh, ow])
         }
     }

@@ -1,5 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 // out[z, m, n] = Σ_k a[z, m, k] · b[z, k, n] (+ bias[n]): matmul and linear layers. b is [K, N], or
 // [N, K] when transposed (a linear layer's weight), in any weight storage type (weights.glsl),
 // widened as it is read; a batch stride of 0 shares b (or a) across the batch. One 16×16 tile of
@@ -33,7 +34,7 @@ void main() {
             tb[tx][ty] = (nb < p.N && kb < p.K) ? widen(p.dtype, bbase + kb * p.N + nb) : 0.0;
         }
         barrier();
-        for (uint kk = 0u; kk < 16u; kk++) acc += ta[ty][kk] * tb[tx][kk];
+        [[unroll]] for (uint kk = 0u; kk < 16u; kk++) acc += ta[ty][kk] * tb[tx][kk];
         barrier();
     }
     if (m < p.M && n < p.N) o[z * p.M * p.N + m * p.N + n] = acc + (p.has_bias != 0u ? bias[n] : 0.0);
