@@ -220,9 +220,12 @@ public enum Routes {
                     if let cur = await q.current { out["current_job"] = cur.id }
                     out["memory_timeline"] = jsonObject(await q.memoryTimeline.suffix(600).map { $0 })
                     if let report = e.lastReport { out["last_run"] = jsonObject(report) }
-                    out["device_budget_bytes"] = e.memory.deviceBudget.map { $0 as Any } ?? NSNull()
+                    out["device_budget_bytes"] = e.pipeline.deviceBudget(e.memory).map { $0 as Any } ?? NSNull()
+                    // Device bytes are real allocations on Vulkan, modelled on the simulated device.
+                    out["device_memory"] = e.pipeline.vulkanContext != nil ? "vulkan" : e.memory.deviceBudget != nil ? "simulated" : "none"
                     out["profile"] = e.memory.deviceBudget == nil && e.pipeline.vulkanContext == nil ? "cpu" : e.memory.profile.name
                     out["device"] = e.pipeline.deviceDescription
+                    out["device_name"] = e.pipeline.vulkanContext?.info.name ?? "cpu"
                 }
                 return json(out)
             }

@@ -47,7 +47,7 @@ enum WebUI {
       </div>
       <div id="message" role="status"></div>
     </section>
-    <section class="card"><h2>Memory</h2><div class="legend"><span class="host">host RAM</span><span class="device">device (simulated)</span><span id="memory-max"></span></div><canvas id="memory" width="600" height="140"></canvas><div id="memory-text"></div></section>
+    <section class="card"><h2>Memory</h2><div class="legend"><span class="host">host RAM</span><span class="device" id="device-legend">device (simulated)</span><span id="memory-max"></span></div><canvas id="memory" width="600" height="140"></canvas><div id="memory-text"></div></section>
     <section class="card wide"><h2>Gallery</h2><div id="gallery"></div>
       <div class="row buttons"><button id="prev" type="button">Newer</button><span id="page"></span><button id="next" type="button">Older</button></div></section>
     </main>
@@ -133,7 +133,9 @@ enum WebUI {
       const now = s.memory_now || {};
       const gib = (b) => (b / 1073741824).toFixed(2) + " GiB";
       let text = "host now " + gib(now.host_bytes || 0);
-      if (s.device_budget_bytes) text += " · device budget " + gib(s.device_budget_bytes) + " (" + s.profile + ", simulated)";
+      const real = s.device_memory === "vulkan";
+      $("device-legend").textContent = real ? "device (Vulkan buffers)" : "device (simulated)";
+      if (s.device_budget_bytes) text += " · device budget " + gib(s.device_budget_bytes) + (real ? " (Vulkan: " + s.device_name + ")" : " (" + s.profile + ", simulated)");
       if (s.queue_length !== undefined) text += " · queue " + s.queue_length + "/" + s.queue_capacity;
       $("memory-text").textContent = text;
       if (samples.length < 2) return;

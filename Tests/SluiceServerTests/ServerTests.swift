@@ -232,6 +232,8 @@ import Testing
             try await client.execute(uri: "/api/status", method: .get) { r in
                 let obj = try JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any]
                 #expect((obj?["device"] as? String)?.hasPrefix("vulkan") == true)
+                #expect(obj?["device_memory"] as? String == "vulkan")
+                #expect(obj?["device_budget_bytes"] as? Int == engine.pipeline.vulkanContext?.info.deviceBudget)
             }
         }
         let q = state.queue!
