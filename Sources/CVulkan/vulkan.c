@@ -202,6 +202,8 @@ struct sk_vk_context {
     uint64_t copy_value, copy_visible;
     staging_slot staging[SK_STAGING_SLOTS];
     uint32_t next_slot;
+    // Where results of unmapped buffers come back through: grown to the largest read, then reused.
+    sk_vk_buffer *readback;
     uint64_t dispatches[SK_VK_KERNEL_COUNT];
     uint64_t min_alignment;
     int force_unmapped;
@@ -312,6 +314,7 @@ void sk_vk_close(sk_vk_context *c) {
         if (c->timeline) c->vkDestroySemaphore(c->device, c->timeline, NULL);
         if (c->copy_timeline) c->vkDestroySemaphore(c->device, c->copy_timeline, NULL);
         for (int i = 0; i < SK_STAGING_SLOTS; i++) sk_vk_buffer_destroy(c, c->staging[i].buffer);
+        sk_vk_buffer_destroy(c, c->readback);
         if (c->pool) c->vkDestroyCommandPool(c->device, c->pool, NULL);
         if (c->transfer_pool) c->vkDestroyCommandPool(c->device, c->transfer_pool, NULL);
         c->vkDestroyDevice(c->device, NULL);
@@ -397,7 +400,7 @@ void *sk_vk_buffer_mapped(const sk_vk_buffer *b) { return b->mapped; }
 uint64_t sk_vk_staging_bytes(const sk_vk_context *c) {
     uint64_t n = 0;
     for (int i = 0; i < SK_STAGING_SLOTS; i++) if (c->staging[i].buffer) n += c->staging[i].buffer->allocated;
-    return n;
+    return n + (c->readback ? c->readback->allocated : 0);
 }
 uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { return k < SK_VK_KERNEL_COUNT ? c->dispatches[k] : 0; }
 
@@ -475,22 +478,24 @@ static int submit_and_wait(sk_vk_context *c, VkQueue queue, VkCommandBuffer cmd,
     return check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores", error, len);
 }
 
-/// Copies through a host-visible staging buffer on the copy queue (a transfer-only family when the
-/// device has one, else the compute queue: ordered submission, same result).
-static int staged_copy(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const void *src, void *dst, uint64_t bytes, char *error, size_t len) {
-    sk_vk_buffer *staging = make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                                        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
-    if (!staging) return -1;
-    if (src) memcpy(staging->mapped, src, bytes);
+/// Reads `bytes` of `b` from `offset` through the host-visible readback buffer on the copy queue (a
+/// transfer-only family when the device has one, else the compute queue: ordered submission, same
+/// result). Called with the context's lock held.
+static int staged_read(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {
+    if (!c->readback || c->readback->size < bytes) {
+        sk_vk_buffer_destroy(c, c->readback);
+        c->readback = make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                  VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
+        if (!c->readback) return -1;
+    }
     VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
     c->vkResetCommandBuffer(c->transfer_cmd, 0);
     c->vkBeginCommandBuffer(c->transfer_cmd, &begin);
-    VkBufferCopy region = { .srcOffset = src ? 0 : offset, .dstOffset = src ? offset : 0, .size = bytes };
-    c->vkCmdCopyBuffer(c->transfer_cmd, src ? staging->buffer : b->buffer, src ? b->buffer : staging->buffer, 1, &region);
+    VkBufferCopy region = { .srcOffset = offset, .dstOffset = 0, .size = bytes };
+    c->vkCmdCopyBuffer(c->transfer_cmd, b->buffer, c->readback->buffer, 1, &region);
     c->vkEndCommandBuffer(c->transfer_cmd);
     int rc = submit_and_wait(c, c->transfer, c->transfer_cmd, error, len);
-    if (rc == 0 && dst) memcpy(dst, staging->mapped, bytes);
-    sk_vk_buffer_destroy(c, staging);
+    if (rc == 0) memcpy(dst, c->readback->mapped, bytes);
     return rc;
 }
 
@@ -505,9 +510,10 @@ int sk_vk_upload(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const void 
 
 int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {
     if (offset + bytes > b->size) { set_error(error, len, "download past the end of the buffer"); return -1; }
+    if (bytes == 0) return 0;
     if (b->mapped) { memcpy(dst, (char *)b->mapped + offset, bytes); return 0; }
     pthread_mutex_lock(&c->lock);
-    int rc = staged_copy(c, b, offset, NULL, dst, bytes, error, len);
+    int rc = staged_read(c, b, offset, dst, bytes, error, len);
     pthread_mutex_unlock(&c->lock);
     return rc;
 }

@@ -54,11 +54,12 @@ public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
     public func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int) throws(SluiceError) -> UInt64 {
         guard let buffer = token as? VulkanContext.Buffer else { throw .invalidArgument(name: "vulkan copy", reason: "not a Vulkan allocation") }
         var at = offset, last: UInt64 = 0
-        let shadow = buffer.mapped == nil
+        // Without a mapping the host shadow gets the same bytes (the CPU's fallbacks read it).
+        let shadow = buffer.mapped == nil ? context.residentHost(buffer) : nil
         for t in tensors {
             let c = t.contiguous()
             last = try context.copyAsync(from: c.rawPointer, bytes: c.byteCount, to: buffer, offset: at)
-            if shadow, let host = context.residentHost(buffer) { (host + at).copyMemory(from: c.rawPointer, byteCount: c.byteCount) }
+            shadow.map { ($0 + at).copyMemory(from: c.rawPointer, byteCount: c.byteCount) }
             at += (c.byteCount + 63) & ~63
         }
         return last

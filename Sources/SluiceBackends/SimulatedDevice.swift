@@ -18,7 +18,6 @@ public final class SimulatedDevice: @unchecked Sendable {
         public init(time: Double, signal: UInt64 = 0) { self.time = time; self.signal = signal }
         public static let zero = Event(time: 0)
         public static func < (a: Event, b: Event) -> Bool { a.time < b.time }
-        public static func == (a: Event, b: Event) -> Bool { a.time == b.time && a.signal == b.signal }
     }
 
     /// Device memory: a real host buffer standing in for it, so computation on its contents is real.

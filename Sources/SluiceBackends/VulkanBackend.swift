@@ -63,9 +63,9 @@ public struct VulkanBackend: Backend {
         return t
     }
 
-    /// A 1-D grid of 256-wide groups covering n invocations (folded into y past 65,535 groups).
-    static func groups(_ n: Int) -> (Int, Int, Int) {
-        let g = (n + 255) / 256
+    /// A 1-D grid of `size`-wide groups covering n invocations (folded into y past 65,535 groups).
+    static func groups(_ n: Int, size: Int = 256) -> (Int, Int, Int) {
+        let g = (n + size - 1) / size
         return g <= 65535 ? (g, 1, 1) : (65535, (g + 65534) / 65535, 1)
     }
 
@@ -80,28 +80,29 @@ public struct VulkanBackend: Backend {
         let M = x.count / K, N = weight.shape[0]
         let out = Tensor(uninitialized: Shape(Array(x.shape.dims.dropLast()) + [N]), dtype: .f32, counter: cpu.allocations)
         guard M > 0 else { return out }
-        let xc = x.contiguous()
+        let xs = try x.reshaped([M, K]), outRows = try out.reshaped([M, N])
         // Rows per dispatch: both the input and the output slice within the storage-buffer range.
         let chunk = min(M, range / (K * 4), range / (N * 4))
-        var m0 = 0
-        while m0 < M {
-            let rows = min(chunk, M - m0)
-            _ = try op { () throws(SluiceError) -> Tensor in
-                let xs = Tensor(storage: HostStorage(viewOf: xc.storage, offset: (xc.offset + m0 * K) * 4, byteCount: rows * K * 4),
-                                dtype: .f32, shape: [rows, K])
-                let bx = try input(xs), bw = try input(weight.contiguous())
-                let bb = try bias.map { b throws(SluiceError) in try f32Input(b) } ?? bx
-                let bo = try context.transient(bytes: rows * N * 4)
-                try context.dispatch(.gemm, bindings: [bx, bw, bb, bo],
-                                     push: [UInt32(rows), UInt32(N), UInt32(K), 0, 0, dtype, 1, bias == nil ? 0 : 1],
-                                     groups: ((N + 15) / 16, (rows + 15) / 16, 1))
-                let slice = Tensor(storage: HostStorage(viewOf: out.storage, offset: m0 * N * 4, byteCount: rows * N * 4), dtype: .f32, shape: [rows, N])
-                try context.download(bo, into: slice)
-                return slice
+        // The weight and bias are bound once (the outer op keeps them); each row block's buffers are
+        // given back when its inner op ends.
+        return try op { () throws(SluiceError) -> Tensor in
+            let bw = try input(weight.contiguous())
+            let bb = try bias.map { b throws(SluiceError) in try f32Input(b) }
+            for m0 in stride(from: 0, to: M, by: chunk) {
+                let rows = min(chunk, M - m0)
+                _ = try op { () throws(SluiceError) -> Tensor in
+                    let bx = try input(try xs.sliced(dim: 0, m0..<(m0 + rows)))
+                    let bo = try context.transient(bytes: rows * N * 4)
+                    try context.dispatch(.gemm, bindings: [bx, bw, bb ?? bx, bo],
+                                         push: [UInt32(rows), UInt32(N), UInt32(K), 0, 0, dtype, 1, bias == nil ? 0 : 1],
+                                         groups: ((N + 15) / 16, (rows + 15) / 16, 1))
+                    let slice = try outRows.sliced(dim: 0, m0..<(m0 + rows))
+                    try context.download(bo, into: slice)
+                    return slice
+                }
             }
-            m0 += rows
+            return out
         }
-        return out
     }
 
     public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool) throws(SluiceError) -> Tensor {
@@ -199,10 +200,10 @@ public struct VulkanBackend: Backend {
             let bw = try weight.map { w throws(SluiceError) in try f32Input(w) } ?? bx
             let bb = try bias.map { b throws(SluiceError) in try f32Input(b) } ?? bx
             let bo = try context.transient(bytes: x.count * 4)
-            let g = rowCount <= 65535 ? (rowCount, 1, 1) : (65535, (rowCount + 65534) / 65535, 1)
+            // One workgroup per row.
             try context.dispatch(.rows, bindings: [bx, bw, bb, bo],
                                  push: [UInt32(rowCount), UInt32(D), mode, eps.bitPattern, weight == nil ? 0 : 1, bias == nil ? 0 : 1,
-                                        UInt32(groups), UInt32(hw)], groups: g)
+                                        UInt32(groups), UInt32(hw)], groups: Self.groups(rowCount, size: 1))
             return try read(bo, x.shape)
         }
     }
@@ -226,20 +227,16 @@ public struct VulkanBackend: Backend {
                      _ kernel: ([Tensor], Int) throws(SluiceError) -> VulkanContext.Binding) throws(SluiceError) -> Tensor {
         let count = shape.count
         let out = Tensor(uninitialized: shape, dtype: .f32, counter: cpu.allocations)
+        let flat = try operands.map { t throws(SluiceError) in try t.reshaped([count]) }, flatOut = try out.reshaped([count])
         let step = max(range / 4 / 16 * 16, 16)
-        var start = 0
-        while start < count {
-            let n = min(step, count - start)
+        for start in stride(from: 0, to: count, by: step) {
+            let part = start..<min(start + step, count)
             _ = try op { () throws(SluiceError) -> Tensor in
-                let slices = operands.map { t in
-                    Tensor(storage: HostStorage(viewOf: t.storage, offset: (t.offset + start) * 4, byteCount: n * 4), dtype: .f32, shape: [n])
-                }
-                let bo = try kernel(slices, n)
-                let dst = Tensor(storage: HostStorage(viewOf: out.storage, offset: start * 4, byteCount: n * 4), dtype: .f32, shape: [n])
+                let bo = try kernel(try flat.map { t throws(SluiceError) in try t.sliced(dim: 0, part) }, part.count)
+                let dst = try flatOut.sliced(dim: 0, part)
                 try context.download(bo, into: dst)
                 return dst
             }
-            start += n
         }
         return out
     }
@@ -256,12 +253,8 @@ public struct VulkanBackend: Backend {
         let code: UInt32 = switch op { case .add: 0; case .sub: 1; case .mul: 2; case .div: 3 }
         // Same shapes (SwiGLU's product, residual adds): sliced when larger than a binding.
         if a.shape == b.shape, a.dtype == .f32, b.dtype == .f32, a.count > 0, a.byteCount > range {
-            let dims = [1, 1, 1, 0], strides = [0, 0, 0, 1]
             return try elementwise(a.shape, [a.contiguous(), b.contiguous()]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
-                let ba = try input(parts[0]), bb = try input(parts[1]), bo = try context.transient(bytes: n * 4)
-                let push = [UInt32(n), code, 0, 0] + (dims.map { $0 == 0 ? n : $0 } + strides + strides).map { UInt32($0) }
-                try context.dispatch(.binary, bindings: [ba, bb, bo], push: push, groups: Self.groups(n))
-                return bo
+                try dispatchBinary(code, input(parts[0]), input(parts[1]), Self.broadcast([n], [n])!)
             }
         }
         guard a.dtype == .f32, b.dtype == .f32, a.count > 0, b.count > 0, fits([a, b]),
@@ -269,12 +262,17 @@ public struct VulkanBackend: Backend {
             return try cpu.binary(op, a, b)
         }
         return try self.op { () throws(SluiceError) -> Tensor in
-            let ba = try input(a.contiguous()), bb = try input(b.contiguous())
-            let bo = try context.transient(bytes: plan.count * 4)
-            let push = [UInt32(plan.count), code, 0, 0] + (plan.dims + plan.aStrides + plan.bStrides).map { UInt32($0) }
-            try context.dispatch(.binary, bindings: [ba, bb, bo], push: push, groups: Self.groups(plan.count))
-            return try read(bo, Shape(plan.shape))
+            try read(try dispatchBinary(code, input(a.contiguous()), input(b.contiguous()), plan), Shape(plan.shape))
         }
+    }
+
+    /// The binary kernel over a broadcast plan: its output in a per-op buffer.
+    func dispatchBinary(_ code: UInt32, _ a: VulkanContext.Binding, _ b: VulkanContext.Binding,
+                        _ plan: (shape: [Int], count: Int, dims: [Int], aStrides: [Int], bStrides: [Int])) throws(SluiceError) -> VulkanContext.Binding {
+        let out = try context.transient(bytes: plan.count * 4)
+        let push = [UInt32(plan.count), code, 0, 0] + (plan.dims + plan.aStrides + plan.bStrides).map { UInt32($0) }
+        try context.dispatch(.binary, bindings: [a, b, out], push: push, groups: Self.groups(plan.count))
+        return out
     }
 
     /// numpy broadcasting of two contiguous shapes, merged into at most 4 dims (adjacent dims merge

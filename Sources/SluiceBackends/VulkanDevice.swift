@@ -144,21 +144,6 @@ public final class VulkanContext: @unchecked Sendable {
         return Buffer(handle: b, context: self, bytes: bytes)
     }
 
-    public func upload(_ t: Tensor, to b: Buffer, offset: Int = 0) throws(SluiceError) {
-        let c = t.contiguous()
-        var err = [CChar](repeating: 0, count: 512)
-        guard sk_vk_upload(handle, b.handle, UInt64(offset), c.rawPointer, UInt64(c.byteCount), &err, err.count) == 0 else {
-            throw .invalidArgument(name: "vulkan upload", reason: Vulkan.message(err))
-        }
-    }
-
-    public func download(_ b: Buffer, into t: Tensor) throws(SluiceError) {
-        var err = [CChar](repeating: 0, count: 512)
-        guard sk_vk_download(handle, b.handle, 0, t.rawPointer, UInt64(t.byteCount), &err, err.count) == 0 else {
-            throw .invalidArgument(name: "vulkan download", reason: Vulkan.message(err))
-        }
-    }
-
     public enum Kernel: CaseIterable, Sendable {
         case binary, unary, gemm, rows, rotary, upsample, conv2d, copy, attention
         var c: sk_vk_kernel {
@@ -174,10 +159,6 @@ public final class VulkanContext: @unchecked Sendable {
             case .attention: SK_VK_ATTENTION
             }
         }
-    }
-
-    public func dispatch(_ k: Kernel, _ buffers: [Buffer], push: [UInt32], groups: (Int, Int, Int)) throws(SluiceError) {
-        try dispatch(k, bindings: buffers.map { Binding($0) }, push: push, groups: groups)
     }
 
     public func dispatch(_ k: Kernel, bindings: [Binding], push: [UInt32], groups: (Int, Int, Int)) throws(SluiceError) {
@@ -214,7 +195,7 @@ public final class VulkanContext: @unchecked Sendable {
         guard sk_vk_copy_wait(handle, value, &err, err.count) == 0 else { throw .invalidArgument(name: "vulkan copy wait", reason: Vulkan.message(err)) }
     }
 
-    /// Host-visible staging memory the copy ring holds now.
+    /// Host-visible staging memory held now: the copy ring and the readback buffer.
     public var stagingBytes: Int { Int(sk_vk_staging_bytes(handle)) }
 
     // MARK: - Residency: device buffers the backend binds in place
@@ -253,7 +234,6 @@ public final class VulkanContext: @unchecked Sendable {
 
     /// Per-op buffers come from `buffer` (the component's activation reservation) until `nil`.
     public func useArena(_ buffer: Buffer?) { arena.withLock { $0 = buffer.map { ($0, 0) } } }
-    var hasArena: Bool { arena.withLock { $0 != nil } }
 
     /// A per-op buffer of `bytes`: carved from the arena when one is set (out of memory when the arena
     /// is full: the budget is a hard cap), else a buffer of its own.

@@ -55,16 +55,16 @@ public final class ComponentRunner: @unchecked Sendable {
         }
     }
 
-    /// Each group's device bytes, rounded up to the device's allocation granularity (a plan must count
-    /// what the allocations really take).
-    public func sizes(granularity: Int = 1) throws(SluiceError) -> [GroupSize] {
-        try execGroups().map { GroupSize(name: $0.name, bytes: ($0.stagedBytes + granularity - 1) / granularity * granularity) }
+    /// Each group's device bytes as an allocation on `device` takes them (a plan must count what the
+    /// allocations really take).
+    public func sizes(on device: SimulatedDevice) throws(SluiceError) -> [GroupSize] {
+        try execGroups().map { GroupSize(name: $0.name, bytes: device.allocationSize($0.stagedBytes)) }
     }
 
     /// Streams through `device` under `plan` from now on.
     public func attach(device: SimulatedDevice, plan: ComponentPlan, hostBudget: Int?) throws(SluiceError) {
         let groups = try execGroups()
-        let sizes = try self.sizes(granularity: device.allocationGranularity)
+        let sizes = try self.sizes(on: device)
         let name = self.name, phase = self.phase, activation = plan.activationBytes
         executor = StreamingExecutor(device: device, plan: plan, groups: groups, hostBudget: hostBudget) { available throws(PlanError) in
             try Planner.planComponent(name: name, phase: phase, groups: sizes, activationBytes: activation, budget: available)

@@ -324,14 +324,14 @@ public final class ZImagePipeline: @unchecked Sendable {
         let device = SimulatedDevice(profile: memory.profile, capBytes: budget, backing: backing)
         func planFor(_ runner: ComponentRunner, activation: Int, tiled: Bool = false) throws -> ComponentPlan {
             do {
-                return try Planner.planComponent(name: runner.name, phase: runner.phase, groups: try runner.sizes(granularity: device.allocationGranularity),
+                return try Planner.planComponent(name: runner.name, phase: runner.phase, groups: try runner.sizes(on: device),
                                                  activationBytes: device.allocationSize(activation), budget: budget, tiled: tiled)
             } catch let e as PlanError { throw SluiceError.invalidArgument(name: "--vram-limit", reason: e.description) }
         }
         let textPlan = try planFor(textRunner, activation: activationBytes(component: "text_encoder", r))
         let denoisePlan = try planFor(transformerRunner, activation: activationBytes(component: "transformer", r))
         // The VAE is small: resident whole; it tiles when its full-image activations do not fit.
-        let vaeBytes = try vaeRunner.sizes(granularity: device.allocationGranularity)[0].bytes
+        let vaeBytes = try vaeRunner.sizes(on: device)[0].bytes
         var tile: Int? = nil
         var vaeAct = device.allocationSize(activationBytes(component: "vae", r))
         if vaeBytes + vaeAct > budget {

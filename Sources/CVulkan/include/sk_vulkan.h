@@ -67,7 +67,7 @@ int sk_vk_download(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, void *d
 uint64_t sk_vk_copy_async(sk_vk_context *ctx, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t error_len);
 /// Waits on the host until the copy timeline reaches `value`; later kernels also wait for it on the device.
 int sk_vk_copy_wait(sk_vk_context *ctx, uint64_t value, char *error, size_t error_len);
-/// Bytes of host-visible staging memory the copy ring holds.
+/// Bytes of host-visible staging memory held: the copy ring and the readback buffer.
 uint64_t sk_vk_staging_bytes(const sk_vk_context *ctx);
 
 /// The compute kernels Sluice ships (SPIR-V compiled from Sources/CVulkan/shaders/*.comp).
