@@ -31,11 +31,11 @@ let package = Package(
         .target(name: "SluiceBackends", dependencies: ["SluiceCore", "CKernels", "CVulkan"]),
         .target(name: "SluiceWeights", dependencies: ["SluiceCore"]),
         // The sluice: placement planning, streaming with prefetch, budgets, telemetry.
-        .target(name: "SluiceMemory", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        .target(name: "SluiceMemory", dependencies: ["SluiceCore", "SluiceBackends"], resources: [.copy("Tables")]),
         // Tokenizers and text encoders.
         .target(name: "SluiceText", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
         // One folder per model family; a model file reads like the paper's diagram.
-        .target(name: "SluiceModels", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        .target(name: "SluiceModels", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory"]),
         // libpng from Debian (libpng-dev).
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         // Schedulers, torch's RNG, model loading, the denoising loop, PNG output.

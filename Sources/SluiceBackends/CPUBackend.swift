@@ -6,14 +6,20 @@ import SluiceCore
 public struct CPUBackend: Backend {
     public let path: KernelPath
     public let threads: Int
-    /// Counts the host memory this backend allocates (outputs and workspaces).
+    /// Counts the activations this backend allocates: every op's output, live until it is dropped
+    /// (what a device backend would hold in device memory too).
     public let allocations: AllocationCounter
+    /// Counts the CPU kernels' own workspace apart: packing panels and attention tiles, pooled and
+    /// reused across calls (a device backend has none; the planner's activation estimates do not
+    /// cover it).
+    public let scratchAllocations: AllocationCounter
     let scratch: ScratchPool
 
     public var name: String { "cpu(\(path.rawValue), \(threads) threads)" }
 
     /// `threads` defaults to every core; `path` to `SLUICE_KERNELS` or the best the CPU supports.
-    public init(path: KernelPath? = nil, threads: Int? = nil, allocations: AllocationCounter = AllocationCounter()) throws(SluiceError) {
+    public init(path: KernelPath? = nil, threads: Int? = nil, allocations: AllocationCounter = AllocationCounter(),
+                scratchAllocations: AllocationCounter = AllocationCounter()) throws(SluiceError) {
         let chosen: KernelPath
         if let path { chosen = path } else { chosen = try KernelPath.fromEnvironment() }
         guard KernelPath.supported.contains(chosen) else {
@@ -23,7 +29,8 @@ public struct CPUBackend: Backend {
         self.path = chosen
         self.threads = threads ?? CPUBackend.coreCount
         self.allocations = allocations
-        scratch = ScratchPool(counter: allocations)
+        self.scratchAllocations = scratchAllocations
+        scratch = ScratchPool(counter: scratchAllocations)
     }
 
     public static var coreCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }

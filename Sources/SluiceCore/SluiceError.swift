@@ -11,7 +11,10 @@ public enum SluiceError: Error, Equatable, Sendable, CustomStringConvertible {
     case shapeMismatch(operation: String, expected: String, found: String)
     /// A dtype an operation cannot take.
     case unsupportedDType(operation: String, dtype: String)
-    /// A parameter out of range or malformed; `name` is the parameter as the user wrote it.
+    /// A setting out of range or malformed, named as the library names it (the CLI and the server map
+    /// it to their flag or field).
+    case invalidParameter(Parameter, reason: String)
+    /// Anything else out of range or malformed: a file, a field inside one, a tensor; `name` says which.
     case invalidArgument(name: String, reason: String)
     /// An allocation did not fit the device's budget.
     case outOfMemory(device: String, requestedBytes: Int, availableBytes: Int)
@@ -31,6 +34,8 @@ public enum SluiceError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(operation): expected shape \(expected), found \(found)"
         case let .unsupportedDType(operation, dtype):
             return "\(operation): dtype \(dtype) is not supported"
+        case let .invalidParameter(p, reason):
+            return "\(p.rawValue): \(reason)"
         case let .invalidArgument(name, reason):
             return "\(name): \(reason)"
         case let .outOfMemory(device, requested, available):

@@ -4,28 +4,29 @@ import SluiceCore
 /// One denoising step of a component on the modelled clock under the four policies `sluice bench
 /// offload` compares, and the physical bound. All figures are simulation (../shared/DESIGN.md §3).
 public enum OffloadModel {
-    public struct Costs {
+    /// One call's costs per group: device bytes, FLOPs, and device bytes a kernel touches.
+    public struct Costs: Sendable {
+        public let names: [String]
         public let bytes: [Int]
         public let flops: [Double]
         public let touched: [Double]
     }
 
-    public static func costs(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> Costs {
+    /// `activation`: the bytes the plan reserves (a tiled VAE's are a tile's); default the whole call's.
+    public static func costs(_ c: ComponentDescription, _ r: PlanRequest, activation: Int? = nil) -> Costs {
         let sizes = PipelinePlanner.sizes(c, r)
-        let f = PipelinePlanner.flops(c, t, r)
         // A kernel reads its weights once and its activations (≈ the group's share of the peak).
-        let act = Double(PipelinePlanner.activationBytes(c, t, r)) / Double(max(c.groups.count, 1))
-        return Costs(bytes: sizes.map(\.bytes), flops: f, touched: sizes.map { Double($0.bytes) + act })
+        let act = Double(activation ?? PipelinePlanner.activationBytes(c, r)) / Double(max(c.groups.count, 1))
+        return Costs(names: sizes.map(\.name), bytes: sizes.map(\.bytes), flops: c.flops(r.workload),
+                     touched: sizes.map { Double($0.bytes) + act })
     }
 
     /// The sluice: the executor itself, run dry on a simulated device; the mean of calls 3 and 4
     /// (steady state: resident groups uploaded, the pipeline of prefetches settled).
-    public static func sluiceStepSeconds(plan: ComponentPlan, component c: ModelTable.Component, table t: ModelTable,
-                                         request r: PlanRequest, profile: DeviceProfile, device: SimulatedDevice? = nil) -> Double {
-        let k = costs(c, t, r)
+    public static func sluiceStepSeconds(plan: ComponentPlan, costs k: Costs, profile: DeviceProfile, device: SimulatedDevice? = nil) -> Double {
         let dev = device ?? SimulatedDevice(profile: profile, capBytes: plan.deviceBytes, backed: false)
         dev.setRecordSpans(device != nil)
-        let groups = c.groups.indices.map { ExecGroup(name: c.groups[$0].name, bytes: k.bytes[$0], flops: k.flops[$0], bytesTouched: k.touched[$0]) }
+        let groups = k.names.indices.map { ExecGroup(name: k.names[$0], bytes: k.bytes[$0], flops: k.flops[$0], bytesTouched: k.touched[$0]) }
         let ex = StreamingExecutor(device: dev, plan: plan, groups: groups)
         do {
             for _ in 0..<2 { _ = try ex.run(()) { _, _, _ in () } }

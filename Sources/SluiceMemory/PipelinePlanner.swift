@@ -1,131 +1,115 @@
 import SluiceBackends
 import SluiceCore
 
-/// What the user asks the planner for (`sluice plan` / `--vram-limit` / `--ram-limit`).
+/// What the planner is asked: a budget, a workload, and how the device rounds and times things.
 public struct PlanRequest: Sendable {
     public var deviceBudget: Int
     public var hostBudget: Int?
-    /// Storage type of the text encoders' and denoiser's weights (the VAE stays bf16: it is small
-    /// and sensitive to precision).
+    /// Storage type of the groups a table describes (text encoders and denoiser; the VAE stays bf16).
+    /// A loaded model's groups are planned as its checkpoint stores them.
     public var storage: DType
     public var width: Int
     public var height: Int
-    /// Prefetch depth; nil lets the planner choose (1 when copies dominate, else 2).
-    public var prefetchDepth: Int?
-    /// Device model for the planner's cost estimate (choosing the prefetch depth).
-    public var profile: DeviceProfile?
-    /// Images per denoiser call. Activations and FLOPs of the denoiser and VAE scale with it (the
-    /// text encoders run once per prompt).
+    /// Images per denoiser/VAE call; a batch that does not fit may run one by one (`allowOneByOne`).
     public var batch: Int = 1
+    /// Prefetch depth; nil lets the planner choose (by the cost model when there is a profile).
+    public var prefetchDepth: Int?
+    /// Device model for the cost model (choosing the prefetch depth and the residents).
+    public var profile: DeviceProfile?
+    /// Every allocation takes a multiple of this (a real device's granularity; 1 when simulated).
+    public var allocationGranularity: Int = 1
 
     public init(deviceBudget: Int, hostBudget: Int? = nil, storage: DType = .bf16, width: Int = 1024, height: Int = 1024,
                 prefetchDepth: Int? = nil, profile: DeviceProfile? = nil) {
         self.deviceBudget = deviceBudget; self.hostBudget = hostBudget; self.storage = storage
         self.width = width; self.height = height; self.prefetchDepth = prefetchDepth; self.profile = profile
     }
+
+    public var workload: Workload { Workload(width: width, height: height, batch: batch) }
+
+    /// `bytes` as an allocation takes them.
+    public func allocationSize(_ bytes: Int) -> Int {
+        let g = max(allocationGranularity, 1)
+        return (bytes + g - 1) / g * g
+    }
 }
 
-/// Plans a whole pipeline from a model table: each component under the full budget while it runs
-/// (components run one at a time); the others kept on the device only while everything still
-/// fits, else released between phases ("swapped"); the VAE decodes in tiles when its full-size
-/// activations do not fit.
+/// The one pipeline planner: `sluice plan`, `generate` and `serve` all plan with it, from component
+/// descriptions that a loaded model and a model table both produce. Each component is planned under
+/// the whole budget while it runs (components run one at a time); a tileable component (the VAE)
+/// decodes in tiles when its whole image's activations do not fit; a component stays on the device
+/// after its phase only while every later phase still fits beside what is kept, else it is released
+/// ("swapped") and comes back when its phase comes again.
 public enum PipelinePlanner {
-    public static let phases = ["text", "denoise", "decode"]
-
-    public static func storage(of c: ModelTable.Component, _ request: PlanRequest) -> DType {
-        c.phase == "decode" ? .bf16 : request.storage
+    /// Device bytes of each group under `request`.
+    public static func sizes(_ c: ComponentDescription, _ request: PlanRequest) -> [GroupSize] {
+        let storage = c.followsStorage ? request.storage : .bf16
+        return c.groups.map { GroupSize(name: $0.name, bytes: request.allocationSize($0.bytes(storage: storage))) }
     }
 
-    /// Group sizes as the device holds them: storage bytes, 64-byte aligned.
-    public static func sizes(_ c: ModelTable.Component, _ request: PlanRequest) -> [GroupSize] {
-        let s = storage(of: c, request).byteSize
-        return c.groups.map { GroupSize(name: $0.name, bytes: ($0.parameters * s + 63) & ~63) }
-    }
-
-    /// Image size over the table's reference size.
-    public static func pixelRatio(_ t: ModelTable, _ r: PlanRequest) -> Double {
-        Double(r.width * r.height) / Double(t.referenceWidth * t.referenceHeight)
-    }
-
-    public static func activationBytes(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> Int {
-        c.scaling == "pixels" ? Int((Double(c.activationBytes) * pixelRatio(t, r) * Double(r.batch)).rounded(.up)) : c.activationBytes
-    }
-
-    /// Modelled FLOPs of each group at the requested size: linear parts scale with tokens, attention with tokens².
-    public static func flops(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest) -> [Double] {
-        let p = c.scaling == "pixels" ? pixelRatio(t, r) : 1
-        let b = c.scaling == "pixels" ? Double(r.batch) : 1
-        return c.groups.map { ($0.linearFlops * p + $0.attentionFlops * p * p) * b }
+    /// Activation bytes of one call under `request` (before any tiling), as allocated.
+    public static func activationBytes(_ c: ComponentDescription, _ request: PlanRequest) -> Int {
+        request.allocationSize(c.activationBytes(request.workload))
     }
 
     /// Plans for `request.batch` images per call; when that does not fit but one image does, and
     /// `allowOneByOne`, the plan runs the batch one image at a time (`Plan.oneByOne`).
-    public static func plan(_ table: ModelTable, _ request: PlanRequest, allowOneByOne: Bool) throws(PlanError) -> Plan {
-        do { return try plan(table, request) } catch {
+    public static func plan(_ components: [ComponentDescription], _ request: PlanRequest, allowOneByOne: Bool) throws(PlanError) -> Plan {
+        do { return try plan(components, request) } catch {
             guard allowOneByOne, request.batch > 1 else { throw error }
             var single = request
             single.batch = 1
-            let p = try plan(table, single)
-            return Plan(deviceBudget: p.deviceBudget, hostBudget: p.hostBudget, components: p.components,
-                        swappedBetweenPhases: p.swappedBetweenPhases, peakDeviceBytes: p.peakDeviceBytes, oneByOne: true)
+            var p = try plan(components, single)
+            p.oneByOne = true
+            return p
         }
     }
 
-    public static func plan(_ table: ModelTable, _ request: PlanRequest) throws(PlanError) -> Plan {
-        let B = request.deviceBudget
-        var plans: [String: ComponentPlan] = [:]
-        for c in table.components {
-            var act = activationBytes(c, table, request)
-            var tiled = false
+    public static func plan(_ components: [ComponentDescription], _ request: PlanRequest) throws(PlanError) -> Plan {
+        let budget = request.deviceBudget
+        var plans: [ComponentPlan] = []
+        for c in components {
             let weights = sizes(c, request).reduce(0) { $0 + $1.bytes }
-            if c.phase == "decode" && weights + act > B {
-                // Tiles of 512², then 256², with overlap handled by the decoder: activations shrink
-                // with the tile's pixels.
-                for side in [512, 384, 256] {
-                    // Tiles are decoded one image at a time.
-                    act = Int(Double(c.activationBytes) * Double(side * side) / Double(table.referenceWidth * table.referenceHeight))
-                    tiled = true
-                    if weights + act <= B { break }
+            var activation = activationBytes(c, request)
+            var tile: Int?
+            if let tiling = c.tiling, weights + activation > budget {
+                // The first tile whose activations fit beside the whole component; else the smallest,
+                // and the component streams (the error, if even that fails, names the minimum).
+                for t in tiling.tiles(request.workload) {
+                    tile = t
+                    activation = request.allocationSize(tiling.activationBytes(t))
+                    if weights + activation <= budget { break }
                 }
             }
-            plans[c.name] = try planComponent(c, table, request, activation: act, budget: B, tiled: tiled)
+            plans.append(try planComponent(c, request, activation: activation, tileLatent: tile))
         }
-        // Components run one at a time (text encoders one after another, then the denoiser, then
-        // the VAE). Which may stay on the device while the others run?
-        var kept = Set<String>()
-        func peak(_ keep: Set<String>) -> Int {
-            table.components.map { running in
-                plans[running.name]!.deviceBytes + table.components
-                    .filter { $0.name != running.name && keep.contains($0.name) }
-                    .reduce(0) { $0 + sizes($1, request).reduce(0) { $0 + $1.bytes } }
-            }.max() ?? 0
+        // Which components stay on the device after their phase? One that is kept holds what its
+        // executor holds (residents, ring, activation reservation) until the end of the run.
+        var kept: [Bool] = []
+        for i in plans.indices {
+            let holding = plans.indices.filter { $0 < i && kept[$0] }.reduce(plans[i].deviceBytes) { $0 + plans[$1].deviceBytes }
+            let later = plans.indices.filter { $0 > i }
+            kept.append(later.allSatisfy { holding + plans[$0].deviceBytes <= budget })
         }
-        // Smallest first: the VAE, then text encoders.
-        for c in table.components.sorted(by: { $0.parameters < $1.parameters }) {
-            guard plans[c.name]!.streamed.isEmpty else { continue }
-            if peak(kept.union([c.name])) <= B { kept.insert(c.name) }
-        }
-        let swapped = table.components.map(\.name).filter { !kept.contains($0) }
-        let everything = table.components.count == kept.count
-        return Plan(deviceBudget: B, hostBudget: request.hostBudget,
-                    components: table.components.map { plans[$0.name]! },
-                    swappedBetweenPhases: everything ? [] : swapped, peakDeviceBytes: peak(kept))
+        let peak = plans.indices.map { i in
+            plans.indices.filter { $0 < i && kept[$0] }.reduce(plans[i].deviceBytes) { $0 + plans[$1].deviceBytes }
+        }.max() ?? 0
+        return Plan(deviceBudget: budget, hostBudget: request.hostBudget, components: plans,
+                    swappedBetweenPhases: plans.indices.filter { !kept[$0] }.map { plans[$0].component },
+                    peakDeviceBytes: peak)
     }
 
-    static func planComponent(_ c: ModelTable.Component, _ t: ModelTable, _ r: PlanRequest, activation: Int, budget: Int,
-                              tiled: Bool) throws(PlanError) -> ComponentPlan {
+    static func planComponent(_ c: ComponentDescription, _ r: PlanRequest, activation: Int, tileLatent: Int?) throws(PlanError) -> ComponentPlan {
         let groups = sizes(c, r)
-        if let depth = r.prefetchDepth {
-            return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
-                                             budget: budget, prefetchDepth: depth, tiled: tiled)
+        func plain(_ depth: Int?) throws(PlanError) -> ComponentPlan {
+            try Planner.planComponent(name: c.name, phase: c.phase.rawValue, groups: groups, activationBytes: activation,
+                                      budget: r.deviceBudget, prefetchDepth: depth, tileLatent: tileLatent)
         }
+        if let depth = r.prefetchDepth { return try plain(depth) }
         // Choose the depth by the cost model when there is one: the fastest modelled step, and
         // the shallower (less memory) on a tie within 0.5%.
-        guard let profile = r.profile else {
-            return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
-                                             budget: budget, tiled: tiled)
-        }
-        let k = OffloadModel.costs(c, t, r)
+        guard let profile = r.profile else { return try plain(nil) }
+        let k = OffloadModel.costs(c, r, activation: activation)
         let ratio = k.bytes.indices.map { i in
             profile.copySeconds(bytes: k.bytes[i]) / max(profile.kernelSeconds(flops: k.flops[i], bytes: k.touched[i]), 1e-12)
         }
@@ -135,26 +119,23 @@ public enum PipelinePlanner {
         let timing = (copy: k.bytes.map { profile.copySeconds(bytes: $0) },
                       compute: k.bytes.indices.map { profile.kernelSeconds(flops: k.flops[$0], bytes: k.touched[$0]) },
                       linkBytesPerSecond: profile.effectiveLink)
-        let depths = [1, 2, 3, 5, 8, 12, 16]
         typealias Choice = (depth: Int, priority: [Double]?, fluid: Bool)
-        let choices: [Choice] = depths.map { ($0, nil, false) } + [1, 2, 3].map { ($0, ratio, false) } + [1, 2, 3, 5].map { ($0, nil, true) }
+        let choices: [Choice] = [1, 2, 3, 5, 8, 12, 16].map { ($0, nil, false) } + [1, 2, 3].map { ($0, ratio, false) }
+            + [1, 2, 3, 5].map { ($0, nil, true) }
         for (depth, priority, fluid) in choices {
             do {
-                let p = try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
-                                                  budget: budget, prefetchDepth: depth, tiled: tiled, priority: priority,
+                let p = try Planner.planComponent(name: c.name, phase: c.phase.rawValue, groups: groups, activationBytes: activation,
+                                                  budget: r.deviceBudget, prefetchDepth: depth, tileLatent: tileLatent, priority: priority,
                                                   timing: fluid ? timing : nil)
-                let s = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: t, request: r, profile: profile)
+                let s = OffloadModel.sluiceStepSeconds(plan: p, costs: k, profile: profile)
                 if best == nil || s < best!.seconds * 0.995 { best = (p, s) }
                 if p.streamed.isEmpty { return p }
             } catch {
                 continue  // this depth does not fit; a shallower one may
             }
         }
-        guard let best else {
-            // Nothing fits: the shallowest ring's error names the smallest budget that works.
-            return try Planner.planComponent(name: c.name, phase: c.phase, groups: groups, activationBytes: activation,
-                                             budget: budget, prefetchDepth: 1, tiled: tiled)
-        }
+        // Nothing fits: the shallowest ring's error names the smallest budget that works.
+        guard let best else { return try plain(1) }
         return best.plan
     }
 }

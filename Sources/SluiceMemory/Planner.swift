@@ -1,76 +1,3 @@
-import SluiceCore
-
-/// One streamable unit as the planner sees it: a name and its bytes in storage form.
-public struct GroupSize: Sendable, Hashable, Codable {
-    public let name: String
-    public let bytes: Int
-    public init(name: String, bytes: Int) { self.name = name; self.bytes = bytes }
-}
-
-/// Where one component's groups live while it runs.
-public struct ComponentPlan: Sendable, Codable, Equatable {
-    public let component: String
-    public let phase: String
-    /// Groups uploaded once and kept on the device, in forward order.
-    public let resident: [String]
-    /// Groups copied into a slot every call, in forward order.
-    public let streamed: [String]
-    /// How many streamed groups are in flight ahead of the one computing (0 when nothing streams).
-    public let prefetchDepth: Int
-    /// Ring of `slotCount` = depth + 1 device buffers of `slotBytes` each, allocated once.
-    public let slotBytes: Int
-    public let slotCount: Int
-    public let residentBytes: Int
-    public let activationBytes: Int
-    /// Bytes that cross the link each call (the streamed groups).
-    public let streamedBytesPerCall: Int
-    /// VAE decode in tiles (when the full-size activations do not fit).
-    public let tiled: Bool
-    public var deviceBytes: Int { residentBytes + slotBytes * slotCount + activationBytes }
-}
-
-/// The placement of every component of a pipeline under a budget (../shared/DESIGN.md §3).
-public struct Plan: Sendable, Codable, Equatable {
-    public let deviceBudget: Int
-    public let hostBudget: Int?
-    public let components: [ComponentPlan]
-    /// Components released from the device between phases (reloaded when their phase comes).
-    public let swappedBetweenPhases: [String]
-    /// The most device memory the plan holds at once.
-    public let peakDeviceBytes: Int
-    /// The batch did not fit: its images run one at a time (the caller's option, see
-    /// `PipelinePlanner.plan(_:_:allowOneByOne:)`).
-    public var oneByOne: Bool = false
-
-    public init(deviceBudget: Int, hostBudget: Int?, components: [ComponentPlan], swappedBetweenPhases: [String],
-                peakDeviceBytes: Int, oneByOne: Bool = false) {
-        self.deviceBudget = deviceBudget; self.hostBudget = hostBudget; self.components = components
-        self.swappedBetweenPhases = swappedBetweenPhases; self.peakDeviceBytes = peakDeviceBytes; self.oneByOne = oneByOne
-    }
-
-    public func component(_ name: String) -> ComponentPlan? { components.first { $0.component == name } }
-}
-
-public enum PlanError: Error, Equatable, CustomStringConvertible {
-    /// No placement fits; `minimumBytes` is the smallest device budget that would.
-    case budgetTooSmall(component: String, budget: Int, minimumBytes: Int)
-
-    public var description: String {
-        switch self {
-        case let .budgetTooSmall(c, b, m):
-            // Exact bytes too when the rounded figures would read the same.
-            let (sb, sm) = formatBytes(b) == formatBytes(m) ? ("\(b) bytes", "\(m) bytes") : (formatBytes(b), formatBytes(m))
-            return "\(c) does not fit a device budget of \(sb): the smallest that works is \(sm)"
-        }
-    }
-}
-
-public func formatBytes(_ b: Int) -> String {
-    let g = Double(b) / Double(1 << 30)
-    if g >= 1 { return String(format: "%.2f GiB", g) }
-    return String(format: "%.1f MiB", Double(b) / Double(1 << 20))
-}
-
 import Foundation
 
 /// The planner: a pure function from sizes and budgets to a `Plan`.
@@ -85,13 +12,13 @@ public enum Planner {
     /// `timing`, when given (per-group copy and compute seconds), chooses residents where the
     /// copy engine would fall behind: see `fluidResidents`.
     public static func planComponent(name: String, phase: String, groups: [GroupSize], activationBytes: Int,
-                                     budget: Int, prefetchDepth: Int? = nil, tiled: Bool = false,
+                                     budget: Int, prefetchDepth: Int? = nil, tileLatent: Int? = nil,
                                      priority: [Double]? = nil, timing: (copy: [Double], compute: [Double], linkBytesPerSecond: Double)? = nil) throws(PlanError) -> ComponentPlan {
         let total = groups.reduce(0) { $0 + $1.bytes }
         if total + activationBytes <= budget {
             return ComponentPlan(component: name, phase: phase, resident: groups.map(\.name), streamed: [], prefetchDepth: 0,
                                  slotBytes: 0, slotCount: 0, residentBytes: total, activationBytes: activationBytes,
-                                 streamedBytesPerCall: 0, tiled: tiled)
+                                 streamedBytesPerCall: 0, tiled: tileLatent != nil, tileLatent: tileLatent)
         }
         let depths = prefetchDepth.map { [$0] } ?? [2, 1]
         // Spread order: positions in bit-reversed (van der Corput) order, so equal-sized groups
@@ -146,7 +73,8 @@ public enum Planner {
                              streamed: streamed.map { groups[$0].name }, prefetchDepth: best.depth,
                              slotBytes: slot, slotCount: best.depth + 1, residentBytes: best.residentBytes,
                              activationBytes: activationBytes,
-                             streamedBytesPerCall: streamed.reduce(0) { $0 + groups[$1].bytes }, tiled: tiled)
+                             streamedBytesPerCall: streamed.reduce(0) { $0 + groups[$1].bytes }, tiled: tileLatent != nil,
+                             tileLatent: tileLatent)
     }
 
     /// Residents where streaming would stall: a fluid model of the pipeline in which the copy

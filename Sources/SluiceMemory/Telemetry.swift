@@ -51,14 +51,15 @@ public struct PhaseReport: Codable, Sendable {
     }
 }
 
-/// A run's report: its phases and the plan it used.
+/// A run's report: its phases and the plan it used (none without a device budget: the CPU read the
+/// weights from the mapped files).
 public struct RunReport: Codable, Sendable {
     public let schema: String
     public let device: String
-    public let plan: Plan
+    public let plan: Plan?
     public let phases: [PhaseReport]
 
-    public init(device: String, plan: Plan, phases: [PhaseReport]) {
+    public init(device: String, plan: Plan?, phases: [PhaseReport]) {
         schema = "sluice.report/1"
         self.device = device
         self.plan = plan

@@ -1,7 +1,6 @@
 import SluiceBackends
 import SluiceCore
 import SluiceMemory
-import SluiceModels
 import SluiceWeights
 
 /// Runs one component's weight groups in forward order, either straight from the memory-mapped
@@ -9,25 +8,24 @@ import SluiceWeights
 /// keeps some groups resident and streams the rest under the plan. The model code is the same either way.
 public final class ComponentRunner: @unchecked Sendable {
     public let name: String
-    public let phase: String
+    public let phase: Phase
     public let groupNames: [String]
     let checkpoint: Checkpoint
     let groupOf: (String) -> String?
     /// A prefix every key of this checkpoint carries beyond the module paths the model names
     /// (a text encoder saved from a *ForCausalLM keeps its decoder under "model.").
     public let keyPrefix: String
-    /// Rows each weight meets per call (tokens, or pixels for convolutions): the simulated clock charges
-    /// 2 · parameters · rows FLOPs per group — an estimate, labelled as simulation wherever it shows.
-    public var rowsPerCall: Double = 0
     public private(set) var executor: StreamingExecutor?
 
-    public init(name: String, phase: String, checkpoint: Checkpoint, groupNames: [String], groupOf: @escaping (String) -> String?) {
+    public init(name: String, phase: Phase, checkpoint: Checkpoint, groupNames: [String], groupOf: @escaping (String) -> String?) throws(SluiceError) {
         self.name = name
         self.phase = phase
         self.checkpoint = checkpoint
         self.groupNames = groupNames
         self.groupOf = groupOf
         keyPrefix = Self.detectPrefix(checkpoint.names, groupOf: groupOf)
+        // Every group has tensors: a broken download fails at load, naming what is missing.
+        _ = try execGroups()
     }
 
     /// "" when the keys are the model's module paths; else the one "x." prefix that makes them so.
@@ -39,35 +37,42 @@ public final class ComponentRunner: @unchecked Sendable {
         return ""
     }
 
-    /// The checkpoint's tensors by group (tensors no group uses are left on disk).
-    public func execGroups() throws(SluiceError) -> [ExecGroup] {
+    /// The checkpoint's tensors by group (tensors no group uses are left on disk); `flops` per group
+    /// for the modelled clock (0 when only the sizes matter).
+    public func execGroups(flops: [Double]? = nil) throws(SluiceError) -> [ExecGroup] {
         var byGroup: [String: [(key: String, tensor: Tensor)]] = [:]
         for key in checkpoint.names.sorted() {
             guard key.hasPrefix(keyPrefix), let g = groupOf(String(key.dropFirst(keyPrefix.count))) else { continue }
             byGroup[g, default: []].append((key, try checkpoint.tensor(key)))
         }
-        return try groupNames.map { g throws(SluiceError) in
+        return try groupNames.enumerated().map { i, g throws(SluiceError) in
             guard let tensors = byGroup[g], !tensors.isEmpty else {
                 throw .invalidCheckpoint(file: checkpoint.files.first?.path ?? name, tensor: nil, reason: "no tensors for \(name) group '\(g)'")
             }
-            let params = tensors.reduce(0) { $0 + $1.tensor.count }
-            return ExecGroup(name: g, tensors: tensors, flops: 2 * Double(params) * rowsPerCall)
+            return ExecGroup(name: g, tensors: tensors, flops: flops?[i] ?? 0)
         }
     }
 
-    /// Each group's device bytes as an allocation on `device` takes them (a plan must count what the
-    /// allocations really take).
-    public func sizes(on device: SimulatedDevice) throws(SluiceError) -> [GroupSize] {
-        try execGroups().map { GroupSize(name: $0.name, bytes: device.allocationSize($0.stagedBytes)) }
+    /// The groups as the planner sees them: parameters and stored bytes, from the checkpoint.
+    public func groupDescriptions() throws(SluiceError) -> [GroupDescription] {
+        try execGroups().map { g in GroupDescription(name: g.name, parameters: g.tensors.reduce(0) { $0 + $1.tensor.count }, storedBytes: g.stagedBytes) }
+    }
+
+    /// This component for the planner, with its model's activation formula and FLOPs per row.
+    public func describe(activationBytes: @escaping @Sendable (Workload) -> Int, rows: @escaping @Sendable (Workload) -> Double,
+                         tiling: Tiling? = nil) throws(SluiceError) -> ComponentDescription {
+        let groups = try groupDescriptions()
+        return ComponentDescription(name: name, phase: phase, groups: groups, activationBytes: activationBytes,
+                                    flops: { ComponentDescription.linearFlops(groups, rows: rows($0)) }, tiling: tiling)
     }
 
     /// Streams through `device` under `plan` from now on.
-    public func attach(device: SimulatedDevice, plan: ComponentPlan, hostBudget: Int?) throws(SluiceError) {
-        let groups = try execGroups()
-        let sizes = try self.sizes(on: device)
-        let name = self.name, phase = self.phase, activation = plan.activationBytes
+    public func attach(device: SimulatedDevice, plan: ComponentPlan, flops: [Double], hostBudget: Int?) throws(SluiceError) {
+        let groups = try execGroups(flops: flops)
+        let sizes = groups.map { GroupSize(name: $0.name, bytes: device.allocationSize($0.stagedBytes)) }
+        let name = self.name, phase = self.phase.rawValue, activation = plan.activationBytes, tile = plan.tileLatent
         executor = StreamingExecutor(device: device, plan: plan, groups: groups, hostBudget: hostBudget) { available throws(PlanError) in
-            try Planner.planComponent(name: name, phase: phase, groups: sizes, activationBytes: activation, budget: available)
+            try Planner.planComponent(name: name, phase: phase, groups: sizes, activationBytes: activation, budget: available, tileLatent: tile)
         }
     }
 

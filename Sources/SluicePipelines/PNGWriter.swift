@@ -100,10 +100,10 @@ public enum SluiceVersion { public static let string = "0.2.0" }
 /// The `parameters` text AUTOMATIC1111 writes into its PNGs; `sluice generate` and `sluice serve`
 /// write the same, so other tools read the settings back.
 public enum PNGParameters {
-    public static func text(_ r: GenerationRequest, model: String, shift: Double) -> String {
+    public static func text(_ r: GenerationRequest, model: String, sampler: (name: String, schedule: String)) -> String {
         var s = r.prompt
         if r.guidance > 0 && !r.negativePrompt.isEmpty { s += "\nNegative prompt: \(r.negativePrompt)" }
-        s += "\nSteps: \(r.steps), Sampler: Euler, Schedule type: Flow match (shift \(shift)), CFG scale: \(r.guidance), "
+        s += "\nSteps: \(r.steps), Sampler: \(sampler.name), Schedule type: \(sampler.schedule), CFG scale: \(r.guidance), "
         s += "Seed: \(r.seed), Size: \(r.width)x\(r.height), Model: \(model), Version: Sluice \(SluiceVersion.string)"
         return s
     }

@@ -41,7 +41,7 @@ enum Automatic1111Routes {
                 let seeds = (0..<p.count).map { Int(p.seed &+ UInt64($0)) }
                 let parameters: [String: Any] = [
                     "prompt": p.prompt, "negative_prompt": p.negativePrompt, "seed": Int(p.seed), "steps": p.steps,
-                    "width": p.width, "height": p.height, "cfg_scale": Double(p.guidance), "sampler_name": "Euler",
+                    "width": p.width, "height": p.height, "cfg_scale": Double(p.guidance), "sampler_name": engine.pipeline.sampler.name,
                     "batch_size": p.count, "n_iter": 1,
                 ]
                 var info = parameters
@@ -51,7 +51,7 @@ enum Automatic1111Routes {
                 info["infotexts"] = seeds.map { seed -> String in
                     var r = p.request
                     r.seed = UInt64(seed)
-                    return PNGParameters.text(r, model: engine.modelName, shift: engine.pipeline.schedulerConfig.shift)
+                    return PNGParameters.text(r, model: engine.modelName, sampler: engine.pipeline.sampler)
                 }
                 let infoText = String(decoding: (try? JSONSerialization.data(withJSONObject: info, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
                 return Routes.json(["images": images, "parameters": parameters, "info": infoText])

@@ -34,30 +34,22 @@ public struct MemorySample: Codable, Sendable {
     public var devicePeakBytes: Int?
 
     public static func now(device: (used: Int, peak: Int)? = nil) -> MemorySample {
-        MemorySample(time: Date().timeIntervalSince1970, hostBytes: residentSetBytes(),
+        MemorySample(time: Date().timeIntervalSince1970, hostBytes: HostMemory.residentBytes(),
                      deviceBytes: device?.used, devicePeakBytes: device?.peak)
-    }
-
-    /// /proc/self/statm's resident pages × the page size.
-    static func residentSetBytes() -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = s.split(separator: " ")
-        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 }
 
 /// The loaded model and how it runs: one generation at a time, on a thread of its own (generation
 /// is CPU-bound and synchronous; the server's event loops stay free).
 public final class Engine: @unchecked Sendable {
-    public let pipeline: ZImagePipeline
+    public let pipeline: any TextToImagePipeline
     public let memory: MemoryOptions
     public let modelName: String
     public private(set) var preview: LatentPreview?
     public private(set) var lastReport: RunReport?
     private let lock = NSLock()
 
-    public init(pipeline: ZImagePipeline, memory: MemoryOptions, modelName: String) {
+    public init(pipeline: any TextToImagePipeline, memory: MemoryOptions, modelName: String) {
         self.pipeline = pipeline
         self.memory = memory
         self.modelName = modelName
@@ -67,8 +59,8 @@ public final class Engine: @unchecked Sendable {
     /// whole path, and fits the preview map.
     public func warmUp() throws -> Double {
         let t0 = Date()
-        let side = max(pipeline.sizeMultiple * 4, 64)
-        let r = GenerationRequest(prompt: "warm-up", seed: 0, steps: 2, width: side, height: side, guidance: 0)
+        let side = max(pipeline.defaults.sizeMultiple * 4, 64)
+        let r = pipeline.request(prompt: "warm-up", seed: 0, steps: 2, width: side, height: side)
         let result = try pipeline.generate(r, memory: memory)
         // The warm-up's report is what start-up logs the plan from.
         lastReport = result.report
@@ -89,10 +81,10 @@ public final class Engine: @unchecked Sendable {
             var event = JobEvent(job: job, state: .running, images: params.count)
             event.image = i + 1
             let result = try pipeline.generate(r, memory: memory, progress: { p in
-                event.phase = p.phase
-                event.step = p.phase == "denoise" ? p.step : (p.phase == "decode" ? r.steps : 0)
+                event.phase = p.phase.rawValue
+                event.step = p.phase == .denoise ? p.step : (p.phase == .decode ? r.steps : 0)
                 event.steps = r.steps
-                if p.phase == "denoise", p.step > 0 {
+                if p.phase == .denoise, p.step > 0 {
                     event.secondsPerStep = p.elapsed / Double(p.step)
                     event.etaSeconds = event.secondsPerStep! * Double(p.total - p.step)
                     if let preview = self.preview, let l = lastLatents, let png = try? preview.png(l) {
@@ -103,7 +95,7 @@ public final class Engine: @unchecked Sendable {
                 report(event)
             }, afterStep: { _, latents in lastLatents = latents }, isCancelled: isCancelled)
             lastReport = result.report
-            let text = PNGParameters.text(r, model: modelName, shift: pipeline.schedulerConfig.shift)
+            let text = PNGParameters.text(r, model: modelName, sampler: pipeline.sampler)
             let (px, w, h) = try PNGWriter.rgb8(result.image)
             out.append((try PNGWriter.encode(pixels: px, width: w, height: h, text: [("parameters", text)]), Date().timeIntervalSince(t0), r.seed))
         }

@@ -44,10 +44,14 @@ public struct JobParameters: Sendable, Codable, Equatable {
 /// Field-by-field parsing with the limits every API shares.
 struct ParameterParser {
     let fields: [String: Any]
-    /// Pixel sizes must be multiples of this (the model's VAE scale × patch size).
-    let sizeMultiple: Int
-    let defaultSteps: Int
-    let defaultGuidance: Float
+    /// The model's defaults: steps, guidance, size and the multiple sizes must be of.
+    let defaults: PipelineDefaults
+    /// Sampler names AUTOMATIC1111 clients may send that mean the model's own sampler.
+    let samplers: Set<String>
+
+    var sizeMultiple: Int { defaults.sizeMultiple }
+    var defaultSteps: Int { defaults.steps }
+    var defaultGuidance: Float { defaults.guidance }
 
     /// JSON true/false (JSONSerialization hands them over as Bool, or as a char-typed NSNumber).
     static func isBool(_ v: Any) -> Bool {
@@ -125,8 +129,8 @@ struct ParameterParser {
         return JobParameters(
             prompt: prompt, negativePrompt: try string("negative_prompt"), seed: try seed("seed"),
             steps: try int("steps", default: defaultSteps, range: 1...JobParameters.maxSteps)!,
-            width: try side("width", try int("width", default: 1024, range: 0...100_000)!),
-            height: try side("height", try int("height", default: 1024, range: 0...100_000)!),
+            width: try side("width", try int("width", default: defaults.width, range: 0...100_000)!),
+            height: try side("height", try int("height", default: defaults.height, range: 0...100_000)!),
             guidance: try float("guidance", default: defaultGuidance, range: 0...30),
             count: try int("count", default: 1, range: 1...JobParameters.maxCount)!)
     }
@@ -134,7 +138,7 @@ struct ParameterParser {
     /// OpenAI's images API: prompt, n, size "WxH", response_format; model/quality/style ignored.
     func openAI() throws(RequestError) -> (JobParameters, base64: Bool) {
         let prompt = try prompt()
-        let size = try string("size", default: "1024x1024")
+        let size = try string("size", default: "\(defaults.width)x\(defaults.height)")
         let parts = size.lowercased().split(separator: "x")
         guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]) else {
             throw RequestError(field: "size", reason: "must look like 1024x1024")
@@ -146,17 +150,14 @@ struct ParameterParser {
                               count: try int("n", default: 1, range: 1...JobParameters.maxCount)!), format == "b64_json")
     }
 
-    /// Samplers an AUTOMATIC1111 client may name that mean flow-match Euler here.
-    static let eulerNames: Set<String> = ["", "euler", "euler a", "flow match euler", "flowmatch euler", "flowmatcheuler", "default"]
-
     /// AUTOMATIC1111's txt2img: prompt, negative_prompt, seed, steps, width, height, cfg_scale,
     /// batch_size × n_iter, sampler_name/sampler_index (Euler only).
     func automatic1111() throws(RequestError) -> JobParameters {
         let prompt = try prompt()
         for key in ["sampler_name", "sampler_index"] {
             let s = try string(key)
-            guard Self.eulerNames.contains(s.lowercased()) else {
-                throw RequestError(field: key, reason: "'\(s)' is not available; this model samples with Euler (flow matching)")
+            guard samplers.contains(s.lowercased()) else {
+                throw RequestError(field: key, reason: "'\(s)' is not available; this model samples with its own sampler (\(samplers.filter { !$0.isEmpty }.sorted().joined(separator: ", ")))")
             }
         }
         let batch = try int("batch_size", default: 1, range: 1...JobParameters.maxCount)!
@@ -167,8 +168,8 @@ struct ParameterParser {
         return JobParameters(
             prompt: prompt, negativePrompt: try string("negative_prompt"), seed: try seed("seed"),
             steps: try int("steps", default: defaultSteps, range: 1...JobParameters.maxSteps)!,
-            width: try side("width", try int("width", default: 1024, range: 0...100_000)!),
-            height: try side("height", try int("height", default: 1024, range: 0...100_000)!),
+            width: try side("width", try int("width", default: defaults.width, range: 0...100_000)!),
+            height: try side("height", try int("height", default: defaults.height, range: 0...100_000)!),
             guidance: try float("cfg_scale", default: defaultGuidance, range: 0...30),
             count: batch * iterations)
     }

@@ -181,7 +181,7 @@ public actor JobQueue {
             case .failure(let error):
                 if case SluiceError.cancelled = error { job.state = .cancelled } else {
                     job.state = .failed
-                    job.error = "\(error)"
+                    job.error = errorText(error)
                 }
             }
             final.state = job.state

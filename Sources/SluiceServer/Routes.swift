@@ -109,8 +109,7 @@ public enum Routes {
     }
 
     static func parser(_ fields: [String: Any], _ engine: Engine) -> ParameterParser {
-        ParameterParser(fields: fields, sizeMultiple: engine.pipeline.sizeMultiple,
-                        defaultSteps: ZImagePipeline.defaultSteps, defaultGuidance: ZImagePipeline.defaultGuidance)
+        ParameterParser(fields: fields, defaults: engine.pipeline.defaults, samplers: engine.pipeline.samplerAliases)
     }
 
     public static func router(_ state: ServerState) -> Router<BasicRequestContext> {
@@ -208,9 +207,7 @@ public enum Routes {
             await handle {
                 var out: [String: Any] = ["ready": state.engine != nil, "startup": state.startupLog, "version": SluiceVersion.string]
                 out["memory_now"] = jsonObject(MemorySample.now())
-                var usage = rusage()
-                getrusage(RUSAGE_SELF.rawValue, &usage)
-                var peak: [String: Any] = ["host_bytes": usage.ru_maxrss * 1024]
+                var peak: [String: Any] = ["host_bytes": HostMemory.peakResidentBytes()]
                 if let report = state.engine?.lastReport { peak["device_bytes"] = report.phases.map(\.peakDeviceBytes).max() ?? 0 }
                 out["memory_peak"] = peak
                 if let e = state.engine, let q = state.queue {
@@ -220,12 +217,13 @@ public enum Routes {
                     if let cur = await q.current { out["current_job"] = cur.id }
                     out["memory_timeline"] = jsonObject(await q.memoryTimeline.suffix(600).map { $0 })
                     if let report = e.lastReport { out["last_run"] = jsonObject(report) }
-                    out["device_budget_bytes"] = e.pipeline.deviceBudget(e.memory).map { $0 as Any } ?? NSNull()
+                    let device = e.pipeline.device
+                    out["device_budget_bytes"] = device.budget(limit: e.memory.deviceBudget).map { $0 as Any } ?? NSNull()
                     // Device bytes are real allocations on Vulkan, modelled on the simulated device.
-                    out["device_memory"] = e.pipeline.vulkanContext != nil ? "vulkan" : e.memory.deviceBudget != nil ? "simulated" : "none"
-                    out["profile"] = e.memory.deviceBudget == nil && e.pipeline.vulkanContext == nil ? "cpu" : e.memory.profile.name
-                    out["device"] = e.pipeline.deviceDescription
-                    out["device_name"] = e.pipeline.vulkanContext?.info.name ?? "cpu"
+                    out["device_memory"] = device.vulkan != nil ? "vulkan" : e.memory.deviceBudget != nil ? "simulated" : "none"
+                    out["profile"] = e.memory.deviceBudget == nil && device.vulkan == nil ? "cpu" : e.memory.profile.name
+                    out["device"] = device.description
+                    out["device_name"] = device.vulkan?.info.name ?? "cpu"
                 }
                 return json(out)
             }

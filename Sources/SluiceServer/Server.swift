@@ -22,20 +22,17 @@ public enum SluiceServerMain {
     /// Loads and warms the model, logging what seed 001's console reports: load time per component and the plan.
     public static func load(model: String, memory: MemoryOptions, device: String = "cpu", log: (String) -> Void) throws -> Engine {
         let t0 = Date()
-        let dir = try ModelLocator.resolve(model)
-        let pipe = try ZImagePipeline(directory: dir, device: device)
-        if let note = pipe.deviceNote { log(note) }
-        log("computing on \(pipe.deviceDescription)")
-        log(String(format: "loaded %@ from %@ in %.2f s: ", model, dir, Date().timeIntervalSince(t0))
+        let pipe = try PipelineRegistry.shared.load(model: model, device: device)
+        if let note = pipe.device.note { log(note) }
+        log("computing on \(pipe.device.description)")
+        log(String(format: "loaded %@ (%@) from %@ in %.2f s: ", model, pipe.family, pipe.directory, Date().timeIntervalSince(t0))
             + pipe.loadSeconds.map { String(format: "%@ %.3f s", $0.component, $0.seconds) }.joined(separator: ", ")
             + " (weights memory-mapped, read on first use)")
         let engine = Engine(pipeline: pipe, memory: memory, modelName: (model as NSString).lastPathComponent)
         let warm = try engine.warmUp()
         log(String(format: "warm-up generation in %.2f s", warm))
         if let plan = engine.lastReport?.plan {
-            for c in plan.components {
-                log("plan: \(c.component) — \(c.resident.count) groups resident (\(formatBytes(c.residentBytes))), \(c.streamed.count) streamed (\(formatBytes(c.streamedBytesPerCall)) per call)\(c.tiled ? ", tiled" : "")")
-            }
+            for line in plan.lines { log("plan: " + line) }
         } else {
             log("plan: everything on the CPU, read from the mapped files (no --vram-limit)")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceWeights
 
 /// text_encoder/config.json of a Qwen3 model.
 public struct Qwen3Config: Sendable, Decodable {
@@ -85,38 +86,29 @@ public struct Qwen3Encoder: Sendable {
         public init(ids: [Int]) { self.ids = ids }
     }
 
-    public func run(group index: Int, _ w: @escaping (String) throws(SluiceError) -> Tensor, _ s: State, _ b: any Backend) throws(SluiceError) -> State {
+    /// Peak activation bytes of encoding `tokens` tokens (f32): the residual stream, the norm's output,
+    /// q/k/v and the attention output (6 × hidden), the MLP's gate, up and product (3 × intermediate),
+    /// and two heads × head_dim wide copies while heads are repeated for grouped-query attention.
+    public static func activationBytes(config c: Qwen3Config, tokens: Int) -> Int {
+        4 * tokens * (6 * c.hiddenSize + 3 * c.intermediateSize + 2 * c.numAttentionHeads * c.headDim)
+    }
+
+    public func run(group index: Int, _ w: ModuleWeights, _ s: State, _ b: any Backend) throws(SluiceError) -> State {
         var s = s
         if index == 0 {
-            s.hidden = try embed(ids: s.ids, table: w("embed_tokens.weight"))
+            s.hidden = try HostMath.embed(w("embed_tokens.weight"), ids: s.ids, name: "embed_tokens", expectedShape: [config.vocabSize, config.hiddenSize])
             s.rope = ropeTables(count: s.ids.count)
         } else {
-            s.hidden = try layer(s.hidden!, prefix: "layers.\(index - 1).", rope: s.rope!, w, b)
+            s.hidden = try layer(s.hidden!, rope: s.rope!, w.scoped("layers.\(index - 1)"), b)
         }
         return s
     }
 
     /// hidden_states[-2] for `ids`: [ids.count, hidden].
-    public func encode(ids: [Int], _ w: @escaping (String) throws(SluiceError) -> Tensor, _ b: any Backend) throws(SluiceError) -> Tensor {
+    public func encode(ids: [Int], _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
         var s = State(ids: ids)
         for i in groupNames.indices { s = try run(group: i, w, s, b) }
         return s.hidden!
-    }
-
-    func embed(ids: [Int], table: Tensor) throws(SluiceError) -> Tensor {
-        let dim = config.hiddenSize
-        guard table.shape == [config.vocabSize, dim] else {
-            throw .shapeMismatch(operation: "embed_tokens", expected: "[\(config.vocabSize), \(dim)]", found: "\(table.shape)")
-        }
-        let out = Tensor(uninitialized: [ids.count, dim], dtype: .f32)
-        for (r, id) in ids.enumerated() {
-            guard id >= 0 && id < config.vocabSize else {
-                throw .invalidArgument(name: "token id", reason: "\(id) is outside the text encoder's vocabulary of \(config.vocabSize)")
-            }
-            let row = try table.sliced(dim: 0, id..<(id + 1)).converted(to: .f32)
-            (out.f32 + r * dim).update(from: row.f32, count: dim)
-        }
-        return out
     }
 
     /// cos/sin [L, headDim/2] for positions 0..<L: inv_freq = θ^(−2i/d) in f32, angle = pos·inv_freq in f32.
@@ -134,15 +126,14 @@ public struct Qwen3Encoder: Sendable {
         return (Tensor(c, shape: [count, half]), Tensor(s, shape: [count, half]))
     }
 
-    func layer(_ x: Tensor, prefix: String, rope: (cos: Tensor, sin: Tensor), _ w: (String) throws(SluiceError) -> Tensor,
-               _ b: any Backend) throws(SluiceError) -> Tensor {
+    func layer(_ x: Tensor, rope: (cos: Tensor, sin: Tensor), _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
         let L = x.shape[0], H = config.numAttentionHeads, KV = config.numKeyValueHeads, D = config.headDim
         let eps = config.rmsNormEps
-        let n = try b.rmsNorm(x, weight: w(prefix + "input_layernorm.weight"), eps: eps)
+        let n = try b.rmsNorm(x, weight: w("input_layernorm.weight"), eps: eps)
         func project(_ name: String, heads: Int, norm: String?) throws(SluiceError) -> Tensor {
-            var t = try b.linear(n, weight: w(prefix + "self_attn.\(name).weight"), bias: nil).reshaped([L, heads, D])
+            var t = try b.linear(n, weight: w("self_attn.\(name).weight"), bias: nil).reshaped([L, heads, D])
             if let norm {
-                t = try b.rmsNorm(t, weight: w(prefix + "self_attn.\(norm).weight"), eps: eps)
+                t = try b.rmsNorm(t, weight: w("self_attn.\(norm).weight"), eps: eps)
                 t = try b.rotaryEmbedding(t, cos: rope.cos, sin: rope.sin, seqDim: 0, layout: .halves)
             }
             return t
@@ -153,12 +144,12 @@ public struct Qwen3Encoder: Sendable {
         func bhld(_ t: Tensor) throws(SluiceError) -> Tensor { try t.reshaped([1, L, H, D]).permuted([0, 2, 1, 3]) }
         let o = try b.attention(q: bhld(q), k: bhld(k), v: bhld(v), mask: Self.causalMask(L), scale: nil)
         let merged = try o.permuted([0, 2, 1, 3]).contiguous().reshaped([L, H * D])
-        let x1 = try b.add(x, b.linear(merged, weight: w(prefix + "self_attn.o_proj.weight"), bias: nil))
+        let x1 = try b.add(x, b.linear(merged, weight: w("self_attn.o_proj.weight"), bias: nil))
 
-        let m = try b.rmsNorm(x1, weight: w(prefix + "post_attention_layernorm.weight"), eps: eps)
-        let gate = try b.silu(b.linear(m, weight: w(prefix + "mlp.gate_proj.weight"), bias: nil))
-        let up = try b.linear(m, weight: w(prefix + "mlp.up_proj.weight"), bias: nil)
-        return try b.add(x1, b.linear(b.mul(gate, up), weight: w(prefix + "mlp.down_proj.weight"), bias: nil))
+        let m = try b.rmsNorm(x1, weight: w("post_attention_layernorm.weight"), eps: eps)
+        let gate = try b.silu(b.linear(m, weight: w("mlp.gate_proj.weight"), bias: nil))
+        let up = try b.linear(m, weight: w("mlp.up_proj.weight"), bias: nil)
+        return try b.add(x1, b.linear(b.mul(gate, up), weight: w("mlp.down_proj.weight"), bias: nil))
     }
 
     /// [L, KV, D] → [L, KV·times, D]: key/value head j serves query heads j·times ..< (j+1)·times.

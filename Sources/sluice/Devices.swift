@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceBackends
-import SluiceMemory
+import SluiceCore
 
 struct Devices: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List compute devices: the CPU, and each Vulkan device with its heaps and queues.")

@@ -13,9 +13,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to bind (loopback by default; anything else needs --api-key or --insecure).") var host = "127.0.0.1"
     @Option(help: "Port.") var port = 7860
     @Option(help: "Compute device: cpu, vulkan or vulkan:N (as `sluice generate --device`).") var device = "cpu"
-    @Option(help: "Device memory budget, e.g. 8G (see `sluice generate`; with --device vulkan the default is the device's heap).") var vramLimit: ByteSize?
-    @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
-    @Option(help: "Device profile whose modelled clock times runs (a simulation).") var profile = "rtx4090-24g"
+    @OptionGroup var memory: MemoryFlags
     @Option(help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
     @Option(help: "Gallery folder (default: $XDG_DATA_HOME/sluice/gallery or ~/.local/share/sluice/gallery).") var gallery: String?
     @Option(help: "Require this bearer token on every API call.") var apiKey: String?
@@ -23,7 +21,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body accepted, in bytes.") var maxBody = 1 << 20
 
     func run() async throws {
-        guard let deviceProfile = DeviceProfile.named(profile) else { throw CommandError(message: "--profile \(profile): unknown") }
+        let memory = try self.memory.options()
         guard (1...1024).contains(queueSize) else { throw CommandError(message: "--queue-size must be 1…1024") }
         var o = ServeOptions()
         o.host = host
@@ -34,8 +32,8 @@ struct Serve: AsyncParsableCommand {
         o.maxBodyBytes = maxBody
         o.device = device
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }
-        try await SluiceServerMain.run(model: model, options: o,
-                                       memory: MemoryOptions(deviceBudget: vramLimit?.bytes, hostBudget: ramLimit?.bytes, profile: deviceProfile),
-                                       galleryDirectory: gallery ?? Gallery.defaultDirectory())
+        try await withFlagsAsync {
+            try await SluiceServerMain.run(model: model, options: o, memory: memory, galleryDirectory: gallery ?? Gallery.defaultDirectory())
+        }
     }
 }

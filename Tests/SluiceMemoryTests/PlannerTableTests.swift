@@ -4,11 +4,13 @@ import SluiceMemory
 import SluiceTestSupport
 import Testing
 
-/// The planner and the offload model on the real models' group tables.
+/// The planner and the offload model on the real models' group tables, with the tables' own
+/// (model-agnostic) estimates: this layer knows no model. (A registered family's formulas on its
+/// table are the pipelines' tests.)
 @Suite struct PlannerTableTests {
     static let gib = 1 << 30
-    func table(_ name: String) throws -> ModelTable { try ModelTable.resolve(name, directory: Fixtures.directory + "/tables") }
-    func denoiser(_ t: ModelTable) -> ModelTable.Component { t.components.first { $0.phase == "denoise" }! }
+    func table(_ name: String) throws -> [ComponentDescription] { try ModelTable.resolve(name).genericDescriptions }
+    func denoiser(_ t: [ComponentDescription]) -> ComponentDescription { t.first { $0.phase == .denoise }! }
 
     /// Parameter counts built from the configs match the published model sizes.
     @Test func tablesMatchPublishedSizes() throws {
@@ -18,7 +20,7 @@ import Testing
             ("flux1-dev", "text_encoder_2", 4.76e9), ("z-image-turbo", "text_encoder", 4.02e9),
         ]
         for (model, component, params) in expected {
-            let c = try table(model).components.first { $0.name == component }!
+            let c = try ModelTable.resolve(model).components.first { $0.name == component }!
             #expect(abs(Double(c.parameters) - params) / params < 0.005, "\(model) \(component): \(c.parameters)")
         }
     }
@@ -51,14 +53,14 @@ import Testing
             } catch let PlanError.budgetTooSmall(component, _, minimum) {
                 #expect(minimum > 64 << 20)
                 // That component plans at exactly its minimum, and not one MiB below.
-                let c = t.components.first { $0.name == component }!
+                let c = t.first { $0.name == component }!
                 let r = PlanRequest(deviceBudget: minimum, storage: .bf16)
-                let act = PipelinePlanner.activationBytes(c, t, r)
+                let act = PipelinePlanner.activationBytes(c, r)
                 #expect(throws: Never.self) {
-                    try Planner.planComponent(name: c.name, phase: c.phase, groups: PipelinePlanner.sizes(c, r), activationBytes: act, budget: minimum, prefetchDepth: 1)
+                    try Planner.planComponent(name: c.name, phase: c.phase.rawValue, groups: PipelinePlanner.sizes(c, r), activationBytes: act, budget: minimum, prefetchDepth: 1)
                 }
                 #expect(throws: PlanError.self) {
-                    try Planner.planComponent(name: c.name, phase: c.phase, groups: PipelinePlanner.sizes(c, r), activationBytes: act, budget: minimum - (1 << 20), prefetchDepth: 1)
+                    try Planner.planComponent(name: c.name, phase: c.phase.rawValue, groups: PipelinePlanner.sizes(c, r), activationBytes: act, budget: minimum - (1 << 20), prefetchDepth: 1)
                 }
                 // Raising the budget to each reported minimum in turn ends in a plan for the whole pipeline.
                 var budget = minimum, tries = 0
@@ -79,9 +81,9 @@ import Testing
         let t = try table("sdxl")
         let unet = denoiser(t)
         var r = PlanRequest(deviceBudget: 400 << 20)
-        let one = PipelinePlanner.activationBytes(unet, t, r)
+        let one = PipelinePlanner.activationBytes(unet, r)
         r.batch = 8
-        #expect(PipelinePlanner.activationBytes(unet, t, r) == 8 * one)
+        #expect(PipelinePlanner.activationBytes(unet, r) == 8 * one)
         // 8 images' activations exceed 400 MiB; one image's fit.
         #expect(throws: PlanError.self) { try PipelinePlanner.plan(t, r) }
         let plan = try PipelinePlanner.plan(t, r, allowOneByOne: true)
@@ -115,15 +117,15 @@ import Testing
             for profile in DeviceProfile.all {
                 for side in [512, 1024] {
                     let base = PlanRequest(deviceBudget: 0, storage: .bf16, width: side, height: side, profile: profile)
-                    let k = OffloadModel.costs(c, t, base)
-                    let total = k.bytes.reduce(0, +), act = PipelinePlanner.activationBytes(c, t, base)
+                    let k = OffloadModel.costs(c, base)
+                    let total = k.bytes.reduce(0, +), act = PipelinePlanner.activationBytes(c, base)
                     var budget = total + act + 4096
                     while true {
                         var r = base
                         r.deviceBudget = budget
                         guard let plan = try? PipelinePlanner.plan(t, r), let p = plan.component(c.name) else { break }
                         let device = SimulatedDevice(profile: profile, capBytes: budget, backed: false)
-                        let s = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: t, request: r, profile: profile, device: device)
+                        let s = OffloadModel.sluiceStepSeconds(plan: p, costs: OffloadModel.costs(c, r, activation: p.activationBytes), profile: profile, device: device)
                         let g = OffloadModel.groupOffloadSeconds(k, profile)
                         let b = OffloadModel.boundSeconds(k, profile, budget: budget, activation: act).seconds
                         #expect(s <= g * 1.0000001, "\(name) \(profile.name) \(side)² \(budget): sluice \(s) > group offload \(g)")

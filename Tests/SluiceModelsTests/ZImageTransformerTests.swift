@@ -12,18 +12,21 @@ import Testing
         try JSONDecoder().decode(ZImageConfig.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json")))
     }
 
-    /// One denoising call of the tiny pipeline's transformer (dim 32, bf16 weights), fed diffusers' own
-    /// inputs. Tolerance 2e-5 abs + 1e-4 rel: f32 through 4 blocks whose sums torch orders differently.
-    @Test func tinyTransformerMatchesDiffusers() throws {
+    /// Denoising calls of the tiny pipeline's transformer (dim 32, bf16 weights), fed diffusers' own
+    /// inputs: the first (t = 0, pure noise) and the third (t ≠ 0, so a wrong timestep embedding shows).
+    /// Tolerance 2e-5 abs + 1e-4 rel: f32 through 4 blocks whose sums torch orders differently.
+    @Test(arguments: [0, 2])
+    func tinyTransformerMatchesDiffusers(call: Int) throws {
         let dir = Fixtures.directory + "/models/z-image-tiny/transformer"
         let ckpt = try Checkpoint(path: dir + "/diffusion_pytorch_model.safetensors")
         let ref = try Fixtures.file("zimage_reference.safetensors")
         let model = ZImageTransformer(config: try Self.config(dir))
-        let t = try ref.tensor("transformer_t_0").toFloats()[0]
-        let state = ZImageTransformer.State(latents: try ref.tensor("transformer_in_0"), t: t, caption: try ref.tensor("prompt_embeds"))
+        let t = try ref.tensor("transformer_t_\(call)").toFloats()[0]
+        #expect(call == 0 ? t == 0 : t > 0.1, "t = \(t)")
+        let state = ZImageTransformer.State(latents: try ref.tensor("transformer_in_\(call)"), t: t, caption: try ref.tensor("prompt_embeds"))
         let backend = try CPUBackend()
         let out = try model.forward(state, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }, backend)
-        let c = compare(try out.toFloats(), try ref.tensor("transformer_out_0").toFloats(), atol: 2e-5, rtol: 1e-4)
+        let c = compare(try out.toFloats(), try ref.tensor("transformer_out_\(call)").toFloats(), atol: 2e-5, rtol: 1e-4)
         #expect(c.ok, "\(c)")
     }
 

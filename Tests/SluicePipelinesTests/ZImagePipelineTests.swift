@@ -18,7 +18,8 @@ import Testing
         var steps: [[Float]] = []
         let r = GenerationRequest(prompt: "a red fox", negativePrompt: guidance > 0 ? "blurry" : "", seed: 7, steps: 4,
                                   width: 64, height: 64, guidance: guidance)
-        let out = try pipe.generate(r, memory: memory, afterStep: { _, t in steps.append((try? t.toFloats()) ?? []) })
+        let out = try pipe.generate(r, memory: memory, progress: { _ in }, afterStep: { _, t in steps.append((try? t.toFloats()) ?? []) },
+                                    isCancelled: { false })
         return (out, steps)
     }
 
@@ -30,7 +31,7 @@ import Testing
         let tag = guidance > 0 ? "cfg_" : ""
         let (out, steps) = try Self.run(guidance: guidance)
         #expect(steps.count == 4)
-        for i in 0..<4 {
+        for i in 0..<min(steps.count, 4) {
             let c = compare(steps[i], try ref.tensor("\(tag)latents_\(i)").toFloats(), atol: 1e-4, rtol: 1e-4)
             #expect(c.ok, "step \(i): \(c)")
         }
@@ -38,48 +39,77 @@ import Testing
         #expect(c.ok, "image: \(c)")
     }
 
-    /// The same run under device budgets that force streaming: bit-identical to the unbudgeted run,
-    /// peak device bytes within the budget, and the text encoder swapped out when both do not fit.
+    /// The same run (with guidance: two transformer calls a step) under device budgets that force
+    /// streaming: latents bit-identical to the unbudgeted run; the image too, except where the VAE tiles —
+    /// then it is diffusers' tiled decode at the tile size the planner chose, of diffusers' own final
+    /// latents (2e-4, as the whole image in `matchesDiffusers`). The simulated device holds twice the
+    /// budget, so the measured peak (not a refused allocation) shows whether the plan kept to its budget;
+    /// the activations the CPU really allocated in each phase stay within what the plan reserved.
     @Test func streamingGivesTheSameImage() throws {
-        let (free, _) = try Self.run(guidance: 0)
+        let (free, _) = try Self.run(guidance: 2.5)
         let want = try free.image.toFloats().map(\.bitPattern), wantLatents = try free.latents.toFloats().map(\.bitPattern)
+        let ref = try Fixtures.file("zimage_reference.safetensors")
         var tiled = false
         var streamed = false
         // 8 MiB holds everything; ~2.4 MiB is near the smallest plan (the activation estimate for
         // 768 tokens is most of it).
         for budget in [8 << 20, 2_600_000, 2_500_000, 2_450_000] {
-            let (out, _) = try Self.run(guidance: 0, memory: MemoryOptions(deviceBudget: budget, profile: .rtx3060))
+            var memory = MemoryOptions(deviceBudget: budget, profile: .rtx3060)
+            memory.deviceCapBytes = 2 * budget
+            let (out, _) = try Self.run(guidance: 2.5, memory: memory)
             #expect(try out.latents.toFloats().map(\.bitPattern) == wantLatents, "budget \(budget)")
             if let tile = out.vaeTileLatent {
-                // A tiled decode is a different (approximate) image, exactly the one the tiled decoder
-                // gives on the CPU for the same latents.
+                // A tiled decode is a different (approximate) image: diffusers' tiled_decode at this tile
+                // size, postprocessed as the pipeline does.
                 tiled = true
-                let pipe = try ZImagePipeline(directory: Self.model)
-                let z = Tensor(uninitialized: free.latents.shape, dtype: .f32)
-                for j in 0..<z.count { z.f32[j] = free.latents.f32[j] / pipe.vae.config.scalingFactor + pipe.vae.config.shiftFactor }
-                let ckpt = try SluiceWeights.Checkpoint(path: Self.model + "/vae/diffusion_pytorch_model.safetensors")
-                let cpu = try pipe.vae.decodeTiled(z, tileLatent: tile, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }, CPUBackend())
-                let expected = try cpu.toFloats().map { min(max($0 / 2 + 0.5, 0), 1).bitPattern }
-                #expect(try out.image.toFloats().map(\.bitPattern) == expected, "budget \(budget), tile \(tile)")
+                let reference = try ImageOutput.fromDecoder(try ref.tensor("vae_tiled_\(tile)_out").reshaped([1, 3, 64, 64]))
+                let c = compare(try out.image.toFloats(), try reference.toFloats(), atol: 2e-4, rtol: 0)
+                #expect(c.ok, "budget \(budget), tile \(tile): \(c)")
             } else {
                 #expect(try out.image.toFloats().map(\.bitPattern) == want, "budget \(budget)")
             }
-            let report = try #require(out.report)
-            #expect(report.phases.allSatisfy { $0.peakDeviceBytes <= budget }, "budget \(budget): \(report.phases.map(\.peakDeviceBytes))")
-            #expect(report.plan.peakDeviceBytes <= budget)
-            streamed = streamed || !(report.plan.component("transformer")?.streamed.isEmpty ?? true)
+            let report = out.report
+            let plan = try #require(report.plan)
+            #expect(report.phases.count == 3)
+            for phase in report.phases {
+                #expect(phase.peakDeviceBytes <= budget, "budget \(budget) \(phase.phase): peak \(phase.peakDeviceBytes)")
+                let reserved = try #require(plan.components.first { $0.phase == phase.phase }).activationBytes
+                #expect(phase.peakHostBytes > 0 && phase.peakHostBytes <= reserved,
+                        "budget \(budget) \(phase.phase): the compute allocated \(phase.peakHostBytes) bytes, the plan reserved \(reserved)")
+            }
+            #expect(plan.peakDeviceBytes <= budget)
+            streamed = streamed || !(plan.component("transformer")?.streamed.isEmpty ?? true)
             // Below all-fits the text encoder does not stay beside the transformer.
-            if budget < 8 << 20 { #expect(report.plan.swappedBetweenPhases.contains("text_encoder"), "budget \(budget)") }
+            if budget < 8 << 20 { #expect(plan.swappedBetweenPhases.contains("text_encoder"), "budget \(budget)") }
         }
         #expect(streamed, "no budget made the transformer stream")
         #expect(tiled, "no budget made the VAE tile")
     }
 
+    /// `sluice plan --model` prints what `generate` runs: the plan a pipeline gives for a request is the
+    /// one its run reports, at every budget (and none without one).
+    @Test func planIsWhatGenerateRuns() throws {
+        let pipe = try ZImagePipeline(directory: Self.model)
+        let r = GenerationRequest(prompt: "a red fox", seed: 7, steps: 2, width: 64, height: 64, guidance: 0)
+        #expect(try pipe.plan(r, memory: MemoryOptions()) == nil)
+        #expect(try pipe.generate(r).report.plan == nil)
+        for budget in [3 << 20, 2_600_000, 2_450_000, 8 << 20] {
+            for profile in [DeviceProfile.rtx3060, .h100pcie] {
+                let memory = MemoryOptions(deviceBudget: budget, profile: profile)
+                let planned = try #require(try pipe.plan(r, memory: memory))
+                #expect(planned == (try pipe.generate(r, memory: memory).report.plan), "budget \(budget) \(profile.name)")
+            }
+        }
+    }
+
     @Test func badSizesAndBudgetsAreClearErrors() throws {
         let pipe = try ZImagePipeline(directory: Self.model)
-        #expect(throws: SluiceError.self) { try pipe.generate(GenerationRequest(prompt: "x", steps: 2, width: 62, height: 64, guidance: 0)) }
-        #expect(throws: SluiceError.self) {
+        let width = #expect(throws: SluiceError.self) { try pipe.generate(GenerationRequest(prompt: "x", steps: 2, width: 62, height: 64, guidance: 0)) }
+        #expect(width == .invalidParameter(.width, reason: "62 must be a positive multiple of 4"))  // the tiny VAE scales by 2
+        let budget = #expect(throws: SluiceError.self) {
             try pipe.generate(GenerationRequest(prompt: "x", steps: 2, width: 64, height: 64, guidance: 0), memory: MemoryOptions(deviceBudget: 1000))
         }
+        guard case .invalidParameter(.vramLimit, let reason)? = budget else { Issue.record("\(String(describing: budget))"); return }
+        #expect(reason.contains("smallest that works"), "\(reason)")
     }
 }

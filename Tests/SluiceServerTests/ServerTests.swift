@@ -233,7 +233,7 @@ import Testing
                 let obj = try JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any]
                 #expect((obj?["device"] as? String)?.hasPrefix("vulkan") == true)
                 #expect(obj?["device_memory"] as? String == "vulkan")
-                #expect(obj?["device_budget_bytes"] as? Int == engine.pipeline.vulkanContext?.info.deviceBudget)
+                #expect(obj?["device_budget_bytes"] as? Int == engine.pipeline.device.vulkan?.info.deviceBudget)
             }
         }
         let q = state.queue!

@@ -21,7 +21,7 @@ import re
 
 import torch
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "Fixtures", "tables")
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "Sources", "SluiceMemory", "Tables")
 RES = 1024
 BF16 = 2
 
@@ -64,6 +64,16 @@ def groups_of(module, max_params):
     return out
 
 
+def config_of(module):
+    """The component's config as its config.json holds it (diffusers' FrozenDict or a transformers
+    config), private keys dropped: the Swift side reads it with the same decoders as a model folder."""
+    cfg = getattr(module, "config", None)
+    if cfg is None:
+        return None  # a submodule (the VAE's decoder): its owner's config is recorded instead
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    return json.loads(json.dumps({k: v for k, v in d.items() if not k.startswith("_")}, default=str))
+
+
 def component(name, phase, module, prefix, tokens_of, attention_of, activation, scaling):
     """attention_of(module_path) gives the attention FLOPs of an attention module (0 for others);
     they are booked on the group that holds that module (or its first piece, if it was cut)."""
@@ -85,7 +95,7 @@ def component(name, phase, module, prefix, tokens_of, attention_of, activation, 
         g["name"] = f"{prefix}.{g['name']}"
     assert sum(g["parameters"] for g in groups) == total
     return {"name": name, "phase": phase, "groups": groups, "activationBytes": int(activation),
-            "scaling": scaling, "computeDType": "bf16"}
+            "scaling": scaling, "computeDType": "bf16", "config": config_of(module)}
 
 
 def block_index(path, key):
@@ -166,6 +176,7 @@ def vae_component(vae, latent_side, prefix="vae", base_channels=128):
 
     c = component("vae", "decode", dec, prefix + ".decoder", lambda p: side(p) ** 2, attention,
                   RES * RES * base_channels * BF16 * 6, "pixels")
+    c["config"] = config_of(vae)  # the whole AutoencoderKL's config (vae/config.json), not the decoder's
     del ups
     return c
 
@@ -197,6 +208,7 @@ def z_image():
     vae = sd_vae(latent_channels=16)
     return {
         "model": "z-image-turbo",
+        "pipeline": "ZImagePipeline",
         "source": "diffusers ZImageTransformer2DModel defaults (Tongyi-MAI/Z-Image-Turbo), Qwen3-4B, FLUX VAE; 256 caption tokens",
         "components": [
             text_component("text_encoder", qwen3_4b(), "text_encoder"),
@@ -229,6 +241,7 @@ def flux_dev():
     vae = sd_vae(latent_channels=16)
     return {
         "model": "flux1-dev",
+        "pipeline": "FluxPipeline",
         "source": "black-forest-labs/FLUX.1-dev configs: FluxTransformer2DModel 19+38 blocks, CLIP-L, T5-XXL (512 tokens), FLUX VAE",
         "components": [
             text_component("text_encoder", clip_l(), "text_encoder"),
@@ -256,6 +269,7 @@ def qwen_image():
     vae = build(AutoencoderKLQwenImage)
     return {
         "model": "qwen-image",
+        "pipeline": "QwenImagePipeline",
         "source": "Qwen/Qwen-Image configs: QwenImageTransformer2DModel 60 blocks, Qwen2.5-VL-7B language model, Wan-style VAE; 256 prompt tokens",
         "components": [
             text_component("text_encoder", qwen25_vl_7b_text(), "text_encoder"),
@@ -307,6 +321,7 @@ def sdxl():
     vae = sd_vae(latent_channels=4)
     return {
         "model": "sdxl",
+        "pipeline": "StableDiffusionXLPipeline",
         "source": "stabilityai/stable-diffusion-xl-base-1.0 configs: UNet2DConditionModel, CLIP-L, OpenCLIP-G, SDXL VAE",
         "components": [
             text_component("text_encoder", clip_l(), "text_encoder"),
@@ -327,6 +342,7 @@ def sd15():
     vae = sd_vae(latent_channels=4)
     return {
         "model": "sd15",
+        "pipeline": "StableDiffusionPipeline",
         "source": "stable-diffusion-v1-5 configs: UNet2DConditionModel, CLIP-L, SD VAE",
         "components": [
             text_component("text_encoder", clip_l(), "text_encoder"),

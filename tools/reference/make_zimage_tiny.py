@@ -133,6 +133,7 @@ def main():
     reference(pipe, tokenizer)
     pipe.to(torch.bfloat16).save_pretrained(MODEL, safe_serialization=True)
     wide_transformer()
+    qwen3_gqa()
     randn_fixtures()
 
 
@@ -191,21 +192,27 @@ def reference(pipe, tokenizer):
         out[tag + "transformer_in_0"] = calls[0][0].float()
         out[tag + "transformer_t_0"] = calls[0][1].float()
         out[tag + "transformer_out_0"] = calls[0][2].float()
+        # A later call too: at step 0 t is 0 (pure noise), which hides a wrong timestep embedding.
+        out[tag + "transformer_in_2"] = calls[2][0].float()
+        out[tag + "transformer_t_2"] = calls[2][1].float()
+        out[tag + "transformer_out_2"] = calls[2][2].float()
     handle.remove()
     gen = torch.Generator("cpu").manual_seed(seed)
     out["initial_latents"] = torch.randn((1, 16, 32, 32), generator=gen)[0]
     pipe.scheduler.set_timesteps(sigmas=torch.linspace(1.0, 1 / steps, steps).tolist())
     out["sigmas"] = pipe.scheduler.sigmas.float()
     # The VAE alone on the last latents, scaled as the pipeline does: whole, and tiled as diffusers tiles
-    # (16-latent tiles, a quarter overlap, linear blending).
+    # (a quarter overlap, linear blending) at the tile sizes Sluice's planner picks for this image
+    # (32 latents → 24 → 18, as budgets shrink) and at 16.
     vae_in = latents_seen[-1] / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
     with torch.no_grad():
         out["vae_in"] = vae_in[0].float()
         out["vae_out"] = pipe.vae.decode(vae_in, return_dict=False)[0][0].float()
         pipe.vae.enable_tiling()
-        pipe.vae.tile_sample_min_size = 32
-        pipe.vae.tile_latent_min_size = 16
-        out["vae_tiled_out"] = pipe.vae.decode(vae_in, return_dict=False)[0][0].float()
+        for tile in (16, 18, 24):
+            pipe.vae.tile_sample_min_size = tile * 2
+            pipe.vae.tile_latent_min_size = tile
+            out[f"vae_tiled_{tile}_out"] = pipe.vae.decode(vae_in, return_dict=False)[0][0].float()
         pipe.vae.disable_tiling()
         # The encoder (image-to-image later): the posterior mean of a random image in [-1, 1].
         image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(9)) * 2 - 1
@@ -214,6 +221,29 @@ def reference(pipe, tokenizer):
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(FIX, "zimage_reference.safetensors"),
               metadata={"prompt": prompt, "seed": str(seed), "steps": str(steps), "size": str(size),
                         "negative_prompt": "blurry", "cfg_guidance": "2.5"})
+
+
+def qwen3_gqa():
+    """A Qwen3 text encoder whose attention width differs from its hidden size, as in the real
+    Qwen3-4B (32 heads x 128 = 4096 against 2560): here 4 heads x 16 = 64 against 48, with 2 key/value
+    heads, random norm weights, bf16 weights. The reference is hidden_states[-2] for random ids."""
+    from safetensors.torch import save_file
+    cfg = Qwen3Config(hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, vocab_size=97, max_position_embeddings=256,
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    torch.manual_seed(5)
+    model = Qwen3Model(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+            p.copy_(p.to(torch.bfloat16).float())
+        ids = torch.randint(0, cfg.vocab_size, (1, 11), generator=torch.Generator().manual_seed(6))
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-2][0].float()
+    weights = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+    weights["input.ids"] = ids[0].to(torch.int64)
+    weights["output"] = hidden.contiguous()
+    save_file(weights, os.path.join(FIX, "qwen3_gqa.safetensors"), metadata={"config": cfg.to_json_string()})
 
 
 def wide_transformer():

@@ -1,6 +1,7 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceWeights
 
 /// vae/config.json of a diffusers AutoencoderKL (SD1.5, SDXL, FLUX, Z-Image share this family).
 public struct AutoencoderKLConfig: Sendable, Decodable {

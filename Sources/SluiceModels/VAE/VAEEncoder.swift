@@ -1,5 +1,6 @@
 import SluiceBackends
 import SluiceCore
+import SluiceWeights
 
 /// The AutoencoderKL encoder (for image-to-image):
 ///

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceWeights
 
 /// Z-Image's 3-axis rotary embedding: each token has a position (frame/caption index, row, column);
 /// axis a rotates `axesDims[a]` of the head's dimensions by pos·θ^(−2i/d) (angles as diffusers computes

@@ -1,6 +1,7 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceWeights
 
 /// t → sinusoidal features (256: cos half then sin half, max period 10⁴) → Linear → SiLU → Linear,
 /// giving the adaLN input of width min(dim, 256).

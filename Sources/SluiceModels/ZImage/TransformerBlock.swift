@@ -1,6 +1,7 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceWeights
 
 /// One single-stream block of the S3-DiT, as in diffusers' ZImageTransformerBlock:
 ///

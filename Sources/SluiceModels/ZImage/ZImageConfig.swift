@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceWeights
 
 /// transformer/config.json of a ZImageTransformer2DModel.
 public struct ZImageConfig: Sendable, Decodable {

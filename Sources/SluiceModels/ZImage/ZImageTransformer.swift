@@ -1,6 +1,7 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceWeights
 
 /// Z-Image's S3-DiT (diffusers' ZImageTransformer2DModel), run as a sequence of weight groups so the
 /// memory manager can stream it:
@@ -53,6 +54,13 @@ public struct ZImageTransformer: Sendable {
             self.t = t
             self.caption = caption
         }
+    }
+
+    /// Peak activation bytes of one call (f32) over `imageTokens` (padded) + `captionTokens` tokens: the
+    /// unified stream, its norm, q/k/v, attention output and adaLN-modulated copies (10 × dim) and the
+    /// feed-forward's two inputs and product (3 × its hidden width).
+    public static func activationBytes(config: ZImageConfig, imageTokens: Int, captionTokens: Int) -> Int {
+        4 * (imageTokens + captionTokens) * (10 * config.dim + 3 * config.ffnDim)
     }
 
     public static func padded(_ n: Int) -> Int { (n + ZImageConfig.sequenceMultiple - 1) / ZImageConfig.sequenceMultiple * ZImageConfig.sequenceMultiple }

@@ -1,16 +1,20 @@
 import Foundation
 import SluiceBackends
 import SluiceCore
+import SluiceMemory
 
 /// `sluice bench offload`: one denoising step of a real model's table on the modelled clock of a
 /// device profile under four policies, against the physical bound. Simulation, labelled as such.
 public struct OffloadBench {
     public let table: ModelTable
+    /// The table's components as the planner sees them (its family's formulas where Sluice runs it).
+    public let components: [ComponentDescription]
     public let profile: DeviceProfile
     public let request: PlanRequest
 
-    public init(table: ModelTable, profile: DeviceProfile, request: PlanRequest) {
+    public init(table: ModelTable, components: [ComponentDescription], profile: DeviceProfile, request: PlanRequest) {
         self.table = table
+        self.components = components
         self.profile = profile
         var r = request
         r.profile = profile
@@ -24,19 +28,19 @@ public struct OffloadBench {
 
     public func run() throws -> Result {
         let wall = Date()
-        guard let c = table.components.first(where: { $0.phase == "denoise" }) else {
-            throw SluiceError.invalidArgument(name: "--table", reason: "\(table.model) has no denoising component")
+        guard let c = components.first(where: { $0.phase == .denoise }) else {
+            throw SluiceError.invalidParameter(.table, reason: "\(table.model) has no denoising component")
         }
         let plan: Plan
-        do { plan = try PipelinePlanner.plan(table, request) } catch {
-            throw SluiceError.invalidArgument(name: "--vram-limit", reason: "\(error)")
+        do { plan = try PipelinePlanner.plan(components, request) } catch {
+            throw SluiceError.invalidParameter(.vramLimit, reason: error.description)
         }
         let p = plan.component(c.name)!
-        let k = OffloadModel.costs(c, table, request)
-        let act = PipelinePlanner.activationBytes(c, table, request)
+        let act = p.activationBytes
+        let k = OffloadModel.costs(c, request, activation: act)
         let total = k.bytes.reduce(0, +)
         let device = SimulatedDevice(profile: profile, capBytes: request.deviceBudget, backed: false)
-        let sluice = OffloadModel.sluiceStepSeconds(plan: p, component: c, table: table, request: request, profile: profile, device: device)
+        let sluice = OffloadModel.sluiceStepSeconds(plan: p, costs: k, profile: profile, device: device)
         let residentFits = total + act <= request.deviceBudget
         let resident = residentFits ? OffloadModel.computeSeconds(k, profile) : nil
         let group = OffloadModel.groupOffloadSeconds(k, profile)
@@ -65,26 +69,3 @@ public struct OffloadBench {
     }
 }
 
-/// Parses sizes as users write them: 8G, 12GB, 512M, 1.5GiB, or bytes. K/M/G/T are powers of 1024.
-public func parseByteSize(_ text: String) -> Int? {
-    let t = text.trimmingCharacters(in: .whitespaces).uppercased()
-    let units: [(String, Double)] = [("TIB", 0x1p40), ("GIB", 0x1p30), ("MIB", 0x1p20), ("KIB", 0x1p10),
-                                     ("TB", 0x1p40), ("GB", 0x1p30), ("MB", 0x1p20), ("KB", 0x1p10),
-                                     ("T", 0x1p40), ("G", 0x1p30), ("M", 0x1p20), ("K", 0x1p10), ("B", 1)]
-    for (suffix, scale) in units where t.hasSuffix(suffix) {
-        guard let v = Double(t.dropLast(suffix.count)), v >= 0, v * scale < 0x1p62 else { return nil }
-        return Int(v * scale)
-    }
-    guard let v = Int(t), v >= 0 else { return nil }
-    return v
-}
-
-extension ModelTable {
-    /// Where the committed tables live: $SLUICE_TABLES, else Tests/Fixtures/tables of this checkout.
-    public static var defaultDirectory: String {
-        if let env = ProcessInfo.processInfo.environment["SLUICE_TABLES"], !env.isEmpty { return env }
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.appendingPathComponent("Tests/Fixtures/tables").path
-    }
-}

@@ -1,0 +1,102 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+
+/// A loaded pipeline's components in phase order and the device they compute on: what every family
+/// shares between "plan a request" and "run it under that plan", so both give the same plan.
+public final class PipelineComponents: @unchecked Sendable {
+    public let runners: [ComponentRunner]
+    public let device: ComputeDevice
+
+    public init(_ runners: [ComponentRunner], device: ComputeDevice) {
+        self.runners = runners
+        self.device = device
+    }
+
+    /// The request the planner gets for `workload` under `memory`, or nil without a device budget.
+    public func planRequest(_ workload: Workload, memory: MemoryOptions) -> PlanRequest? {
+        guard let budget = device.budget(limit: memory.deviceBudget) else { return nil }
+        var r = PlanRequest(deviceBudget: budget, hostBudget: memory.hostBudget, width: workload.width, height: workload.height,
+                            profile: memory.profile)
+        r.batch = workload.batch
+        r.allocationGranularity = device.allocationGranularity
+        return r
+    }
+
+    /// The plan for `descriptions` (one per runner, same order) under `memory`; nil without a budget.
+    public func plan(_ descriptions: [ComponentDescription], workload: Workload, memory: MemoryOptions) throws(SluiceError) -> Plan? {
+        guard let request = planRequest(workload, memory: memory) else { return nil }
+        do { return try PipelinePlanner.plan(descriptions, request) } catch {
+            throw .invalidParameter(.vramLimit, reason: error.description)
+        }
+    }
+
+    /// Starts a run: every runner attached to one device under the plan (none without a budget).
+    public func start(_ descriptions: [ComponentDescription], workload: Workload, memory: MemoryOptions) throws -> PipelineRun {
+        guard let plan = try plan(descriptions, workload: workload, memory: memory) else { return PipelineRun(components: self, plan: nil, memory: nil) }
+        let deviceMemory = device.memory(budget: plan.deviceBudget, profile: memory.profile, cap: memory.deviceCapBytes)
+        let run = PipelineRun(components: self, plan: plan, memory: deviceMemory)
+        do {
+            for (runner, description) in zip(runners, descriptions) {
+                guard let p = plan.component(runner.name) else { continue }
+                try runner.attach(device: deviceMemory, plan: p, flops: description.flops(workload), hostBudget: memory.hostBudget)
+            }
+        } catch {
+            run.end()
+            throw error
+        }
+        return run
+    }
+}
+
+/// One generation's phases on the device under a plan: each phase measured (wall time, device and
+/// host peaks, bytes moved), each component released after its phase when the plan swaps it, and
+/// everything released at the end.
+public final class PipelineRun: @unchecked Sendable {
+    public let plan: Plan?
+    /// The device memory the run allocates from (nil without a budget).
+    public let memory: SimulatedDevice?
+    let components: PipelineComponents
+    public private(set) var phases: [PhaseReport] = []
+
+    init(components: PipelineComponents, plan: Plan?, memory: SimulatedDevice?) {
+        self.components = components
+        self.plan = plan
+        self.memory = memory
+    }
+
+    /// `p` with the device's memory now and at peak this phase.
+    public func withDevice(_ p: Progress) -> Progress {
+        var p = p
+        if let d = memory { p.deviceBytes = d.usedBytes; p.devicePeakBytes = d.peakBytes }
+        return p
+    }
+
+    /// Runs `body` as `phase`, recording its report; then releases the components of that phase the
+    /// plan does not keep.
+    public func phase<T>(_ phase: Phase, _ body: () throws -> T) throws -> T {
+        memory?.resetCounters()
+        let host = components.device.activations
+        host.resetPeak()
+        let start = memory?.computeDone ?? 0
+        let t0 = Date()
+        let out = try body()
+        let wall = Date().timeIntervalSince(t0)
+        if let d = memory { phases.append(.from(device: d, phase: phase.rawValue, wallSeconds: wall, start: start, peakHostBytes: host.peakBytes)) }
+        else { phases.append(.cpu(phase: phase.rawValue, wallSeconds: wall, peakHostBytes: host.peakBytes)) }
+        if let plan {
+            for r in components.runners where r.phase == phase && plan.swappedBetweenPhases.contains(r.name) { r.release() }
+        }
+        return out
+    }
+
+    /// Frees everything this run put on the device; the runners go back to reading the mapped files.
+    public func end() {
+        for r in components.runners { r.detach() }
+    }
+
+    public var report: RunReport {
+        RunReport(device: memory?.name ?? "cpu", plan: plan, phases: phases)
+    }
+}

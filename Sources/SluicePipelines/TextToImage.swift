@@ -1,0 +1,121 @@
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+
+/// What to generate.
+public struct GenerationRequest: Sendable, Equatable {
+    public var prompt: String
+    public var negativePrompt: String = ""
+    public var seed: UInt64 = 42
+    public var steps: Int
+    public var width: Int = 1024
+    public var height: Int = 1024
+    /// Classifier-free guidance scale (each pipeline says when it applies).
+    public var guidance: Float
+
+    public init(prompt: String, negativePrompt: String = "", seed: UInt64 = 42, steps: Int, width: Int = 1024, height: Int = 1024, guidance: Float) {
+        self.prompt = prompt; self.negativePrompt = negativePrompt; self.seed = seed; self.steps = steps
+        self.width = width; self.height = height; self.guidance = guidance
+    }
+
+    /// What one call of each component works on.
+    public var workload: Workload { Workload(width: width, height: height) }
+}
+
+/// Where the weights may live: with a device budget the run goes through the sluice (the simulated
+/// device of `profile` on the CPU, real buffers on Vulkan); without one, the CPU runs everything
+/// straight from the mapped files.
+public struct MemoryOptions: Sendable {
+    public var deviceBudget: Int?
+    public var hostBudget: Int?
+    /// Whose modelled clock times the run and chooses the prefetch depth (a simulation).
+    public var profile: DeviceProfile = .rtx4090
+    /// Tests only: the simulated device's capacity when it must differ from the budget (set above it,
+    /// a plan that exceeds its budget shows in the measured peak instead of failing an allocation).
+    public var deviceCapBytes: Int?
+    public init(deviceBudget: Int? = nil, hostBudget: Int? = nil, profile: DeviceProfile = .rtx4090) {
+        self.deviceBudget = deviceBudget; self.hostBudget = hostBudget; self.profile = profile
+    }
+}
+
+public struct Progress: Sendable {
+    public let phase: Phase
+    public let step: Int
+    public let total: Int
+    public let elapsed: Double
+    /// The device's memory in use now and at peak this phase, when running with a budget.
+    public var deviceBytes: Int?
+    public var devicePeakBytes: Int?
+}
+
+public struct GenerationResult: @unchecked Sendable {
+    /// [3, H, W] in [0, 1].
+    public let image: Tensor
+    /// The final latents, as the denoiser left them (before the VAE's scale and shift).
+    public let latents: Tensor
+    /// Phases and the plan; the plan is nil without a device budget.
+    public let report: RunReport
+    public var phases: [PhaseReport] { report.phases }
+    /// The VAE decoded in tiles of this many latents (the budget left no room for the whole image).
+    public var vaeTileLatent: Int? { report.plan?.components.first { $0.phase == Phase.decode.rawValue }?.tileLatent }
+}
+
+/// A family's defaults, as its model card gives them.
+public struct PipelineDefaults: Sendable, Equatable {
+    public let steps: Int
+    public let guidance: Float
+    public let width: Int
+    public let height: Int
+    /// Pixel sizes must be multiples of this (VAE scale × patch size).
+    public let sizeMultiple: Int
+    /// The longest prompt, in tokens, the text encoder reads (longer prompts are cut).
+    public let maxPromptTokens: Int
+}
+
+/// Text to image, as the command line and the server use it: they know a model only through this.
+/// A family (Z-Image, later FLUX, SDXL…) implements it in one pipeline file and one registry line
+/// (`PipelineRegistry`), with its models in a folder of SluiceModels.
+public protocol TextToImagePipeline: AnyObject, Sendable {
+    /// The family's name, e.g. "Z-Image".
+    var family: String { get }
+    /// The model folder it was loaded from.
+    var directory: String { get }
+    var defaults: PipelineDefaults { get }
+    /// The sampler and schedule as AUTOMATIC1111's infotext names them (e.g. "Euler", "Flow match (shift 3.0)").
+    var sampler: (name: String, schedule: String) { get }
+    /// Sampler names an AUTOMATIC1111 client may send that mean this pipeline's own sampler.
+    var samplerAliases: Set<String> { get }
+    /// What computes.
+    var device: ComputeDevice { get }
+    /// Seconds each component took to open (configs read, files mapped, tensors indexed).
+    var loadSeconds: [(component: String, seconds: Double)] { get }
+
+    /// Refuses a request this pipeline cannot run, naming the parameter.
+    func validate(_ request: GenerationRequest) throws(SluiceError)
+    /// The plan `generate` will run `request` with under `memory`: nil when there is no device budget.
+    func plan(_ request: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan?
+    func generate(_ request: GenerationRequest, memory: MemoryOptions, progress: (Progress) -> Void,
+                  afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult
+}
+
+extension TextToImagePipeline {
+    public func generate(_ request: GenerationRequest, memory: MemoryOptions = MemoryOptions()) throws -> GenerationResult {
+        try generate(request, memory: memory, progress: { _ in }, afterStep: { _, _ in }, isCancelled: { false })
+    }
+
+    /// A request with this family's defaults.
+    public func request(prompt: String, negativePrompt: String = "", seed: UInt64 = 42, steps: Int? = nil,
+                        width: Int? = nil, height: Int? = nil, guidance: Float? = nil) -> GenerationRequest {
+        GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps ?? defaults.steps,
+                          width: width ?? defaults.width, height: height ?? defaults.height, guidance: guidance ?? defaults.guidance)
+    }
+
+    /// The checks every family shares: sizes in multiples of `sizeMultiple`, steps, guidance.
+    public func validateCommon(_ r: GenerationRequest) throws(SluiceError) {
+        let m = defaults.sizeMultiple
+        guard r.width > 0, r.width % m == 0 else { throw .invalidParameter(.width, reason: "\(r.width) must be a positive multiple of \(m)") }
+        guard r.height > 0, r.height % m == 0 else { throw .invalidParameter(.height, reason: "\(r.height) must be a positive multiple of \(m)") }
+        guard (1...1000).contains(r.steps) else { throw .invalidParameter(.steps, reason: "\(r.steps) must be 1…1000") }
+        guard r.guidance >= 0, r.guidance.isFinite else { throw .invalidParameter(.guidance, reason: "\(r.guidance) must be a number ≥ 0") }
+    }
+}

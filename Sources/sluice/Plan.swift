@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+import SluicePipelines
+
+/// The options `sluice plan --table` and `sluice bench offload` share: a real model's sizes, planned
+/// with the formulas of its family when Sluice runs it, else with the table's own estimates.
+struct TableOptions: ParsableArguments {
+    @Option(help: "Device memory budget, e.g. 8G (powers of 1024; default: the profile's memory less a reserve).") var vramLimit: ByteSize?
+    @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
+    @Option(help: "Storage type of the text encoders' and denoiser's weights (tables only): bf16, f16, fp8, f32.") var storage: DType = .bf16
+    @Option(help: "Image width (default: 1024, or the model's).") var width: Int?
+    @Option(help: "Image height (default: 1024, or the model's).") var height: Int?
+    @Option(help: "Prefetch depth (tables only; default: chosen by the cost model).") var prefetchDepth: Int?
+    @Option(help: "Images per call (tables only); a batch that does not fit runs one image at a time.") var batch = 1
+    @Option(help: "Device profile for the cost model: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
+
+    func validate() throws {
+        for side in [width, height].compactMap({ $0 }) where side < 64 || side > 16384 || side % 16 != 0 {
+            throw ValidationError("--width and --height must be multiples of 16 in 64...16384")
+        }
+        if let d = prefetchDepth, d < 1 || d > 16 { throw ValidationError("--prefetch-depth must be in 1...16") }
+        guard storage.isFloatStorage else { throw ValidationError("--storage must be bf16, f16, fp8 or f32") }
+        guard batch >= 1 && batch <= 64 else { throw ValidationError("--batch must be in 1...64") }
+    }
+
+    func deviceProfile() throws -> DeviceProfile {
+        guard let p = DeviceProfile.named(profile) else { throw ValidationError("unknown --profile \(profile)") }
+        return p
+    }
+
+    func request() throws -> PlanRequest {
+        let p = try deviceProfile()
+        var r = PlanRequest(deviceBudget: vramLimit?.bytes ?? p.defaultBudget, hostBudget: ramLimit?.bytes, storage: storage,
+                            width: width ?? 1024, height: height ?? 1024, prefetchDepth: prefetchDepth, profile: p)
+        r.batch = batch
+        return r
+    }
+}
+
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Show where every weight group lives under a memory budget: the plan `generate` and `serve` run (--model), or a real model's (--table).")
+    @Option(help: "A model to plan as `generate` runs it: a diffusers folder or a cached repo id.") var model: String?
+    @Option(help: "A real model's table instead: a name (\(ModelTable.known.joined(separator: ", "))) or a JSON path.") var table: String?
+    @Option(help: "Compute device for --model (as `generate --device`; Vulkan plans with its heap and allocation sizes).") var device = "cpu"
+    @OptionGroup var options: TableOptions
+    @Flag(help: "Print the plan as JSON.") var json = false
+
+    func validate() throws {
+        guard (model == nil) != (table == nil) else { throw ValidationError("give one of --model and --table") }
+        if model != nil, options.storage != .bf16 || options.prefetchDepth != nil || options.batch != 1 {
+            throw ValidationError("--storage, --prefetch-depth and --batch apply to --table; a model is planned as its checkpoint stores it")
+        }
+    }
+
+    func run() throws {
+        try withFlags {
+            let (title, plan) = try model != nil ? planModel() : planTable()
+            guard let plan else {
+                // Without a budget `generate` plans nothing: the CPU reads the weights from the mapped files.
+                print(json ? "null" : title + "\n  no device budget (--vram-limit): everything runs on the CPU from the memory-mapped files")
+                return
+            }
+            if json { print(try prettyJSON(plan)); return }
+            print(title)
+            for line in plan.lines { print("  " + line) }
+        }
+    }
+
+    /// Exactly what `generate` would plan: the same pipeline, the same planner, the same request.
+    func planModel() throws -> (String, Plan?) {
+        let pipe = try PipelineRegistry.shared.load(model: model!, device: device)
+        if let note = pipe.device.note { stderrLine(note) }
+        let memory = MemoryOptions(deviceBudget: options.vramLimit?.bytes, hostBudget: options.ramLimit?.bytes, profile: try options.deviceProfile())
+        let r = pipe.request(prompt: "plan", width: options.width, height: options.height)
+        let plan = try pipe.plan(r, memory: memory)
+        let budget = plan.map { ", device budget \(formatBytes($0.deviceBudget))" } ?? ""
+        return ("\(pipe.family) \(model!) at \(r.width)×\(r.height) on \(pipe.device.description), weights as stored\(budget)", plan)
+    }
+
+    func planTable() throws -> (String, Plan?) {
+        let t = try ModelTable.resolve(table!)
+        let r = try options.request()
+        let plan: Plan
+        do { plan = try PipelinePlanner.plan(try PipelineRegistry.shared.describe(t), r, allowOneByOne: true) } catch let e as PlanError {
+            throw CommandError(message: "--vram-limit: \(e)")
+        }
+        return ("\(t.model) at \(r.width)×\(r.height), \(r.storage.rawValue) weights, device budget \(formatBytes(plan.deviceBudget))", plan)
+    }
+}
