@@ -13,7 +13,7 @@ public struct DecodingFailure: CustomStringConvertible, Sendable {
 
     public init(_ error: any Error) {
         guard let e = error as? DecodingError else {
-            description = (error as? CustomStringConvertible)?.description ?? "malformed"
+            description = "\(error)"
             return
         }
         func path(_ c: [any CodingKey], _ last: (any CodingKey)? = nil) -> String {

@@ -46,15 +46,12 @@ public enum HubCacheScanner {
                     bytes += ((try? fm.attributesOfItem(atPath: full))?[.size] as? Int) ?? 0
                 }
             }
-            var pipeline: String?, present: [String] = [], missing: [String] = []
-            if let data = fm.contents(atPath: snapshot + "/model_index.json"),
-               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-                pipeline = obj["_class_name"] as? String
-                for (name, value) in obj.sorted(by: { $0.key < $1.key }) where !name.hasPrefix("_") {
-                    guard let pair = value as? [Any], pair.count == 2, !(pair[0] is NSNull) else { continue }
-                    if componentComplete(snapshot + "/" + name, name: name) { present.append(name) } else { missing.append(name) }
-                }
+            var present: [String] = [], missing: [String] = []
+            let folder = try? DiffusersFolder(path: snapshot)
+            for c in folder?.components ?? [] {
+                if componentComplete(snapshot + "/" + c.name, name: c.name) { present.append(c.name) } else { missing.append(c.name) }
             }
+            let pipeline = folder?.pipelineClass
             let revision = (snapshot as NSString).lastPathComponent
             return CachedModel(id: id, revision: revision, path: snapshot, pipeline: pipeline, present: present, missing: missing,
                                fileCount: files, bytes: bytes, problems: problems)
