@@ -57,7 +57,7 @@ let package = Package(
             ]
         ),
         // Fixture lookup and tolerance checks shared by the test targets.
-        .target(name: "SluiceTestSupport", dependencies: ["SluiceCore", "SluiceWeights"]),
+        .target(name: "SluiceTestSupport", dependencies: ["SluiceCore", "SluiceWeights", "SluiceMemory", "SluicePipelines"]),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceBackendsTests", dependencies: ["SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceWeightsTests", dependencies: ["SluiceWeights", "SluiceCore", "SluiceTestSupport"]),

@@ -67,7 +67,7 @@ public final class PipelineRun: @unchecked Sendable {
     }
 
     /// `p` with the device's memory now and at peak this phase.
-    public func withDevice(_ p: Progress) -> Progress {
+    public func withDevice(_ p: GenerationProgress) -> GenerationProgress {
         var p = p
         if let d = memory { p.deviceBytes = d.usedBytes; p.devicePeakBytes = d.peakBytes }
         return p

@@ -38,7 +38,7 @@ public struct MemoryOptions: Sendable {
     }
 }
 
-public struct Progress: Sendable {
+public struct GenerationProgress: Sendable {
     public let phase: Phase
     public let step: Int
     public let total: Int
@@ -46,6 +46,10 @@ public struct Progress: Sendable {
     /// The device's memory in use now and at peak this phase, when running with a budget.
     public var deviceBytes: Int?
     public var devicePeakBytes: Int?
+
+    public init(phase: Phase, step: Int, total: Int, elapsed: Double) {
+        self.phase = phase; self.step = step; self.total = total; self.elapsed = elapsed
+    }
 }
 
 public struct GenerationResult: @unchecked Sendable {
@@ -58,6 +62,10 @@ public struct GenerationResult: @unchecked Sendable {
     public var phases: [PhaseReport] { report.phases }
     /// The VAE decoded in tiles of this many latents (the budget left no room for the whole image).
     public var vaeTileLatent: Int? { report.plan?.components.first { $0.phase == Phase.decode.rawValue }?.tileLatent }
+
+    public init(image: Tensor, latents: Tensor, report: RunReport) {
+        self.image = image; self.latents = latents; self.report = report
+    }
 }
 
 /// A family's defaults, as its model card gives them.
@@ -70,6 +78,11 @@ public struct PipelineDefaults: Sendable, Equatable {
     public let sizeMultiple: Int
     /// The longest prompt, in tokens, the text encoder reads (longer prompts are cut).
     public let maxPromptTokens: Int
+
+    public init(steps: Int, guidance: Float, width: Int, height: Int, sizeMultiple: Int, maxPromptTokens: Int) {
+        self.steps = steps; self.guidance = guidance; self.width = width; self.height = height
+        self.sizeMultiple = sizeMultiple; self.maxPromptTokens = maxPromptTokens
+    }
 }
 
 /// Text to image, as the command line and the server use it: they know a model only through this.
@@ -94,7 +107,7 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
     func validate(_ request: GenerationRequest) throws(SluiceError)
     /// The plan `generate` will run `request` with under `memory`: nil when there is no device budget.
     func plan(_ request: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan?
-    func generate(_ request: GenerationRequest, memory: MemoryOptions, progress: (Progress) -> Void,
+    func generate(_ request: GenerationRequest, memory: MemoryOptions, progress: (GenerationProgress) -> Void,
                   afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult
 }
 

@@ -152,7 +152,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         return s.hidden!
     }
 
-    public func generate(_ r: GenerationRequest, memory: MemoryOptions, progress: (Progress) -> Void,
+    public func generate(_ r: GenerationRequest, memory: MemoryOptions, progress: (GenerationProgress) -> Void,
                          afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult {
         try validate(r)
         let run = try components.start(descriptions(), workload: r.workload, memory: memory)
@@ -162,7 +162,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         // CFG whenever guidance > 0, as in diffusers' ZImagePipeline; the negative prompt only then.
         let cfg = r.guidance > 0
         let (positive, negative) = try run.phase(.text) { () throws -> (Tensor, Tensor?) in
-            progress(run.withDevice(Progress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
+            progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             return (try encodePrompt(r.prompt), cfg ? try encodePrompt(r.negativePrompt) : nil)
         }
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
@@ -197,13 +197,13 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                 pred = try pred.reshaped(latents.shape)
                 try scheduler.step(i, velocity: pred, latents: latents)
                 afterStep(i, latents)
-                progress(run.withDevice(Progress(phase: .denoise, step: i + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
+                progress(run.withDevice(GenerationProgress(phase: .denoise, step: i + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
             }
         }
 
         let tile = run.plan?.component(vaeRunner.name)?.tileLatent
         let image = try run.phase(.decode) { () throws -> Tensor in
-            progress(run.withDevice(Progress(phase: .decode, step: 0, total: 1, elapsed: 0)))
+            progress(run.withDevice(GenerationProgress(phase: .decode, step: 0, total: 1, elapsed: 0)))
             let v = vae
             let decoded = try vaeRunner.run(v.unscale(latents)) { _, w, z in
                 if let tile { return try v.decodeTiled(z, tileLatent: tile, w, be) }

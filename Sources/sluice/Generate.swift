@@ -64,7 +64,7 @@ final class ProgressBar {
     private var lastPhase: Phase?
     private let tty = isatty(2) != 0
 
-    func show(_ p: SluicePipelines.Progress) {
+    func show(_ p: GenerationProgress) {
         var line: String
         if p.phase == .denoise, p.step > 0 {
             let perStep = p.elapsed / Double(p.step)

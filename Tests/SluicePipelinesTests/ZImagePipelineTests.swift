@@ -112,4 +112,11 @@ import Testing
         guard case .invalidParameter(.vramLimit, let reason)? = budget else { Issue.record("\(String(describing: budget))"); return }
         #expect(reason.contains("smallest that works"), "\(reason)")
     }
+
+    /// The battery every family runs (`PipelineBattery`), on the tiny Z-Image: 8 MiB holds it all,
+    /// 2.45 MB streams the transformer and tiles the VAE.
+    @Test func sharedPipelineBattery() throws {
+        let r = GenerationRequest(prompt: "a red fox", seed: 7, steps: 2, width: 64, height: 64, guidance: 0)
+        try PipelineBattery(request: r, budgets: [8 << 20, 2_450_000]) { try ZImagePipeline(directory: Self.model) }.runAll()
+    }
 }
