@@ -3,7 +3,8 @@ import NIOCore
 
 /// The browser UI: one page, its script and style, served by the binary (no CDN, no build step).
 enum WebUI {
-    static func add(to router: Router<BasicRequestContext>) {
+    static func collection() -> RouteCollection<BasicRequestContext> {
+        let router = RouteCollection(context: BasicRequestContext.self)
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
         }
@@ -13,6 +14,7 @@ enum WebUI {
         router.get("/app.css") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/css; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: style)))
         }
+        return router
     }
 
     static let page = """

@@ -1,0 +1,100 @@
+import Foundation
+import Hummingbird
+import SluicePipelines
+
+/// AUTOMATIC1111's web API, the parts image clients use: txt2img, progress, interrupt, sd-models,
+/// options. Its JSON names are its own (snake_case, and one capitalised key), spelled out here.
+enum Automatic1111Routes {
+    struct Parameters: Encodable {
+        let prompt: String, negative_prompt: String, seed: Int, steps: Int, width: Int, height: Int
+        let cfg_scale: Double, sampler_name: String, batch_size: Int, n_iter: Int
+    }
+    struct Info: Encodable {
+        let prompt: String, negative_prompt: String, seed: Int, steps: Int, width: Int, height: Int
+        let cfg_scale: Double, sampler_name: String, batch_size: Int, n_iter: Int
+        let all_prompts: [String], all_seeds: [Int], sd_model_name: String, infotexts: [String]
+    }
+    struct Txt2Img: Encodable { let images: [String]; let parameters: Parameters; let info: String }
+    struct ProgressState: Encodable {
+        let skipped: Bool, interrupted: Bool, job: String, job_count: Int, job_timestamp: String, job_no: Int
+        let sampling_step: Int, sampling_steps: Int
+    }
+    struct Progress: Encodable {
+        let progress: Double, eta_relative: Double, state: ProgressState
+        let current_image: Nullable<String>, textinfo: Nullable<String>
+    }
+    struct Model: Encodable {
+        let title: String, model_name: String, hash: Nullable<String>, sha256: Nullable<String>, filename: String, config: Nullable<String>
+    }
+    struct Options: Encodable {
+        let sd_model_checkpoint: String, samples_format: String, sd_checkpoint_hash: Nullable<String>, CLIP_stop_at_last_layers: Int
+    }
+    struct Empty: Encodable {}
+
+    static func json<T: Encodable>(_ value: T) -> Response { Routes.json(value, snakeCase: false) }
+
+    static func collection(_ state: ServerState) -> RouteCollection<BasicRequestContext> {
+        let routes = RouteCollection(context: BasicRequestContext.self)
+        routes.post("txt2img") { request, _ in
+            await Routes.handle {
+                var request = request
+                let (q, engine) = try Routes.ready(state)
+                let p = try await Routes.parser(&request, state, engine).automatic1111()
+                let job = try await Routes.run(p, on: q)
+                let images = job.results.compactMap { state.gallery.png($0)?.base64EncodedString() }
+                let seeds = (0..<p.count).map { Int(p.seed &+ UInt64($0)) }
+                let sampler = engine.pipeline.sampler
+                let infotexts = seeds.map { seed -> String in
+                    var r = p.request
+                    r.seed = UInt64(seed)
+                    return PNGParameters.text(r, model: engine.modelName, sampler: sampler)
+                }
+                let info = Info(prompt: p.prompt, negative_prompt: p.negativePrompt, seed: Int(p.seed), steps: p.steps, width: p.width,
+                                height: p.height, cfg_scale: Double(p.guidance), sampler_name: sampler.name, batch_size: p.count, n_iter: 1,
+                                all_prompts: Array(repeating: p.prompt, count: p.count), all_seeds: seeds, sd_model_name: engine.modelName,
+                                infotexts: infotexts)
+                let parameters = Parameters(prompt: p.prompt, negative_prompt: p.negativePrompt, seed: Int(p.seed), steps: p.steps,
+                                            width: p.width, height: p.height, cfg_scale: Double(p.guidance), sampler_name: sampler.name,
+                                            batch_size: p.count, n_iter: 1)
+                return json(Txt2Img(images: images, parameters: parameters,
+                                    info: String(decoding: Routes.encode(info, snakeCase: false), as: UTF8.self)))
+            }
+        }
+        routes.get("progress") { _, _ in
+            await Routes.handle {
+                let (q, _) = try Routes.ready(state)
+                let current = await q.current
+                let event = current?.last
+                let steps = max(event?.steps ?? 0, 1), images = max(event?.images ?? 1, 1)
+                let done = Double((max(event?.image ?? 1, 1) - 1) * steps + (event?.step ?? 0))
+                let s = ProgressState(skipped: false, interrupted: false, job: current?.id ?? "", job_count: await q.length,
+                                      job_timestamp: current.map { String(Int($0.submitted)) } ?? "0", job_no: 0,
+                                      sampling_step: event?.step ?? 0, sampling_steps: event?.steps ?? 0)
+                return json(Progress(progress: current == nil ? 0 : done / Double(steps * images), eta_relative: event?.etaSeconds ?? 0,
+                                     state: s, current_image: Nullable(event?.preview), textinfo: Nullable(nil)))
+            }
+        }
+        routes.post("interrupt") { _, _ in
+            await Routes.handle {
+                let (q, _) = try Routes.ready(state)
+                if let cur = await q.current { _ = await q.cancel(cur.id) }
+                return json(Empty())
+            }
+        }
+        routes.get("sd-models") { _, _ in
+            await Routes.handle {
+                let (_, engine) = try Routes.ready(state)
+                return json([Model(title: engine.modelName, model_name: engine.modelName, hash: Nullable(nil), sha256: Nullable(nil),
+                                   filename: engine.pipeline.directory, config: Nullable(nil))])
+            }
+        }
+        routes.get("options") { _, _ in
+            await Routes.handle {
+                let (_, engine) = try Routes.ready(state)
+                return json(Options(sd_model_checkpoint: engine.modelName, samples_format: "png", sd_checkpoint_hash: Nullable(nil),
+                                    CLIP_stop_at_last_layers: 1))
+            }
+        }
+        return routes
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// A JSON value that is written as `null` when absent (a synthesized encoder would leave the key out).
+struct Nullable<T: Encodable & Sendable>: Encodable, Sendable {
+    let value: T?
+    init(_ value: T?) { self.value = value }
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        if let value { try c.encode(value) } else { try c.encodeNil() }
+    }
+}
+
+/// The pieces every route collection shares: JSON responses, errors that name a field, bodies with a
+/// limit, and the "is the model ready" check.
+public enum Routes {
+    static let jsonHeaders: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+
+    /// `value` as JSON, keys sorted; property names in snake_case unless `snakeCase` is false (the
+    /// AUTOMATIC1111 API's own names are spelled out in its types).
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, headers extra: HTTPFields = [:], snakeCase: Bool = true) -> Response {
+        var headers = jsonHeaders
+        headers.append(contentsOf: extra)
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: encode(value, snakeCase: snakeCase))))
+    }
+
+    static func encode<T: Encodable>(_ value: T, snakeCase: Bool = true) -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        if snakeCase { e.keyEncodingStrategy = .convertToSnakeCase }
+        return (try? e.encode(value)) ?? Data("{}".utf8)
+    }
+
+    struct ErrorBody: Encodable {
+        struct Detail: Encodable { let field: String; let message: String }
+        let error: Detail
+    }
+
+    static func error(_ e: RequestError, headers: HTTPFields = [:]) -> Response {
+        var extra = headers
+        if e.status == 429 { extra[.retryAfter] = "5" }
+        return json(ErrorBody(error: .init(field: e.field, message: e.description)), status: .init(code: e.status), headers: extra)
+    }
+
+    /// The body, at most `limit` bytes; larger is a 400 naming the body.
+    static func body(_ request: inout Request, limit: Int) async throws(RequestError) -> Data {
+        do {
+            let buffer = try await request.collectBody(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch {
+            throw RequestError(field: "body", reason: "is larger than \(limit) bytes")
+        }
+    }
+
+    /// Answers a request, turning `RequestError`s into their JSON responses.
+    static func handle(_ body: () async throws -> Response) async -> Response {
+        do { return try await body() } catch let e as RequestError { return error(e) } catch {
+            return self.error(RequestError(field: "server", reason: errorText(error), status: 500))
+        }
+    }
+
+    static func ready(_ state: ServerState) throws(RequestError) -> (JobQueue, Engine) {
+        guard let q = state.queue, let e = state.engine else {
+            throw RequestError(field: "model", reason: "is still loading; see GET /ready", status: 503)
+        }
+        return (q, e)
+    }
+
+    /// Submits a job and waits for it, for the synchronous APIs (OpenAI, AUTOMATIC1111): its record when
+    /// done; a job that failed or was cancelled answers 500 with its reason.
+    static func run(_ p: JobParameters, on q: JobQueue) async throws -> JobQueue.Job {
+        let (id, _) = try await q.submit(p)
+        guard let job = await q.wait(id) else { throw RequestError(field: "job", reason: "vanished", status: 500) }
+        guard job.state == .done else {
+            throw RequestError(field: "job", reason: job.error ?? "ended \(job.state.rawValue)", status: 500)
+        }
+        return job
+    }
+
+    /// A request's JSON object, parsed for `engine`'s model (its defaults and sampler names).
+    static func parser(_ request: inout Request, _ state: ServerState, _ engine: Engine) async throws(RequestError) -> ParameterParser {
+        let fields = try ParameterParser.object(try await body(&request, limit: state.options.maxBodyBytes))
+        return ParameterParser(fields: fields, defaults: engine.pipeline.defaults, samplers: engine.pipeline.samplerAliases)
+    }
+
+    /// Every route of `sluice serve`: one collection per resource, behind the API-key check.
+    public static func router(_ state: ServerState) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: AuthMiddleware(apiKey: state.options.apiKey))
+        router.addRoutes(StatusRoutes.collection(state))
+        router.addRoutes(JobRoutes.collection(state), atPath: "/api/jobs")
+        router.addRoutes(GalleryRoutes.collection(state), atPath: "/api/gallery")
+        router.addRoutes(OpenAIRoutes.collection(state), atPath: "/v1")
+        router.addRoutes(Automatic1111Routes.collection(state), atPath: "/sdapi/v1")
+        router.addRoutes(WebUI.collection())
+        return router
+    }
+}
