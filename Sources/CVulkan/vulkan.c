@@ -13,7 +13,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <pthread.h>
-#include "spirv.inc"
+#include "vk_internal.h"
 #endif
 
 static void set_error(char *error, size_t len, const char *msg) {
@@ -48,20 +48,6 @@ int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, const sk_vk_binding *b, uin
 #else
 
 // ---- loader and instance (one per process) ----
-
-#define GLOBAL_FNS(X) X(vkCreateInstance) X(vkEnumerateInstanceVersion)
-#define INSTANCE_FNS(X) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties) X(vkGetPhysicalDeviceProperties2) \
-    X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceMemoryProperties2) X(vkGetPhysicalDeviceQueueFamilyProperties) \
-    X(vkEnumerateDeviceExtensionProperties) X(vkGetPhysicalDeviceFeatures2) X(vkCreateDevice) X(vkGetDeviceProcAddr)
-#define DEVICE_FNS(X) X(vkGetDeviceQueue) X(vkCreateCommandPool) X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) \
-    X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer) X(vkQueueSubmit) X(vkCreateBuffer) X(vkDestroyBuffer) \
-    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory) X(vkMapMemory) X(vkUnmapMemory) \
-    X(vkCreateShaderModule) X(vkDestroyShaderModule) X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) \
-    X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout) X(vkCreateComputePipelines) X(vkDestroyPipeline) \
-    X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool) X(vkResetDescriptorPool) X(vkAllocateDescriptorSets) \
-    X(vkUpdateDescriptorSets) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants) X(vkCmdDispatch) \
-    X(vkCmdCopyBuffer) X(vkCmdPipelineBarrier) X(vkCreateSemaphore) X(vkDestroySemaphore) X(vkWaitSemaphores) \
-    X(vkDeviceWaitIdle) X(vkDestroyDevice)
 
 #define DECLARE(fn) static PFN_##fn p_##fn;
 GLOBAL_FNS(DECLARE)
@@ -176,49 +162,9 @@ int sk_vk_device_info_at(int index, sk_vk_device_info *out, char *error, size_t 
 
 // ---- context ----
 
-struct sk_vk_buffer { VkBuffer buffer; VkDeviceMemory memory; void *mapped; uint64_t size; uint64_t allocated; };
+const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2, 4, 2, 5 };
 
-// The copy engine's staging ring: slots of host-visible memory, each reused once the copy that read
-// it has completed (its value on the copy timeline).
-#define SK_STAGING_SLOTS 4
-#define SK_STAGING_SLOT_BYTES (4u << 20)
-typedef struct staging_slot { sk_vk_buffer *buffer; VkCommandBuffer cmd; uint64_t value; } staging_slot;
-
-struct sk_vk_context {
-#define DEVICE_MEMBER(fn) PFN_##fn fn;
-    DEVICE_FNS(DEVICE_MEMBER)
-    VkPhysicalDevice physical;
-    VkDevice device;
-    VkQueue compute, transfer;
-    uint32_t compute_family, transfer_family;
-    int separate_transfer;
-    VkCommandPool pool, transfer_pool;
-    VkCommandBuffer cmd, transfer_cmd;
-    VkSemaphore timeline;
-    uint64_t timeline_value;
-    // Copies signal their own timeline: they complete out of order with kernels on a second queue,
-    // and a timeline's values must rise. Kernels wait on the device for the copies the host waited for.
-    VkSemaphore copy_timeline;
-    uint64_t copy_value, copy_visible;
-    staging_slot staging[SK_STAGING_SLOTS];
-    uint32_t next_slot;
-    // Where results of unmapped buffers come back through: grown to the largest read, then reused.
-    sk_vk_buffer *readback;
-    uint64_t dispatches[SK_VK_KERNEL_COUNT];
-    uint64_t min_alignment;
-    int force_unmapped;
-    VkPhysicalDeviceMemoryProperties memory;
-    uint64_t max_range;
-    VkDescriptorPool descriptors;
-    VkDescriptorSetLayout layouts[SK_VK_KERNEL_COUNT];
-    VkPipelineLayout pipeline_layouts[SK_VK_KERNEL_COUNT];
-    VkPipeline pipelines[SK_VK_KERNEL_COUNT];
-    pthread_mutex_t lock;
-};
-
-static const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2, 4, 2, 5 };
-
-static int check(VkResult r, const char *what, char *error, size_t len) {
+int sk_vk_check(VkResult r, const char *what, char *error, size_t len) {
     if (r == VK_SUCCESS) return 0;
     char msg[256];
     snprintf(msg, sizeof msg, "%s failed (VkResult %d%s)", what, r,
@@ -261,7 +207,7 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
     VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .timelineSemaphore = VK_TRUE };
     VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &f12,
                                .queueCreateInfoCount = c->separate_transfer ? 2 : 1, .pQueueCreateInfos = queues };
-    if (check(p_vkCreateDevice(c->physical, &dci, NULL, &c->device), "vkCreateDevice", error, len)) { free(c); return NULL; }
+    if (sk_vk_check(p_vkCreateDevice(c->physical, &dci, NULL, &c->device), "vkCreateDevice", error, len)) { free(c); return NULL; }
 #define LOAD_DEVICE(fn) c->fn = (PFN_##fn)p_vkGetDeviceProcAddr(c->device, #fn);
     DEVICE_FNS(LOAD_DEVICE)
     c->vkGetDeviceQueue(c->device, c->compute_family, 0, &c->compute);
@@ -274,11 +220,11 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
     VkSemaphoreCreateInfo sci = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, .pNext = &sti };
     VkDescriptorPoolSize size = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 16 };
     VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 4, .poolSizeCount = 1, .pPoolSizes = &size };
-    if (check(c->vkCreateCommandPool(c->device, &pci, NULL, &c->pool), "vkCreateCommandPool", error, len)
-        || check(c->vkCreateCommandPool(c->device, &tpci, NULL, &c->transfer_pool), "vkCreateCommandPool", error, len)
-        || check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->timeline), "vkCreateSemaphore (timeline)", error, len)
-        || check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->copy_timeline), "vkCreateSemaphore (copy timeline)", error, len)
-        || check(c->vkCreateDescriptorPool(c->device, &dpci, NULL, &c->descriptors), "vkCreateDescriptorPool", error, len)) {
+    if (sk_vk_check(c->vkCreateCommandPool(c->device, &pci, NULL, &c->pool), "vkCreateCommandPool", error, len)
+        || sk_vk_check(c->vkCreateCommandPool(c->device, &tpci, NULL, &c->transfer_pool), "vkCreateCommandPool", error, len)
+        || sk_vk_check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->timeline), "vkCreateSemaphore (timeline)", error, len)
+        || sk_vk_check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->copy_timeline), "vkCreateSemaphore (copy timeline)", error, len)
+        || sk_vk_check(c->vkCreateDescriptorPool(c->device, &dpci, NULL, &c->descriptors), "vkCreateDescriptorPool", error, len)) {
         sk_vk_close(c);
         return NULL;
     }
@@ -286,13 +232,13 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1 };
     VkCommandBufferAllocateInfo tcai = cai;
     tcai.commandPool = c->transfer_pool;
-    if (check(c->vkAllocateCommandBuffers(c->device, &cai, &c->cmd), "vkAllocateCommandBuffers", error, len)
-        || check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->transfer_cmd), "vkAllocateCommandBuffers", error, len)) {
+    if (sk_vk_check(c->vkAllocateCommandBuffers(c->device, &cai, &c->cmd), "vkAllocateCommandBuffers", error, len)
+        || sk_vk_check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->transfer_cmd), "vkAllocateCommandBuffers", error, len)) {
         sk_vk_close(c);
         return NULL;
     }
     for (int i = 0; i < SK_STAGING_SLOTS; i++) {
-        if (check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->staging[i].cmd), "vkAllocateCommandBuffers", error, len)) {
+        if (sk_vk_check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->staging[i].cmd), "vkAllocateCommandBuffers", error, len)) {
             sk_vk_close(c);
             return NULL;
         }
@@ -324,283 +270,5 @@ void sk_vk_close(sk_vk_context *c) {
 
 int sk_vk_has_transfer_queue(const sk_vk_context *c) { return c->separate_transfer; }
 void sk_vk_force_unmapped(sk_vk_context *c, int on) { c->force_unmapped = on; }
-
-static int memory_type(sk_vk_context *c, uint32_t bits, VkMemoryPropertyFlags want) {
-    for (uint32_t i = 0; i < c->memory.memoryTypeCount; i++)
-        if ((bits & (1u << i)) && (c->memory.memoryTypes[i].propertyFlags & want) == want) return (int)i;
-    return -1;
-}
-
-static sk_vk_buffer *make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryPropertyFlags want, VkMemoryPropertyFlags fallback, int map, char *error, size_t len) {
-    sk_vk_buffer *b = calloc(1, sizeof *b);
-    b->size = bytes;
-    VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = bytes ? bytes : 4,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-        .sharingMode = VK_SHARING_MODE_EXCLUSIVE };
-    // With a copy queue of another family, both families use the buffer: concurrent sharing instead
-    // of ownership transfers.
-    uint32_t families[2] = { c->compute_family, c->transfer_family };
-    if (c->separate_transfer) { bci.sharingMode = VK_SHARING_MODE_CONCURRENT; bci.queueFamilyIndexCount = 2; bci.pQueueFamilyIndices = families; }
-    if (check(c->vkCreateBuffer(c->device, &bci, NULL, &b->buffer), "vkCreateBuffer", error, len)) { free(b); return NULL; }
-    VkMemoryRequirements req;
-    c->vkGetBufferMemoryRequirements(c->device, b->buffer, &req);
-    int type = memory_type(c, req.memoryTypeBits, want);
-    if (type < 0) type = memory_type(c, req.memoryTypeBits, fallback);
-    if (type < 0) { set_error(error, len, "no suitable Vulkan memory type"); c->vkDestroyBuffer(c->device, b->buffer, NULL); free(b); return NULL; }
-    b->allocated = req.size;
-    VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)type };
-    if (check(c->vkAllocateMemory(c->device, &mai, NULL, &b->memory), "vkAllocateMemory", error, len)) {
-        c->vkDestroyBuffer(c->device, b->buffer, NULL); free(b); return NULL;
-    }
-    c->vkBindBufferMemory(c->device, b->buffer, b->memory, 0);
-    if (map && (c->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
-        if (check(c->vkMapMemory(c->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped), "vkMapMemory", error, len)) {
-            sk_vk_buffer_destroy(c, b);
-            return NULL;
-        }
-    }
-    return b;
-}
-
-sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *c, uint64_t bytes, char *error, size_t len) {
-    // Whole 16-byte words: shaders read 16-bit data (bf16 weights) a uint at a time, and a read past
-    // the end of a buffer returns zeros under robust access.
-    bytes = (bytes + 15) & ~(uint64_t)15;
-    // Device-local and mappable when the device has it (lavapipe, integrated GPUs, resizable BAR);
-    // else device-local, reached through staging copies.
-    return make_buffer(c, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                       VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, !c->force_unmapped, error, len);
-}
-
-void sk_vk_buffer_destroy(sk_vk_context *c, sk_vk_buffer *b) {
-    if (!b) return;
-    if (b->mapped) c->vkUnmapMemory(c->device, b->memory);
-    c->vkDestroyBuffer(c->device, b->buffer, NULL);
-    c->vkFreeMemory(c->device, b->memory, NULL);
-    free(b);
-}
-
-uint64_t sk_vk_buffer_size(const sk_vk_buffer *b) { return b->size; }
-uint64_t sk_vk_buffer_allocated(const sk_vk_buffer *b) { return b->allocated; }
-
-uint64_t sk_vk_allocation_granularity(sk_vk_context *c) {
-    // A probe buffer's memory requirements: their alignment is what sizes round up to (and buffers
-    // are made in whole 16-byte words).
-    VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = 16,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-        .sharingMode = VK_SHARING_MODE_EXCLUSIVE };
-    VkBuffer probe;
-    if (c->vkCreateBuffer(c->device, &bci, NULL, &probe) != VK_SUCCESS) return 4096;
-    VkMemoryRequirements req;
-    c->vkGetBufferMemoryRequirements(c->device, probe, &req);
-    c->vkDestroyBuffer(c->device, probe, NULL);
-    return req.alignment > 16 ? req.alignment : 16;
-}
-void *sk_vk_buffer_mapped(const sk_vk_buffer *b) { return b->mapped; }
-uint64_t sk_vk_staging_bytes(const sk_vk_context *c) {
-    uint64_t n = 0;
-    for (int i = 0; i < SK_STAGING_SLOTS; i++) if (c->staging[i].buffer) n += c->staging[i].buffer->allocated;
-    return n + (c->readback ? c->readback->allocated : 0);
-}
-uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { return k < SK_VK_KERNEL_COUNT ? c->dispatches[k] : 0; }
-
-static int wait_copy_timeline(sk_vk_context *c, uint64_t value, char *error, size_t len) {
-    if (value == 0) return 0;
-    VkSemaphoreWaitInfo wi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, .semaphoreCount = 1, .pSemaphores = &c->copy_timeline, .pValues = &value };
-    return check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores (copy)", error, len);
-}
-
-uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t len) {
-    if (offset + bytes > dst->size) { set_error(error, len, "copy past the end of the buffer"); return 0; }
-    pthread_mutex_lock(&c->lock);
-    uint64_t last = c->copy_value;
-    for (uint64_t done = 0; done < bytes;) {
-        staging_slot *slot = &c->staging[c->next_slot];
-        c->next_slot = (c->next_slot + 1) % SK_STAGING_SLOTS;
-        // The slot's previous copy must have read it before the host writes it again.
-        if (wait_copy_timeline(c, slot->value, error, len)) { last = 0; break; }
-        if (!slot->buffer) {
-            slot->buffer = make_buffer(c, SK_STAGING_SLOT_BYTES, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                                       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
-            if (!slot->buffer) { last = 0; break; }
-        }
-        uint64_t n = bytes - done < SK_STAGING_SLOT_BYTES ? bytes - done : SK_STAGING_SLOT_BYTES;
-        memcpy(slot->buffer->mapped, (const char *)src + done, n);
-        VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
-        c->vkResetCommandBuffer(slot->cmd, 0);
-        c->vkBeginCommandBuffer(slot->cmd, &begin);
-        VkBufferCopy region = { .srcOffset = 0, .dstOffset = offset + done, .size = n };
-        c->vkCmdCopyBuffer(slot->cmd, slot->buffer->buffer, dst->buffer, 1, &region);
-        c->vkEndCommandBuffer(slot->cmd);
-        uint64_t value = ++c->copy_value;
-        VkTimelineSemaphoreSubmitInfo tsi = { .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
-                                              .signalSemaphoreValueCount = 1, .pSignalSemaphoreValues = &value };
-        VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .pNext = &tsi, .commandBufferCount = 1, .pCommandBuffers = &slot->cmd,
-                            .signalSemaphoreCount = 1, .pSignalSemaphores = &c->copy_timeline };
-        if (check(c->vkQueueSubmit(c->transfer, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit (copy)", error, len)) {
-            // Nothing signals this value now: step back so later waits stay satisfiable.
-            c->copy_value--;
-            last = 0;
-            break;
-        }
-        slot->value = value;
-        last = value;
-        done += n;
-    }
-    pthread_mutex_unlock(&c->lock);
-    return last;
-}
-
-int sk_vk_copy_wait(sk_vk_context *c, uint64_t value, char *error, size_t len) {
-    if (value > c->copy_value) { set_error(error, len, "waiting for a copy that was never submitted"); return -1; }
-    if (wait_copy_timeline(c, value, error, len)) return -1;
-    pthread_mutex_lock(&c->lock);
-    if (value > c->copy_visible) c->copy_visible = value;
-    pthread_mutex_unlock(&c->lock);
-    return 0;
-}
-
-/// Submits `cmd` on `queue`, signalling the next timeline value, and waits for it.
-static int submit_and_wait(sk_vk_context *c, VkQueue queue, VkCommandBuffer cmd, char *error, size_t len) {
-    uint64_t value = ++c->timeline_value;
-    // Kernels wait on the device for every copy the host has waited for (the memory dependency
-    // between the copy queue's writes and the shaders' reads).
-    uint64_t copy_wait = c->copy_visible;
-    VkPipelineStageFlags stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
-    VkTimelineSemaphoreSubmitInfo tsi = { .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
-                                          .waitSemaphoreValueCount = copy_wait ? 1 : 0, .pWaitSemaphoreValues = &copy_wait,
-                                          .signalSemaphoreValueCount = 1, .pSignalSemaphoreValues = &value };
-    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .pNext = &tsi, .commandBufferCount = 1, .pCommandBuffers = &cmd,
-                        .waitSemaphoreCount = copy_wait ? 1 : 0, .pWaitSemaphores = &c->copy_timeline, .pWaitDstStageMask = &stage,
-                        .signalSemaphoreCount = 1, .pSignalSemaphores = &c->timeline };
-    if (check(c->vkQueueSubmit(queue, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit", error, len)) return -1;
-    VkSemaphoreWaitInfo wi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, .semaphoreCount = 1, .pSemaphores = &c->timeline, .pValues = &value };
-    return check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores", error, len);
-}
-
-/// Reads `bytes` of `b` from `offset` through the host-visible readback buffer on the copy queue (a
-/// transfer-only family when the device has one, else the compute queue: ordered submission, same
-/// result). Called with the context's lock held.
-static int staged_read(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {
-    if (!c->readback || c->readback->size < bytes) {
-        sk_vk_buffer_destroy(c, c->readback);
-        c->readback = make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                                  VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
-        if (!c->readback) return -1;
-    }
-    VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
-    c->vkResetCommandBuffer(c->transfer_cmd, 0);
-    c->vkBeginCommandBuffer(c->transfer_cmd, &begin);
-    VkBufferCopy region = { .srcOffset = offset, .dstOffset = 0, .size = bytes };
-    c->vkCmdCopyBuffer(c->transfer_cmd, b->buffer, c->readback->buffer, 1, &region);
-    c->vkEndCommandBuffer(c->transfer_cmd);
-    int rc = submit_and_wait(c, c->transfer, c->transfer_cmd, error, len);
-    if (rc == 0) memcpy(dst, c->readback->mapped, bytes);
-    return rc;
-}
-
-int sk_vk_upload(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t len) {
-    if (offset + bytes > b->size) { set_error(error, len, "upload past the end of the buffer"); return -1; }
-    if (bytes == 0) return 0;
-    if (b->mapped) { memcpy((char *)b->mapped + offset, src, bytes); return 0; }
-    // Through the staging ring on the copy queue, waited for (later kernels wait for it too).
-    uint64_t value = sk_vk_copy_async(c, b, offset, src, bytes, error, len);
-    return value ? sk_vk_copy_wait(c, value, error, len) : -1;
-}
-
-int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {
-    if (offset + bytes > b->size) { set_error(error, len, "download past the end of the buffer"); return -1; }
-    if (bytes == 0) return 0;
-    if (b->mapped) { memcpy(dst, (char *)b->mapped + offset, bytes); return 0; }
-    pthread_mutex_lock(&c->lock);
-    int rc = staged_read(c, b, offset, dst, bytes, error, len);
-    pthread_mutex_unlock(&c->lock);
-    return rc;
-}
-
-static int ensure_pipeline(sk_vk_context *c, sk_vk_kernel k, char *error, size_t len) {
-    if (c->pipelines[k]) return 0;
-    static const uint32_t *code[SK_VK_KERNEL_COUNT] = { spirv_binary, spirv_unary, spirv_gemm, spirv_rows, spirv_rotary, spirv_upsample,
-                                                         spirv_conv2d, spirv_copy, spirv_attention };
-    static const size_t code_size[SK_VK_KERNEL_COUNT] = { sizeof spirv_binary, sizeof spirv_unary, sizeof spirv_gemm, sizeof spirv_rows,
-                                                          sizeof spirv_rotary, sizeof spirv_upsample, sizeof spirv_conv2d, sizeof spirv_copy,
-                                                          sizeof spirv_attention };
-    VkDescriptorSetLayoutBinding bindings[8];
-    for (uint32_t i = 0; i < kernel_buffers[k]; i++)
-        bindings[i] = (VkDescriptorSetLayoutBinding){ .binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                                      .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT };
-    VkDescriptorSetLayoutCreateInfo lci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                                            .bindingCount = kernel_buffers[k], .pBindings = bindings };
-    if (check(c->vkCreateDescriptorSetLayout(c->device, &lci, NULL, &c->layouts[k]), "vkCreateDescriptorSetLayout", error, len)) return -1;
-    VkPushConstantRange range = { .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = 64 };
-    VkPipelineLayoutCreateInfo plci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, .setLayoutCount = 1,
-                                        .pSetLayouts = &c->layouts[k], .pushConstantRangeCount = 1, .pPushConstantRanges = &range };
-    if (check(c->vkCreatePipelineLayout(c->device, &plci, NULL, &c->pipeline_layouts[k]), "vkCreatePipelineLayout", error, len)) return -1;
-    VkShaderModuleCreateInfo smci = { .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code_size[k], .pCode = code[k] };
-    VkShaderModule module;
-    if (check(c->vkCreateShaderModule(c->device, &smci, NULL, &module), "vkCreateShaderModule", error, len)) return -1;
-    VkComputePipelineCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = { .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT, .module = module, .pName = "main" },
-        .layout = c->pipeline_layouts[k] };
-    int rc = check(c->vkCreateComputePipelines(c->device, VK_NULL_HANDLE, 1, &cpci, NULL, &c->pipelines[k]), "vkCreateComputePipelines", error, len);
-    c->vkDestroyShaderModule(c->device, module, NULL);
-    return rc;
-}
-
-int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, const sk_vk_binding *bindings, uint32_t count, const void *push, uint32_t push_bytes,
-                   uint32_t gx, uint32_t gy, uint32_t gz, char *error, size_t len) {
-    if (k >= SK_VK_KERNEL_COUNT || count != kernel_buffers[k] || push_bytes > 64) { set_error(error, len, "bad kernel arguments"); return -1; }
-    uint64_t ranges[8];
-    for (uint32_t i = 0; i < count; i++) {
-        const sk_vk_binding *b = &bindings[i];
-        char msg[240];
-        if (b->offset >= b->buffer->size || b->offset % c->min_alignment != 0) {
-            snprintf(msg, sizeof msg, "binding %u: offset %llu is outside the %llu-byte buffer or not a multiple of %llu", i,
-                     (unsigned long long)b->offset, (unsigned long long)b->buffer->size, (unsigned long long)c->min_alignment);
-            set_error(error, len, msg);
-            return -1;
-        }
-        ranges[i] = b->range ? b->range : b->buffer->size - b->offset;
-        if (ranges[i] > c->max_range || b->offset + ranges[i] > b->buffer->size) {
-            snprintf(msg, sizeof msg, "binding %u: %llu bytes exceed the device's storage-buffer range of %llu bytes or the buffer", i,
-                     (unsigned long long)ranges[i], (unsigned long long)c->max_range);
-            set_error(error, len, msg);
-            return -1;
-        }
-    }
-    pthread_mutex_lock(&c->lock);
-    int rc = ensure_pipeline(c, k, error, len);
-    if (rc == 0) {
-        c->vkResetDescriptorPool(c->device, c->descriptors, 0);
-        VkDescriptorSet set;
-        VkDescriptorSetAllocateInfo dsai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, .descriptorPool = c->descriptors,
-                                             .descriptorSetCount = 1, .pSetLayouts = &c->layouts[k] };
-        rc = check(c->vkAllocateDescriptorSets(c->device, &dsai, &set), "vkAllocateDescriptorSets", error, len);
-        if (rc == 0) {
-            VkDescriptorBufferInfo infos[8];
-            VkWriteDescriptorSet writes[8];
-            for (uint32_t i = 0; i < count; i++) {
-                infos[i] = (VkDescriptorBufferInfo){ .buffer = bindings[i].buffer->buffer, .offset = bindings[i].offset, .range = ranges[i] };
-                writes[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = i,
-                                                    .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[i] };
-            }
-            c->vkUpdateDescriptorSets(c->device, count, writes, 0, NULL);
-            VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
-            c->vkResetCommandBuffer(c->cmd, 0);
-            c->vkBeginCommandBuffer(c->cmd, &begin);
-            c->vkCmdBindPipeline(c->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, c->pipelines[k]);
-            c->vkCmdBindDescriptorSets(c->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, c->pipeline_layouts[k], 0, 1, &set, 0, NULL);
-            uint8_t constants[64] = { 0 };
-            memcpy(constants, push, push_bytes);
-            c->vkCmdPushConstants(c->cmd, c->pipeline_layouts[k], VK_SHADER_STAGE_COMPUTE_BIT, 0, 64, constants);
-            c->vkCmdDispatch(c->cmd, gx, gy, gz);
-            c->vkEndCommandBuffer(c->cmd);
-            rc = submit_and_wait(c, c->compute, c->cmd, error, len);
-            if (rc == 0) c->dispatches[k]++;
-        }
-    }
-    pthread_mutex_unlock(&c->lock);
-    return rc;
-}
 
 #endif

@@ -71,7 +71,7 @@ public struct ComputeDevice: @unchecked Sendable {
     /// The device memory the memory manager allocates from under `budget`: real Vulkan buffers
     /// charged against the budget, or the simulated device's ledger. `cap` (tests only) lets the
     /// ledger hold more than the budget, so that a plan over its budget shows in the measured peak.
-    public func memory(budget: Int, profile: DeviceProfile, cap: Int? = nil) -> SimulatedDevice {
-        SimulatedDevice(profile: profile, capBytes: cap ?? budget, backing: vulkan.map { VulkanMemory(context: $0) })
+    public func memory(budget: Int, profile: DeviceProfile, cap: Int? = nil) -> DeviceMemory {
+        DeviceMemory(profile: profile, capBytes: cap ?? budget, backing: vulkan.map { VulkanMemory(context: $0) })
     }
 }

@@ -1,6 +1,6 @@
 import SluiceCore
 
-/// Real device memory behind a `SimulatedDevice`: with a backing, the device's allocations are real
+/// Real device memory behind a `DeviceMemory`: with a backing, the device's allocations are real
 /// buffers on a real device (counted at the size the driver really gave), its copies run on the
 /// device's copy queue and its kernels wait for them; the budget check and the modelled clock stay the
 /// simulated device's. Without one, allocations are plain host memory (the simulation).

@@ -39,7 +39,7 @@ public struct OffloadBench {
         let act = p.activationBytes
         let k = OffloadModel.costs(c, request, activation: act)
         let total = k.bytes.reduce(0, +)
-        let device = SimulatedDevice(profile: profile, capBytes: request.deviceBudget, backed: false)
+        let device = DeviceMemory(profile: profile, capBytes: request.deviceBudget, backed: false)
         let sluice = OffloadModel.sluiceStepSeconds(plan: p, costs: k, profile: profile, device: device)
         let residentFits = total + act <= request.deviceBudget
         let resident = residentFits ? OffloadModel.computeSeconds(k, profile) : nil

@@ -23,8 +23,8 @@ public enum OffloadModel {
 
     /// The sluice: the executor itself, run dry on a simulated device; the mean of calls 3 and 4
     /// (steady state: resident groups uploaded, the pipeline of prefetches settled).
-    public static func sluiceStepSeconds(plan: ComponentPlan, costs k: Costs, profile: DeviceProfile, device: SimulatedDevice? = nil) -> Double {
-        let dev = device ?? SimulatedDevice(profile: profile, capBytes: plan.deviceBytes, backed: false)
+    public static func sluiceStepSeconds(plan: ComponentPlan, costs k: Costs, profile: DeviceProfile, device: DeviceMemory? = nil) -> Double {
+        let dev = device ?? DeviceMemory(profile: profile, capBytes: plan.deviceBytes, backed: false)
         dev.setRecordSpans(device != nil)
         let groups = k.names.indices.map { ExecGroup(name: k.names[$0], bytes: k.bytes[$0], flops: k.flops[$0], bytesTouched: k.touched[$0]) }
         let ex = StreamingExecutor(device: dev, plan: plan, groups: groups)

@@ -57,7 +57,7 @@ public enum GroupState: String, Sendable, Codable { case offloaded, loading, res
 /// group's compute waits for. A ring region is reused only after the compute that read it has
 /// ended; weights are read-only, so nothing is ever copied back.
 public final class StreamingExecutor: @unchecked Sendable {
-    public let device: SimulatedDevice
+    public let device: DeviceMemory
     public private(set) var plan: ComponentPlan
     public let groups: [ExecGroup]
     /// Host RAM the executor may use to cache groups that are homed on disk.
@@ -65,11 +65,11 @@ public final class StreamingExecutor: @unchecked Sendable {
     /// Planner called after an out-of-memory: the bytes really available → a smaller plan.
     public let replan: (@Sendable (Int) throws(PlanError) -> ComponentPlan)?
 
-    private var resident: [Int: (allocation: SimulatedDevice.Allocation, uploaded: SimulatedDevice.Event)] = [:]
-    private var ring: SimulatedDevice.Allocation?
-    private var activations: SimulatedDevice.Allocation?
+    private var resident: [Int: (allocation: DeviceMemory.Allocation, uploaded: DeviceMemory.Event)] = [:]
+    private var ring: DeviceMemory.Allocation?
+    private var activations: DeviceMemory.Allocation?
     /// Ring regions in stream order: those copied and not yet freed by their compute.
-    private struct Region { var pos: Int; var offset: Int; var bytes: Int; var copied: SimulatedDevice.Event; var freed: SimulatedDevice.Event? }
+    private struct Region { var pos: Int; var offset: Int; var bytes: Int; var copied: DeviceMemory.Event; var freed: DeviceMemory.Event? }
     private var regions: [Region] = []
     /// Next stream position to copy, and where the ring's write head is.
     private var streamPosition = 0
@@ -81,7 +81,7 @@ public final class StreamingExecutor: @unchecked Sendable {
     public private(set) var hostBytes = 0
     public private(set) var replans = 0
 
-    public init(device: SimulatedDevice, plan: ComponentPlan, groups: [ExecGroup], hostBudget: Int? = nil,
+    public init(device: DeviceMemory, plan: ComponentPlan, groups: [ExecGroup], hostBudget: Int? = nil,
                 replan: (@Sendable (Int) throws(PlanError) -> ComponentPlan)? = nil) {
         self.device = device
         self.plan = plan
@@ -154,7 +154,7 @@ public final class StreamingExecutor: @unchecked Sendable {
             try issueCopies(streamed: streamed, callStart: callStart)
             let g = groups[i]
             let weights: DeviceWeights
-            var waits: [SimulatedDevice.Event] = []
+            var waits: [DeviceMemory.Event] = []
             var regionIndex: Int?
             if let r = resident[i] {
                 weights = views(of: i, in: r.allocation, at: 0)
@@ -253,7 +253,7 @@ public final class StreamingExecutor: @unchecked Sendable {
 
     /// Copies group `i` into `a` at `base` after `waitFor`: through the device's copy queue when it is
     /// real (the event carries the timeline value to wait for), else a host copy into the simulation.
-    private func copy(_ i: Int, into a: SimulatedDevice.Allocation, at base: Int, waitFor: [SimulatedDevice.Event]) throws(SluiceError) -> SimulatedDevice.Event {
+    private func copy(_ i: Int, into a: DeviceMemory.Allocation, at base: Int, waitFor: [DeviceMemory.Event]) throws(SluiceError) -> DeviceMemory.Event {
         let g = groups[i]
         if let backing = device.backing, let token = a.token {
             let tensors = source(i).map(\.tensor)
@@ -264,7 +264,7 @@ public final class StreamingExecutor: @unchecked Sendable {
         return device.copyToDevice(bytes: g.bytes, label: g.name, waitFor: waitFor) { fill(a, at: base, from: source(i)) }
     }
 
-    private func fill(_ a: SimulatedDevice.Allocation, at base: Int, from tensors: [(key: String, tensor: Tensor)]) {
+    private func fill(_ a: DeviceMemory.Allocation, at base: Int, from tensors: [(key: String, tensor: Tensor)]) {
         guard let dst = a.storage else { return }
         var offset = base
         for (_, t) in tensors {
@@ -274,7 +274,7 @@ public final class StreamingExecutor: @unchecked Sendable {
         }
     }
 
-    private func views(of i: Int, in a: SimulatedDevice.Allocation, at base: Int) -> DeviceWeights {
+    private func views(of i: Int, in a: DeviceMemory.Allocation, at base: Int) -> DeviceWeights {
         guard let storage = a.storage else { return DeviceWeights(tensors: [:]) }
         var out: [String: Tensor] = [:]
         var offset = base

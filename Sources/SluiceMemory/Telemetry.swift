@@ -27,7 +27,7 @@ public struct PhaseReport: Codable, Sendable {
     }
 
     /// Summarises a simulated device's counters and timeline over the window since its last reset.
-    public static func from(device: SimulatedDevice, phase: String, wallSeconds: Double, start: Double, peakHostBytes: Int = 0) -> PhaseReport {
+    public static func from(device: DeviceMemory, phase: String, wallSeconds: Double, start: Double, peakHostBytes: Int = 0) -> PhaseReport {
         let spans = device.spans
         let copies = spans.filter { $0.kind == .copy }.map { ($0.start, $0.end) }
         let computes = spans.filter { $0.kind == .compute }.map { ($0.start, $0.end) }

@@ -67,7 +67,7 @@ public final class ComponentRunner: @unchecked Sendable {
     }
 
     /// Streams through `device` under `plan` from now on.
-    public func attach(device: SimulatedDevice, plan: ComponentPlan, flops: [Double], hostBudget: Int?) throws(SluiceError) {
+    public func attach(device: DeviceMemory, plan: ComponentPlan, flops: [Double], hostBudget: Int?) throws(SluiceError) {
         let groups = try execGroups(flops: flops)
         let sizes = groups.map { GroupSize(name: $0.name, bytes: device.allocationSize($0.stagedBytes)) }
         let name = self.name, phase = self.phase.rawValue, activation = plan.activationBytes, tile = plan.tileLatent

@@ -56,11 +56,11 @@ public final class PipelineComponents: @unchecked Sendable {
 public final class PipelineRun: @unchecked Sendable {
     public let plan: Plan?
     /// The device memory the run allocates from (nil without a budget).
-    public let memory: SimulatedDevice?
+    public let memory: DeviceMemory?
     let components: PipelineComponents
     public private(set) var phases: [PhaseReport] = []
 
-    init(components: PipelineComponents, plan: Plan?, memory: SimulatedDevice?) {
+    init(components: PipelineComponents, plan: Plan?, memory: DeviceMemory?) {
         self.components = components
         self.plan = plan
         self.memory = memory

@@ -25,7 +25,7 @@ struct Case: CustomTestStringConvertible, Sendable {
     func backend() throws -> any Backend {
         switch kind {
         case let .cpu(path, threads): try CPUBackend(path: path, threads: threads)
-        case .simulated: try SimulatedBackend(device: SimulatedDevice(profile: .rtx4090))
+        case .simulated: try SimulatedBackend(device: DeviceMemory(profile: .rtx4090))
         case .vulkan: try VulkanBackend(context: VulkanContext())
         }
     }

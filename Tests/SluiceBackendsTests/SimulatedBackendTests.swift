@@ -26,7 +26,7 @@ import Testing
 
     @Test func sameResultsAsTheCPUAndTheClockAdvances() throws {
         let cpu = try CPUBackend(threads: 2)
-        let device = SimulatedDevice(profile: .rtx3060, capBytes: 64 << 20)
+        let device = DeviceMemory(profile: .rtx3060, capBytes: 64 << 20)
         let sim = try SimulatedBackend(device: device, path: cpu.path, threads: 2)
         let a = try opsOutputs(cpu), b = try opsOutputs(sim)
         for (x, y) in zip(a, b) { #expect(x.map(\.bitPattern) == y.map(\.bitPattern)) }
@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func aTensorLargerThanTheCapIsAnOutOfMemoryError() throws {
-        let device = SimulatedDevice(profile: .rtx3060, capBytes: 1 << 20)
+        let device = DeviceMemory(profile: .rtx3060, capBytes: 1 << 20)
         let sim = try SimulatedBackend(device: device, threads: 1)
         let big = Tensor(zeros: [512, 1024])  // the output alone is 2 MiB
         do {

@@ -34,7 +34,7 @@ import Testing
                 #expect(all.count >= 20, "\(storage) depth \(depth): only \(all.count) budgets")
                 var streamedSomewhere = false
                 for budget in all {
-                    let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+                    let device = DeviceMemory(profile: .rtx4090, capBytes: budget)
                     let p = try plan(model, budget: budget, depth: depth)
                     streamedSomewhere = streamedSomewhere || !p.streamed.isEmpty
                     let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
@@ -51,7 +51,7 @@ import Testing
         let be = try CPUBackend(threads: 2)
         let model = try TinyTransformer(storage: .bf16)
         let budget = model.totalBytes / 2
-        let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let device = DeviceMemory(profile: .rtx4090, capBytes: budget)
         let p = try plan(model, budget: budget, depth: 2)
         #expect(!p.resident.isEmpty && !p.streamed.isEmpty)
         let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
@@ -65,7 +65,7 @@ import Testing
         let residentNames = Set(p.resident)
         #expect(device.spans.filter { $0.kind == .copy }.allSatisfy { !residentNames.contains($0.label) })
         // Everything fits: the second call copies 0 bytes.
-        let roomy = SimulatedDevice(profile: .rtx4090, capBytes: model.totalBytes + Self.activation)
+        let roomy = DeviceMemory(profile: .rtx4090, capBytes: model.totalBytes + Self.activation)
         let ex2 = StreamingExecutor(device: roomy, plan: try plan(model, budget: roomy.capBytes, depth: nil), groups: model.execGroups())
         _ = try model.run(on: ex2, be)
         roomy.resetCounters()
@@ -83,8 +83,8 @@ import Testing
         let tuned = DeviceProfile(name: "balanced", memoryBytes: 1 << 30, memoryBandwidth: 1e15,
                                   linkBandwidth: linkBytesPerSecond, bf16Flops: flopsPerSecond, computeEfficiency: 1,
                                   linkEfficiency: 1, source: "test")
-        func steadyStep(budget: Int) throws -> (seconds: Double, device: SimulatedDevice, plan: ComponentPlan) {
-            let device = SimulatedDevice(profile: tuned, capBytes: budget)
+        func steadyStep(budget: Int) throws -> (seconds: Double, device: DeviceMemory, plan: ComponentPlan) {
+            let device = DeviceMemory(profile: tuned, capBytes: budget)
             let p = try plan(model, budget: budget, depth: nil)
             let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
             _ = try model.run(on: ex, be)
@@ -118,7 +118,7 @@ import Testing
         let model = try TinyTransformer(storage: .f8e4m3fn)
         let reference = try bits(model.runOnCPU(be))
         let budget = model.totalBytes / 3
-        let device = SimulatedDevice(profile: .rtx3060, capBytes: budget)
+        let device = DeviceMemory(profile: .rtx3060, capBytes: budget)
         let p = try plan(model, budget: budget, depth: 1)
         let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
         #expect(try bits(model.run(on: ex, be)) == reference)
@@ -140,7 +140,7 @@ import Testing
         let model = try TinyTransformer(storage: .bf16)
         let reference = try bits(model.runOnCPU(be))
         let budget = model.totalBytes + Self.activation
-        let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let device = DeviceMemory(profile: .rtx4090, capBytes: budget)
         let act = Self.activation, sizes = model.sizes
         let ex = StreamingExecutor(device: device, plan: try plan(model, budget: budget, depth: nil), groups: model.execGroups(),
                                    replan: { available throws(PlanError) in
@@ -162,7 +162,7 @@ import Testing
             #expect(budget == 4096 && minimum > 4096)
         }
         // And a re-plan that cannot succeed ends with the numbers.
-        let tiny = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let tiny = DeviceMemory(profile: .rtx4090, capBytes: budget)
         let ex3 = StreamingExecutor(device: tiny, plan: try plan(model, budget: budget, depth: nil), groups: model.execGroups(),
                                     replan: { available throws(PlanError) in
             try Planner.planComponent(name: "transformer", phase: "denoise", groups: sizes, activationBytes: act, budget: available)
@@ -189,7 +189,7 @@ import Testing
         }
         let budget = model.totalBytes / 4
         let ramLimit = model.totalBytes / 3
-        let device = SimulatedDevice(profile: .rtx4090, capBytes: budget)
+        let device = DeviceMemory(profile: .rtx4090, capBytes: budget)
         let ex = StreamingExecutor(device: device, plan: try plan(model, budget: budget, depth: 2), groups: mapped, hostBudget: ramLimit)
         for _ in 0..<3 {
             #expect(try bits(ex.run(model.input()) { i, w, x in

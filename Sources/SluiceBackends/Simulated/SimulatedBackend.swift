@@ -5,10 +5,10 @@ import SluiceCore
 /// scratch push the device past its cap fails with the out-of-memory error a GPU gives), and its
 /// kernel is stamped on the device's modelled clock from its FLOPs and bytes.
 public struct SimulatedBackend: Backend {
-    public let device: SimulatedDevice
+    public let device: DeviceMemory
     public let cpu: CPUBackend
 
-    public init(device: SimulatedDevice, path: KernelPath? = nil, threads: Int? = nil) throws(SluiceError) {
+    public init(device: DeviceMemory, path: KernelPath? = nil, threads: Int? = nil) throws(SluiceError) {
         self.device = device
         cpu = try CPUBackend(path: path, threads: threads, allocations: device.tensorBytes)
     }

@@ -1,15 +1,16 @@
 import SluiceCore
 import Synchronization
 
-/// A device with a hard memory cap and a modelled clock, computing on the CPU (../shared/DESIGN.md
-/// §3). Allocations beyond the cap fail with the same error a GPU allocation gives. Copies run on
-/// one copy engine and kernels on one compute queue; each is stamped on the modelled clock after
-/// the events it waits for, so overlap is measured, not assumed. Bytes are counted per direction.
+/// The device's memory as the memory manager sees it: a hard cap, what is held and its peak, bytes
+/// moved each way, and a modelled clock on which copies and kernels are stamped after the events they
+/// wait for (so overlap is measured, not assumed). Allocations beyond the cap fail with the same error a
+/// GPU allocation gives (../shared/DESIGN.md §3).
 ///
-/// With a `DeviceMemoryBacking` (Vulkan) the memory is real: allocations are device buffers charged
-/// at the size the driver gave, copies run on the device's copy queue and signal its timeline
-/// semaphore, and a kernel waits for the copies its events name. The clock stays modelled.
-public final class SimulatedDevice: @unchecked Sendable {
+/// The memory behind it is simulated — real host buffers standing in for device memory, so computation
+/// on their contents is real — or, with a `DeviceMemoryBacking` (Vulkan), real: allocations are device
+/// buffers charged at the size the driver gave, copies run on the device's copy queue and signal its
+/// timeline semaphore, and a kernel waits for the copies its events name. The clock stays modelled.
+public final class DeviceMemory: @unchecked Sendable {
     /// A point on the modelled clock that work can wait for (a CUDA event / timeline semaphore).
     public struct Event: Sendable, Comparable {
         public let time: Double

@@ -1,0 +1,144 @@
+import CVulkan
+import Foundation
+import SluiceCore
+import Synchronization
+
+/// An open logical device: buffers, uploads/downloads, kernel dispatches (each waited for on a
+/// timeline semaphore).
+public final class VulkanContext: @unchecked Sendable {
+    let handle: OpaquePointer
+    public let info: VulkanDeviceInfo
+    /// Device buffers the backend binds in place, by the host address that mirrors them (see +Residency).
+    struct Resident { let base: UInt; let bytes: Int; let buffer: Buffer }
+    let residents = Mutex<[Resident]>([])
+    /// The activation arena the memory manager reserved, where the backend places its per-op buffers.
+    let arena = Mutex<(buffer: Buffer, used: Int)?>(nil)
+
+    /// `forceUnmapped`: never map buffers, so every transfer takes the staging path of a discrete GPU
+    /// without resizable BAR (tests run that path on lavapipe, whose memory is all host-visible).
+    public init(index: Int? = nil, forceUnmapped: Bool = false) throws(SluiceError) {
+        let devices = try Vulkan.devices()
+        guard let i = index ?? Vulkan.preferredIndex(devices), i < devices.count else {
+            throw .invalidParameter(.device, reason: devices.isEmpty ? "no Vulkan device found" : "no device vulkan:\(index ?? -1) (there are \(devices.count); see `sluice devices`)")
+        }
+        var err = [CChar](repeating: 0, count: 512)
+        guard let h = sk_vk_open(Int32(i), &err, err.count) else { throw .invalidArgument(name: "vulkan device \(i)", reason: Vulkan.message(err)) }
+        handle = h
+        info = devices[i]
+        if forceUnmapped { sk_vk_force_unmapped(h, 1) }
+    }
+
+    deinit { sk_vk_close(handle) }
+
+    public var hasTransferQueue: Bool { sk_vk_has_transfer_queue(handle) != 0 }
+
+    /// A buffer of n bytes takes n rounded up to this much device memory.
+    public var allocationGranularity: Int { Int(sk_vk_allocation_granularity(handle)) }
+
+    public final class Buffer: @unchecked Sendable {
+        let handle: OpaquePointer
+        let context: VulkanContext  // a buffer keeps its device open
+        public let bytes: Int
+        init(handle: OpaquePointer, context: VulkanContext, bytes: Int) { self.handle = handle; self.context = context; self.bytes = bytes }
+        deinit { sk_vk_buffer_destroy(context.handle, handle) }
+        /// Bytes a binding may cover: `bytes` rounded up to whole 16-byte words.
+        public var capacity: Int { Int(sk_vk_buffer_size(handle)) }
+        /// Device memory it really holds (the driver's size, ≥ `bytes`).
+        public var allocatedBytes: Int { Int(sk_vk_buffer_allocated(handle)) }
+        /// Its memory's host address when the memory is host-visible (lavapipe, integrated GPUs, resizable BAR).
+        public var mapped: UnsafeMutableRawPointer? { sk_vk_buffer_mapped(handle) }
+    }
+
+    /// `bytes` of a buffer from `offset`: what a kernel's binding sees.
+    public struct Binding: @unchecked Sendable {
+        public let buffer: Buffer
+        public let offset: Int
+        public let bytes: Int
+        public init(_ buffer: Buffer, offset: Int = 0, bytes: Int? = nil) {
+            self.buffer = buffer
+            self.offset = offset
+            self.bytes = bytes ?? buffer.capacity - offset
+        }
+    }
+
+    public func buffer(bytes: Int) throws(SluiceError) -> Buffer {
+        var err = [CChar](repeating: 0, count: 512)
+        guard let b = sk_vk_buffer_create(handle, UInt64(max(bytes, 4)), &err, err.count) else {
+            let reason = Vulkan.message(err)
+            if reason.contains("out of device memory") {
+                throw .outOfMemory(device: info.name, requestedBytes: bytes, availableBytes: info.heaps.first { $0.deviceLocal }?.budget ?? 0)
+            }
+            throw .invalidArgument(name: "vulkan buffer", reason: reason)
+        }
+        return Buffer(handle: b, context: self, bytes: bytes)
+    }
+
+    public enum Kernel: CaseIterable, Sendable {
+        case binary, unary, gemm, rows, rotary, upsample, conv2d, copy, attention
+        var c: sk_vk_kernel {
+            switch self {
+            case .binary: SK_VK_BINARY
+            case .unary: SK_VK_UNARY
+            case .gemm: SK_VK_GEMM
+            case .rows: SK_VK_ROWS
+            case .rotary: SK_VK_ROTARY
+            case .upsample: SK_VK_UPSAMPLE
+            case .conv2d: SK_VK_CONV2D
+            case .copy: SK_VK_COPY
+            case .attention: SK_VK_ATTENTION
+            }
+        }
+    }
+
+    public func dispatch(_ k: Kernel, bindings: [Binding], push: [UInt32], groups: (Int, Int, Int)) throws(SluiceError) {
+        var err = [CChar](repeating: 0, count: 512)
+        let raw = bindings.map { sk_vk_binding(buffer: $0.buffer.handle, offset: UInt64($0.offset), range: UInt64($0.bytes)) }
+        let rc = withExtendedLifetime(bindings) {
+            raw.withUnsafeBufferPointer { bp in
+                push.withUnsafeBytes { pp in
+                    sk_vk_dispatch(handle, k.c, bp.baseAddress, UInt32(raw.count), pp.baseAddress, UInt32(pp.count),
+                                   UInt32(groups.0), UInt32(groups.1), UInt32(groups.2), &err, err.count)
+                }
+            }
+        }
+        guard rc == 0 else { throw .invalidArgument(name: "vulkan dispatch", reason: Vulkan.message(err)) }
+    }
+
+    /// Dispatches of `k` so far: tests prove with it that an op ran on the device, not its CPU fallback.
+    public func dispatchCount(_ k: Kernel) -> Int { Int(sk_vk_dispatch_count(handle, k.c)) }
+
+    /// Queues a host → device copy on the copy queue and returns at once with the copy timeline's value
+    /// that signals its completion.
+    public func copyAsync(from src: UnsafeRawPointer, bytes: Int, to b: Buffer, offset: Int) throws(SluiceError) -> UInt64 {
+        guard bytes > 0 else { return 0 }
+        var err = [CChar](repeating: 0, count: 512)
+        let v = sk_vk_copy_async(handle, b.handle, UInt64(offset), src, UInt64(bytes), &err, err.count)
+        guard v > 0 else { throw .invalidArgument(name: "vulkan copy", reason: Vulkan.message(err)) }
+        return v
+    }
+
+    /// Waits until the copy timeline reaches `value` (the host may then read the memory, later kernels see it).
+    public func copyWait(_ value: UInt64) throws(SluiceError) {
+        guard value > 0 else { return }
+        var err = [CChar](repeating: 0, count: 512)
+        guard sk_vk_copy_wait(handle, value, &err, err.count) == 0 else { throw .invalidArgument(name: "vulkan copy wait", reason: Vulkan.message(err)) }
+    }
+
+    /// Host-visible staging memory held now: the copy ring and the readback buffer.
+    public var stagingBytes: Int { Int(sk_vk_staging_bytes(handle)) }
+
+    public func upload(_ t: Tensor, to b: Binding) throws(SluiceError) {
+        let c = t.contiguous()
+        var err = [CChar](repeating: 0, count: 512)
+        guard sk_vk_upload(handle, b.buffer.handle, UInt64(b.offset), c.rawPointer, UInt64(c.byteCount), &err, err.count) == 0 else {
+            throw .invalidArgument(name: "vulkan upload", reason: Vulkan.message(err))
+        }
+    }
+
+    public func download(_ b: Binding, into t: Tensor) throws(SluiceError) {
+        var err = [CChar](repeating: 0, count: 512)
+        guard sk_vk_download(handle, b.buffer.handle, UInt64(b.offset), t.rawPointer, UInt64(t.byteCount), &err, err.count) == 0 else {
+            throw .invalidArgument(name: "vulkan download", reason: Vulkan.message(err))
+        }
+    }
+}
