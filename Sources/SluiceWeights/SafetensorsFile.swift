@@ -151,10 +151,14 @@ public final class SafetensorsFile: Sendable {
         #endif
     }
 
-    /// A view of the named tensor's bytes in the mapping (no copy).
+    /// A view of the named tensor's bytes in the mapping (no copy). The format does not promise that
+    /// a tensor starts at a multiple of its element size (the header's length is free); a tensor that
+    /// does not is copied into aligned memory, so no typed read is ever misaligned.
     public func tensor(_ name: String) throws(SluiceError) -> Tensor {
         guard let t = info(name) else { throw .missingTensor(key: name, file: path) }
-        let view = HostStorage(viewOf: mapping, offset: header.dataStart + t.dataRange.lowerBound, byteCount: t.dataRange.count)
-        return Tensor(storage: view, dtype: t.dtype, shape: t.shape)
+        let offset = header.dataStart + t.dataRange.lowerBound
+        let view = HostStorage(viewOf: mapping, offset: offset, byteCount: t.dataRange.count)
+        let tensor = Tensor(storage: view, dtype: t.dtype, shape: t.shape)
+        return Int(bitPattern: mapping.baseAddress + offset) % max(t.dtype.byteSize, 1) == 0 ? tensor : tensor.ownedCopy()
     }
 }

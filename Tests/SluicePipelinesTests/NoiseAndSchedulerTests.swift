@@ -27,6 +27,7 @@ import Testing
             var g = TorchGenerator(seed: seed)
             let got = try g.randn(Shape(dims)).toFloats()
             let want = try f.tensor(name).toFloats()
+            #expect(got.count == dims.reduce(1, *) && want.count == got.count, "\(name): \(got.count) values, fixture \(want.count)")
             let same = zip(got, want).allSatisfy { $0.bitPattern == $1.bitPattern }
             #expect(same, "\(name): max |error| \(compare(got, want, atol: 0, rtol: 0).maxAbs)")
         }

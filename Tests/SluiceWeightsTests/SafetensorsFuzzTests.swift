@@ -1,3 +1,4 @@
+import Foundation
 import SluiceCore
 import SluiceTestSupport
 import SluiceWeights
@@ -5,7 +6,9 @@ import Testing
 
 /// Deterministic mutation fuzzing of the header parser: 100,000 mutated headers and truncations of
 /// a valid file. Each must parse or throw a SluiceError — no crash, no hang — and a successful
-/// parse must only describe bytes inside the file. Set SLUICE_FUZZ_ITERATIONS to run longer.
+/// parse must only describe bytes inside the file: every accepted tensor's data is read (widened to
+/// f32 where it is a float), and every 50th accepted file is written out and read back through
+/// `SafetensorsFile`, the reader models use. Set SLUICE_FUZZ_ITERATIONS to run longer.
 @Suite struct SafetensorsFuzzTests {
     static let seedFile: [UInt8] = {
         let tensors: [(String, Tensor)] = [
@@ -53,14 +56,36 @@ import Testing
                 for t in h.tensors {
                     #expect(h.dataStart + t.dataRange.upperBound <= b.count)
                     #expect(t.dataRange.count == t.shape.count * t.dtype.byteSize)
+                    let bytes = Array(b[(h.dataStart + t.dataRange.lowerBound)..<(h.dataStart + t.dataRange.upperBound)])
+                    let tensor = Tensor(bytes: bytes, dtype: t.dtype, shape: t.shape)
+                    if t.dtype.isFloatStorage { #expect((try? tensor.toFloats())?.count == t.shape.count) }
                 }
+                if accepted % 50 == 1 { readBack(b, expected: h) }
             case .failure(let e):
                 rejected += 1
                 if case .invalidCheckpoint(let file, _, _) = e { #expect(file == "fuzz") } else { Issue.record("unexpected \(e)") }
             }
         }
-        #expect(accepted + rejected == iterations)
-        #expect(rejected > iterations / 2)  // the mutations do reach the validator
+        #expect(rejected > iterations / 2)  // the mutations do reach the validator…
+        #expect(accepted > iterations / 100)  // …and some leave a valid file, whose data is then read
+    }
+
+    /// The file on disk, opened and every tensor read through the mapped reader.
+    func readBack(_ bytes: [UInt8], expected h: SafetensorsHeader) {
+        let path = NSTemporaryDirectory() + "sluice-fuzz-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { Issue.record("cannot write \(path)"); return }
+        do {
+            let f = try SafetensorsFile(path: path)
+            #expect(f.names.count == h.tensors.count)
+            for name in f.names {
+                let t = try f.tensor(name)
+                #expect(t.byteCount == t.shape.count * t.dtype.byteSize)
+                if t.dtype.isFloatStorage { #expect(try t.toFloats().count == t.shape.count) }
+            }
+        } catch {
+            Issue.record("an accepted header failed to open or read: \(error)")
+        }
     }
 }
 

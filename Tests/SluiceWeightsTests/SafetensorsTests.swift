@@ -35,6 +35,27 @@ func rawFile(header: String, data: Int, lengthOverride: UInt64? = nil) -> [UInt8
         #expect(f.header.dataStart % 8 == 0)
     }
 
+    /// The format lets a header end anywhere, so an F32 tensor may start off a 4-byte boundary: it is
+    /// read into aligned memory (the values intact), never through a misaligned pointer.
+    @Test func misalignedTensorsAreReadSafely() throws {
+        let values: [Float] = [1.5, -2, 3.25, 1e-3, 7]
+        var header = #"{"x":{"dtype":"F32","shape":[5],"data_offsets":[1,21]},"y":{"dtype":"BF16","shape":[1],"data_offsets":[21,23]}}"#
+        while (8 + header.utf8.count + 1) % 4 == 0 { header += " " }
+        var bytes = rawFile(header: header, data: 0)
+        #expect((bytes.count + 1) % 4 != 0)  // x's first byte is not 4-byte aligned
+        bytes.append(0)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } }
+        bytes += [0x80, 0x3F]  // bf16 1.0, at an odd offset
+        let path = tempDir() + "/misaligned.safetensors"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let f = try SafetensorsFile(path: path)
+        let x = try f.tensor("x"), y = try f.tensor("y")
+        #expect(Int(bitPattern: x.rawPointer) % 4 == 0 && Int(bitPattern: y.rawPointer) % 2 == 0)
+        #expect(try x.toFloats() == values)
+        #expect(x.f32[2] == 3.25)
+        #expect(try y.toFloats() == [1])
+    }
+
     @Test func readsTheReferenceLibrarysFiles() throws {
         // ops.safetensors was written by the Python `safetensors` package.
         let f = try Fixtures.file("ops.safetensors")
