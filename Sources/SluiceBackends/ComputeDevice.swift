@@ -10,6 +10,8 @@ public struct ComputeDevice: @unchecked Sendable {
     public let activations: AllocationCounter
     /// Why the device is not what was asked, when it is not.
     public let note: String?
+    /// Host copies of weights the memory manager keeps in RAM (under `--ram-limit`).
+    public let hostWeights = AllocationCounter()
 
     public init(backend: any Backend, activations: AllocationCounter = AllocationCounter(), note: String? = nil) {
         self.backend = backend; self.activations = activations; self.note = note

@@ -100,6 +100,29 @@ public final class HostStorage: @unchecked Sendable {
         mappingLength = 0
     }
 
+    /// For a view of a memory-mapped file: hands its pages back to the kernel (MADV_DONTNEED), so they
+    /// leave this process's resident set; a later read faults them in again (from the page cache, or
+    /// the disk). The memory manager does this once a group's bytes are on the device or in a host
+    /// copy, so `--ram-limit` bounds what weights really hold in RAM. Nothing for other storage.
+    public func releaseMappedPages() {
+        #if os(Linux)
+        guard case .view(let parent) = origin, case .mapped = parent.origin, byteCount > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let offset = baseAddress - parent.baseAddress
+        let start = offset / page * page, end = min(parent.mappingLength, (offset + byteCount + page - 1) / page * page)
+        if end > start { _ = madvise(parent.baseAddress + start, end - start, MADV_DONTNEED) }
+        #endif
+    }
+
+    /// The mapping a view lies in (itself for a mapping), if it is one of a file.
+    public var mapping: HostStorage? {
+        switch origin {
+        case .mapped: return self
+        case .view(let parent): return parent.mapping
+        default: return nil
+        }
+    }
+
     deinit {
         switch origin {
         case .owned:

@@ -62,6 +62,8 @@ public final class StreamingExecutor: @unchecked Sendable {
     public let groups: [ExecGroup]
     /// Host RAM the executor may use to cache groups that are homed on disk.
     public let hostBudget: Int?
+    /// Counts the host copies it makes (a real allocation counter, apart from its own bookkeeping).
+    public let hostCounter: AllocationCounter?
     /// Planner called after an out-of-memory: the bytes really available → a smaller plan.
     public let replan: (@Sendable (Int) throws(PlanError) -> ComponentPlan)?
 
@@ -82,11 +84,12 @@ public final class StreamingExecutor: @unchecked Sendable {
     public private(set) var replans = 0
 
     public init(device: DeviceMemory, plan: ComponentPlan, groups: [ExecGroup], hostBudget: Int? = nil,
-                replan: (@Sendable (Int) throws(PlanError) -> ComponentPlan)? = nil) {
+                hostCounter: AllocationCounter? = nil, replan: (@Sendable (Int) throws(PlanError) -> ComponentPlan)? = nil) {
         self.device = device
         self.plan = plan
         self.groups = groups
         self.hostBudget = hostBudget
+        self.hostCounter = hostCounter
         self.replan = replan
         states = [GroupState](repeating: .offloaded, count: groups.count)
     }
@@ -238,10 +241,18 @@ public final class StreamingExecutor: @unchecked Sendable {
         if let cached = hostCopies[i] { return cached }
         let g = groups[i]
         guard let budget = hostBudget, !g.tensors.isEmpty, isMapped(g), hostBytes + g.bytes <= budget else { return g.tensors }
-        let copy = g.tensors.map { (key: $0.key, tensor: $0.tensor.ownedCopy()) }
+        let copy = g.tensors.map { (key: $0.key, tensor: $0.tensor.ownedCopy(counter: hostCounter)) }
+        releaseMappedPages(i)
         hostCopies[i] = copy
         hostBytes += g.bytes
         return copy
+    }
+
+    /// With a host budget, a group read from the memory-mapped file gives its pages back once its bytes
+    /// are copied (to the device, or to a host copy): RAM then holds only what the budget allows.
+    private func releaseMappedPages(_ i: Int) {
+        guard hostBudget != nil, hostCopies[i] == nil else { return }
+        for t in groups[i].tensors { t.tensor.storage.releaseMappedPages() }
     }
 
     private func isMapped(_ g: ExecGroup) -> Bool {
@@ -255,6 +266,8 @@ public final class StreamingExecutor: @unchecked Sendable {
     /// real (the event carries the timeline value to wait for), else a host copy into the simulation.
     private func copy(_ i: Int, into a: DeviceMemory.Allocation, at base: Int, waitFor: [DeviceMemory.Event]) throws(SluiceError) -> DeviceMemory.Event {
         let g = groups[i]
+        // The copies read their sources now (into the device, or a staging slot): the pages may go after.
+        defer { releaseMappedPages(i) }
         if let backing = device.backing, let token = a.token {
             let tensors = source(i).map(\.tensor)
             return try device.copyToDevice(bytes: g.bytes, label: g.name, waitFor: waitFor) { () throws(SluiceError) -> UInt64 in

@@ -67,11 +67,12 @@ public final class ComponentRunner: @unchecked Sendable {
     }
 
     /// Streams through `device` under `plan` from now on.
-    public func attach(device: DeviceMemory, plan: ComponentPlan, flops: [Double], hostBudget: Int?) throws(SluiceError) {
+    public func attach(device: DeviceMemory, plan: ComponentPlan, flops: [Double], hostBudget: Int?,
+                       hostCounter: AllocationCounter? = nil) throws(SluiceError) {
         let groups = try execGroups(flops: flops)
         let sizes = groups.map { GroupSize(name: $0.name, bytes: device.allocationSize($0.stagedBytes)) }
         let name = self.name, phase = self.phase.rawValue, activation = plan.activationBytes, tile = plan.tileLatent
-        executor = StreamingExecutor(device: device, plan: plan, groups: groups, hostBudget: hostBudget) { available throws(PlanError) in
+        executor = StreamingExecutor(device: device, plan: plan, groups: groups, hostBudget: hostBudget, hostCounter: hostCounter) { available throws(PlanError) in
             try Planner.planComponent(name: name, phase: phase, groups: sizes, activationBytes: activation, budget: available, tileLatent: tile)
         }
     }
@@ -84,6 +85,11 @@ public final class ComponentRunner: @unchecked Sendable {
     public func detach() {
         executor?.releaseAll()
         executor = nil
+    }
+
+    /// Bytes of this component's memory-mapped checkpoint resident in this process now.
+    public var mappedResidentBytes: Int {
+        checkpoint.files.reduce(0) { $0 + (HostMemory.residentBytes(mappingAt: $1.mapping.baseAddress) ?? 0) }
     }
 
     public func run<State>(_ input: State, _ body: (Int, ModuleWeights, State) throws -> State) throws -> State {

@@ -40,7 +40,8 @@ public final class PipelineComponents: @unchecked Sendable {
         do {
             for (runner, description) in zip(runners, descriptions) {
                 guard let p = plan.component(runner.name) else { continue }
-                try runner.attach(device: deviceMemory, plan: p, flops: description.flops(workload), hostBudget: memory.hostBudget)
+                try runner.attach(device: deviceMemory, plan: p, flops: description.flops(workload), hostBudget: memory.hostBudget,
+                                  hostCounter: device.hostWeights)
             }
         } catch {
             run.end()

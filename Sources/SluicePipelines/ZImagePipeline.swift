@@ -31,7 +31,8 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     let textRunner: ComponentRunner
     let transformerRunner: ComponentRunner
     let vaeRunner: ComponentRunner
-    let components: PipelineComponents
+    /// The components in phase order (their runners, the device).
+    public let components: PipelineComponents
 
     public var defaults: PipelineDefaults {
         // Turbo's model card: 8 steps, guidance off, 1024².

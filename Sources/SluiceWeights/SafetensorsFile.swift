@@ -120,7 +120,8 @@ public struct SafetensorsHeader: Sendable {
 public final class SafetensorsFile: Sendable {
     public let path: String
     public let header: SafetensorsHeader
-    private let mapping: HostStorage
+    /// The whole file, mapped read-only (tensors are views into it).
+    public let mapping: HostStorage
     private let index: [String: Int]
 
     public init(path: String) throws(SluiceError) {

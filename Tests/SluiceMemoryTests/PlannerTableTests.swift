@@ -124,7 +124,7 @@ import Testing
                         var r = base
                         r.deviceBudget = budget
                         guard let plan = try? PipelinePlanner.plan(t, r), let p = plan.component(c.name) else { break }
-                        let device = DeviceMemory(profile: profile, capBytes: budget, backed: false)
+                        let device = DeviceMemory(profile: profile, capBytes: 2 * budget, backed: false)
                         let s = OffloadModel.sluiceStepSeconds(plan: p, costs: OffloadModel.costs(c, r, activation: p.activationBytes), profile: profile, device: device)
                         let g = OffloadModel.groupOffloadSeconds(k, profile)
                         let b = OffloadModel.boundSeconds(k, profile, budget: budget, activation: act).seconds

@@ -19,17 +19,19 @@ struct TinyTransformer {
         func param(_ shape: Shape, scale: Float) throws -> Tensor {
             try Tensor((0..<shape.count).map { _ in rng.uniform() * scale }, shape: shape).converted(to: storage)
         }
-        func ones(_ n: Int) -> Tensor { Tensor([Float](repeating: 1, count: n), shape: [n]) }
+        // Norm weights near 1 and biases near 0, but not exactly: a norm or bias read from the wrong
+        // place (or not at all) changes the output. They stay f32, as checkpoints keep them.
+        func near(_ base: Float, _ n: Int) -> Tensor { Tensor((0..<n).map { _ in base + rng.uniform() * 0.2 }, shape: [n]) }
         let w = Self.width
         var g: [(String, [(key: String, tensor: Tensor)])] = []
-        g.append(("embed", [("embed.weight", try param([w, Self.inDim], scale: 0.2)), ("embed.bias", Tensor(zeros: [w]))]))
+        g.append(("embed", [("embed.weight", try param([w, Self.inDim], scale: 0.2)), ("embed.bias", near(0, w))]))
         for b in 0..<Self.blocks {
             let p = "blocks.\(b)."
             g.append(("blocks.\(b)", [
-                (p + "norm1.weight", ones(w)), (p + "norm1.bias", Tensor(zeros: [w])),
+                (p + "norm1.weight", near(1, w)), (p + "norm1.bias", near(0, w)),
                 (p + "attn.qkv.weight", try param([3 * w, w], scale: 0.15)), (p + "attn.qkv.bias", try param([3 * w], scale: 0.05)),
                 (p + "attn.proj.weight", try param([w, w], scale: 0.15)),
-                (p + "norm2.weight", ones(w)), (p + "norm2.bias", Tensor(zeros: [w])),
+                (p + "norm2.weight", near(1, w)), (p + "norm2.bias", near(0, w)),
                 (p + "mlp.fc1.weight", try param([Self.mlp, w], scale: 0.15)), (p + "mlp.fc2.weight", try param([w, Self.mlp], scale: 0.1)),
             ]))
         }

@@ -195,7 +195,10 @@ import Testing
         o.queueSize = 4
         let state = ServerState(options: o, gallery: try Gallery(directory: NSTemporaryDirectory() + "sluice-gallery-\(UUID().uuidString)"))
         let budget = 8 << 20
-        let engine = try SluiceServerMain.load(model: Self.model, memory: MemoryOptions(deviceBudget: budget, profile: .rtx3060), log: { _ in })
+        // Device memory twice the budget: the samples show whether the plans kept to it.
+        var memory = MemoryOptions(deviceBudget: budget, profile: .rtx3060)
+        memory.deviceCapBytes = 2 * budget
+        let engine = try SluiceServerMain.load(model: Self.model, memory: memory, log: { _ in })
         await state.becomeReady(engine: engine)
         let q = state.queue!
         let (id, _) = try await q.submit(JobParameters(prompt: "fox", seed: 3, steps: 4, width: 64, height: 64, guidance: 0))
