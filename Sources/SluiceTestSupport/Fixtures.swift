@@ -11,6 +11,11 @@ public enum Fixtures {
         return url.appendingPathComponent("Tests/Fixtures").path
     }()
 
+    /// True in CI (`CI=true`, as .ci/run and most CI services set it): there every optional
+    /// prerequisite (a Vulkan device, Qwen's real vocabulary) must be present, so a test that would skip
+    /// without one fails instead (see the `…PresentInCI` tests).
+    public static var inCI: Bool { ProcessInfo.processInfo.environment["CI"]?.lowercased() == "true" }
+
     public static func file(_ name: String) throws -> SafetensorsFile {
         try SafetensorsFile(path: directory + "/" + name)
     }

