@@ -4,7 +4,7 @@ import SluiceCore
 /// into doubles (losing the exact offsets a safetensors header needs) and has no depth or size
 /// limits we control; this one keeps integers exact, rejects overflow, caps nesting, and never
 /// allocates more than a small multiple of its input.
-enum JSONValue: Equatable {
+enum JSONValue: Equatable, CustomStringConvertible {
     case object([(String, JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -23,6 +23,22 @@ enum JSONValue: Equatable {
         case let (.bool(x), .bool(y)): return x == y
         case (.null, .null): return true
         default: return false
+        }
+    }
+
+    /// The value as JSON text, for messages that quote what a file says.
+    var description: String {
+        switch self {
+        case .object(let members): return "{" + members.map { "\(JSONValue.string($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+        case .array(let items): return "[" + items.map(\.description).joined(separator: ",") + "]"
+        case .string(let s):
+            return "\"" + s.unicodeScalars.map { c in
+                c == "\"" ? "\\\"" : c == "\\" ? "\\\\" : c.value < 0x20 ? String(format: "\\u%04x", c.value) : String(c)
+            }.joined() + "\""
+        case .integer(let i): return String(i)
+        case .number(let d): return "\(d)"
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return "null"
         }
     }
 }

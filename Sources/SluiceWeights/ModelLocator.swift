@@ -17,18 +17,18 @@ public enum ModelLocator {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: model, isDirectory: &isDir) {
             guard isDir.boolValue else {
-                throw .invalidArgument(name: "--model \(model)", reason: "is a file; single-file checkpoints are not supported yet — give a diffusers folder")
+                throw .invalidParameter(.model, reason: "\(model) is a file; single-file checkpoints are not supported yet — give a diffusers folder")
             }
             return (model as NSString).standardizingPath
         }
         let parts = model.split(separator: "/")
         guard parts.count == 2, !model.hasPrefix("."), !model.hasPrefix("/") else {
-            throw .invalidArgument(name: "--model \(model)", reason: "no such folder, and not a Hugging Face repo id (Org/Name)")
+            throw .invalidParameter(.model, reason: "\(model): no such folder, and not a Hugging Face repo id (Org/Name)")
         }
         let cache = hubCache(environment: environment)
         let repo = cache + "/models--\(parts[0])--\(parts[1])"
         guard FileManager.default.fileExists(atPath: repo) else {
-            throw .invalidArgument(name: "--model \(model)", reason: "not in the Hugging Face cache (looked in \(repo)); Sluice never downloads: fetch it with `huggingface-cli download \(model)` first")
+            throw .invalidParameter(.model, reason: "\(model) is not in the Hugging Face cache (looked in \(repo)); Sluice never downloads: fetch it with `huggingface-cli download \(model)` first")
         }
         return try snapshot(repo: repo, model: model)
     }
@@ -40,13 +40,13 @@ public enum ModelLocator {
             let rev = ref.trimmingCharacters(in: .whitespacesAndNewlines)
             let dir = snapshots + "/" + rev
             guard FileManager.default.fileExists(atPath: dir) else {
-                throw .invalidArgument(name: "--model \(model)", reason: "refs/main names revision \(rev), but \(dir) is missing (incomplete download?)")
+                throw .invalidParameter(.model, reason: "\(model): refs/main names revision \(rev), but \(dir) is missing (incomplete download?)")
             }
             return dir
         }
         let revs = ((try? FileManager.default.contentsOfDirectory(atPath: snapshots)) ?? []).filter { !$0.hasPrefix(".") }
         guard !revs.isEmpty else {
-            throw .invalidArgument(name: "--model \(model)", reason: "\(snapshots) holds no snapshot (incomplete download?)")
+            throw .invalidParameter(.model, reason: "\(model): \(snapshots) holds no snapshot (incomplete download?)")
         }
         let newest = revs.max { modified(snapshots + "/" + $0) < modified(snapshots + "/" + $1) }!
         return snapshots + "/" + newest
@@ -76,7 +76,7 @@ public enum ModelLocator {
     public static func config<T: Decodable>(_ type: T.Type, at path: String) throws(SluiceError) -> T {
         guard let data = FileManager.default.contents(atPath: path) else { throw .io(path: path, reason: "missing") }
         do { return try JSONDecoder().decode(T.self, from: data) } catch let e as SluiceError { throw e } catch {
-            throw .invalidArgument(name: path, reason: "cannot be read: \(error)")
+            throw .invalidArgument(name: path, reason: "cannot be read: \(DecodingFailure(error))")
         }
     }
 }

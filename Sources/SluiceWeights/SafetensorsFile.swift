@@ -82,7 +82,7 @@ public struct SafetensorsHeader: Sendable {
                 guard case .array(let items) = v else { throw bad("shape is not an array", name) }
                 var d: [Int] = []
                 for item in items {
-                    guard case .integer(let x) = item, x >= 0 else { throw bad("shape \(items) has a dimension that is not a non-negative integer", name) }
+                    guard case .integer(let x) = item, x >= 0 else { throw bad("shape \(JSONValue.array(items)) has a dimension that is not a non-negative integer", name) }
                     d.append(Int(x))
                 }
                 dims = d

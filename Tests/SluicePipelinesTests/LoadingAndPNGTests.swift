@@ -1,6 +1,7 @@
 import CPNG
 import Foundation
 import SluiceCore
+import SluiceModels
 import SluicePipelines
 import SluiceTestSupport
 import SluiceWeights
@@ -137,5 +138,23 @@ import Testing
         }
         #expect(throws: SluiceError.self) { try PNGWriter.write(Tensor(values, shape: [3, h, w]), to: "/nonexistent-dir/x.png") }
         #expect(!FileManager.default.fileExists(atPath: "/nonexistent-dir/x.png"))
+    }
+}
+
+/// A malformed config names the file and the field in words (never a decoder's internal text).
+@Suite struct ConfigErrorTests {
+    @Test(arguments: [
+        (#"{"dim": "big"}"#, "'dim' must be an integer"),
+        (#"{"dim": 32, "axes_dims": [8, "4", 4]}"#, "'axes_dims[1]' must be an integer"),
+        ("{not json", "not valid JSON"),
+    ])
+    func malformedConfigsNameTheField(json: String, message: String) throws {
+        let path = NSTemporaryDirectory() + "sluice-config-\(UUID().uuidString).json"
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let error = #expect(throws: SluiceError.self) { _ = try ModelLocator.config(ZImageConfig.self, at: path) }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.hasPrefix(path) && text.contains(message), "\(text)")
+        #expect(!text.contains("Swift") && !text.contains("CodingKeys") && !text.contains("DecodingError"), "\(text)")
     }
 }

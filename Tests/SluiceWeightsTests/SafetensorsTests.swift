@@ -96,6 +96,7 @@ func rawFile(header: String, data: Int, lengthOverride: UInt64? = nil) -> [UInt8
         ("overlapping tensors", rawFile(header: #"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#, data: 12), "overlap tensor 'a'", "b"),
         ("reversed offsets", rawFile(header: #"{"w": {"dtype": "U8", "shape": [0], "data_offsets": [4, 0]}}"#, data: 4), "end before they begin", "w"),
         ("negative dimension", rawFile(header: #"{"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}"#, data: 4), "not a non-negative integer", "w"),
+        ("fractional dimension", rawFile(header: #"{"w": {"dtype": "F32", "shape": [2, 1.5], "data_offsets": [0, 4]}}"#, data: 4), "shape [2,1.5] has a dimension", "w"),
         ("duplicate name", rawFile(header: #"{"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "w": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}"#, data: 2), "appears twice", "w"),
         ("header not an object", rawFile(header: "[1, 2]", data: 0), "not a JSON object", nil),
         ("deep nesting", rawFile(header: String(repeating: "[", count: 100000), data: 0), "nesting deeper than", nil),
@@ -113,6 +114,8 @@ func rawFile(header: String, data: Int, lengthOverride: UInt64? = nil) -> [UInt8
             #expect(file == path, "\(name)")
             #expect(t == tensor, "\(name): tensor \(String(describing: t))")
             #expect(reason.contains(message), "\(name): \(reason)")
+            // Words and the file's own text, never a Swift type's name.
+            #expect(!reason.contains("JSONValue") && !reason.contains("Sluice") && !reason.contains("Swift."), "\(name): \(reason)")
         case .failure(let other):
             Issue.record("\(name): \(other)")
         }
