@@ -12,7 +12,7 @@ public enum BinaryOp: Sendable { case add, sub, mul, div }
 
 /// The operations model code is written against. Every backend computes in f32; weights may be
 /// stored in any float storage type and are widened as they are used. Model code never branches
-/// on the backend (../shared/DESIGN.md §2).
+/// on the backend (docs/architecture.md).
 public protocol Backend: Sendable {
     var name: String { get }
 

@@ -4,7 +4,7 @@ import Synchronization
 /// The device's memory as the memory manager sees it: a hard cap, what is held and its peak, bytes
 /// moved each way, and a modelled clock on which copies and kernels are stamped after the events they
 /// wait for (so overlap is measured, not assumed). Allocations beyond the cap fail with the same error a
-/// GPU allocation gives (../shared/DESIGN.md §3).
+/// GPU allocation gives (docs/architecture.md).
 ///
 /// The memory behind it is simulated — real host buffers standing in for device memory, so computation
 /// on their contents is real — or, with a `DeviceMemoryBacking` (Vulkan), real: allocations are device

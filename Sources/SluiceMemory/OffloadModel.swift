@@ -2,7 +2,7 @@ import SluiceBackends
 import SluiceCore
 
 /// One denoising step of a component on the modelled clock under the four policies `sluice bench
-/// offload` compares, and the physical bound. All figures are simulation (../shared/DESIGN.md §3).
+/// offload` compares, and the physical bound. All figures are simulation (docs/architecture.md).
 public enum OffloadModel {
     /// One call's costs per group: device bytes, FLOPs, and device bytes a kernel touches.
     public struct Costs: Sendable {

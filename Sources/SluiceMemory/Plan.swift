@@ -31,7 +31,7 @@ public struct ComponentPlan: Sendable, Codable, Equatable {
     public var deviceBytes: Int { residentBytes + slotBytes * slotCount + activationBytes }
 }
 
-/// The placement of every component of a pipeline under a budget (../shared/DESIGN.md §3).
+/// The placement of every component of a pipeline under a budget (docs/architecture.md).
 public struct Plan: Sendable, Codable, Equatable {
     public let deviceBudget: Int
     public let hostBudget: Int?

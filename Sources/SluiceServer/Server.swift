@@ -4,7 +4,7 @@ import Logging
 import SluiceCore
 import SluiceMemory
 import SluicePipelines
-import SluiceWeights
+
 
 /// `sluice serve`: starts listening at once (GET /health answers), loads the model and runs a small
 /// warm-up generation on a thread of its own, then GET /ready turns true and jobs are taken.

@@ -1,4 +1,4 @@
-// Sluice's C kernels: SIMD hot loops only (../shared/DESIGN.md §1).
+// Sluice's C kernels: SIMD hot loops only (docs/architecture.md).
 //
 // Every entry point takes an explicit `isa` so a caller (and every test) can force a path.
 // This header stays free of <immintrin.h>: Swift imports it.
