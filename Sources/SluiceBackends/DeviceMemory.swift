@@ -89,10 +89,7 @@ public final class DeviceMemory: @unchecked Sendable {
     /// What an allocation of n bytes really takes: n rounded up to this (1 when simulated).
     public var allocationGranularity: Int { backing?.granularity ?? 1 }
     /// `bytes` as an allocation takes them.
-    public func allocationSize(_ bytes: Int) -> Int {
-        let g = allocationGranularity
-        return (bytes + g - 1) / g * g
-    }
+    public func allocationSize(_ bytes: Int) -> Int { bytes.roundedUp(toMultipleOf: allocationGranularity) }
     /// Bytes held: allocations plus live tensors of the simulated backend.
     public var usedBytes: Int { state.withLock { $0.used } + tensorBytes.currentBytes }
     public var peakBytes: Int { state.withLock { $0.peak } }

@@ -20,3 +20,12 @@ public func formatBytes(_ b: Int) -> String {
     if g >= 1 { return String(format: "%.2f GiB", g) }
     return String(format: "%.1f MiB", Double(b) / Double(1 << 20))
 }
+
+extension Int {
+    /// The smallest multiple of `granule` (≥ 1) that is at least this: what an allocation of this
+    /// many bytes takes on a device that allocates in granules.
+    public func roundedUp(toMultipleOf granule: Int) -> Int {
+        let g = Swift.max(granule, 1)
+        return (self + g - 1) / g * g
+    }
+}

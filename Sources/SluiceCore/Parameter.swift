@@ -5,6 +5,12 @@ import Foundation
 public enum Parameter: String, Sendable, CaseIterable {
     case model, prompt, negativePrompt, seed, steps, width, height, guidance, count
     case vramLimit, ramLimit, profile, device, storage, table, prefetchDepth, batch
+
+    /// The name's words, lowercased (`vramLimit` → vram, limit): flags join them with "-", JSON
+    /// fields with "_".
+    public var words: [String] {
+        rawValue.reduce(into: [""]) { w, c in if c.isUppercase { w.append("") }; w[w.count - 1] += c.lowercased() }
+    }
 }
 
 /// A decoding failure in words: which field, and what was wrong with it — never a Swift type name.

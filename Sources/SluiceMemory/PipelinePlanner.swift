@@ -28,10 +28,7 @@ public struct PlanRequest: Sendable {
     public var workload: Workload { Workload(width: width, height: height, batch: batch) }
 
     /// `bytes` as an allocation takes them.
-    public func allocationSize(_ bytes: Int) -> Int {
-        let g = max(allocationGranularity, 1)
-        return (bytes + g - 1) / g * g
-    }
+    public func allocationSize(_ bytes: Int) -> Int { bytes.roundedUp(toMultipleOf: allocationGranularity) }
 }
 
 /// The one pipeline planner: `sluice plan`, `generate` and `serve` all plan with it, from component

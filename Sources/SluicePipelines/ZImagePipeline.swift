@@ -85,7 +85,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
 
     /// The three components as the planner sees them: this checkpoint's group sizes, the models' formulas.
     func descriptions() throws(SluiceError) -> [ComponentDescription] {
-        try Self.describe(text: (encoder.config, try textRunner.groupDescriptions()),
+        Self.describe(text: (encoder.config, try textRunner.groupDescriptions()),
                           transformer: (transformer.config, try transformerRunner.groupDescriptions()),
                           vae: (vae, try vaeRunner.groupDescriptions()), followsStorage: false,
                           flops: [:])

@@ -6,9 +6,9 @@ extension Parameter {
     var serverName: String {
         switch self {
         case .vramLimit, .ramLimit, .profile, .device, .model, .storage, .table, .prefetchDepth:
-            return "--" + rawValue.reduce(into: "") { s, c in s += c.isUppercase ? "-" + c.lowercased() : String(c) }
+            return "--" + words.joined(separator: "-")
         default:
-            return rawValue.reduce(into: "") { s, c in s += c.isUppercase ? "_" + c.lowercased() : String(c) }
+            return words.joined(separator: "_")
         }
     }
 }

@@ -35,7 +35,7 @@ struct CommandError: Error, CustomStringConvertible {
 extension Parameter {
     /// The flag that sets this parameter on the command line (`vramLimit` → `--vram-limit`).
     var flag: String {
-        "--" + rawValue.reduce(into: "") { s, c in s += c.isUppercase ? "-" + c.lowercased() : String(c) }
+        "--" + words.joined(separator: "-")
     }
 }
 
