@@ -1,30 +1,38 @@
+import Foundation
 import Hummingbird
 
-/// Bearer-token check on every API call when the server has a key (`--api-key`); /health stays open
-/// so supervisors can probe it. The web page itself holds no data; its calls carry the key.
+/// The API key, when the server has one: every call but /health, the page's own files and the login
+/// needs it — as a bearer token (API clients) or the session cookie the login form sets (the web UI,
+/// whose <img> and EventSource requests cannot carry a header). Keys in URLs are not accepted.
 struct AuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let apiKey: String?
+    let sessions: SessionStore
+    static var cookieName: String { "sluice_session" }
+    static var openPaths: Set<String> { ["/health", "/ready", "/", "/app.js", "/app.css", "/api/login", "/api/session"] }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let key = apiKey else { return try await next(request, context) }
-        let path = request.uri.path
-        let open = path == "/health" || path == "/" || path == "/app.js" || path == "/app.css"
-        if open { return try await next(request, context) }
-        let given = request.headers[.authorization] ?? ""
-        // A gallery image in an <img> tag cannot carry a header: ?key= is accepted too.
-        let queryKey: String? = request.uri.queryParameters.get("key").map { String($0) }
-        guard constantTimeEqual(given, "Bearer " + key) || (queryKey.map { constantTimeEqual($0, key) } ?? false) else {
-            return Routes.error(RequestError(field: "authorization", reason: "a valid bearer token is required", status: 401),
+        guard apiKey != nil, !Self.openPaths.contains(request.uri.path) else { return try await next(request, context) }
+        guard isAuthenticated(request) else {
+            return Routes.error(RequestError(field: "authorization", reason: "a valid bearer token (or a login) is required", status: 401),
                                 headers: [.wwwAuthenticate: "Bearer"])
         }
         return try await next(request, context)
     }
 
-    func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var diff: UInt8 = 0
-        for i in x.indices { diff |= x[i] ^ y[i] }
-        return diff == 0
+    /// A bearer token equal to the key, or an open session's cookie. False when the server has no key.
+    func isAuthenticated(_ request: Request) -> Bool {
+        guard let key = apiKey else { return false }
+        if let given = request.headers[.authorization], constantTimeEqual(given, "Bearer " + key) { return true }
+        return Self.sessionToken(request).map(sessions.isOpen) ?? false
+    }
+
+    static func sessionToken(_ request: Request) -> String? {
+        for header in request.headers[values: .cookie] {
+            for part in header.split(separator: ";") {
+                let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+                if pair.count == 2, pair[0] == cookieName { return String(pair[1]) }
+            }
+        }
+        return nil
     }
 }

@@ -30,17 +30,19 @@ enum Automatic1111Routes {
         let sd_model_checkpoint: String, samples_format: String, sd_checkpoint_hash: Nullable<String>, CLIP_stop_at_last_layers: Int
     }
     struct Empty: Encodable {}
+    struct Sampler: Encodable { let name: String; let aliases: [String]; let options: [String: String] }
+    struct Scheduler: Encodable { let name: String; let label: String; let aliases: Nullable<[String]>; let default_rho: Double; let need_inner_model: Bool }
 
     static func json<T: Encodable>(_ value: T) -> Response { Routes.json(value, snakeCase: false) }
 
-    static func collection(_ state: ServerState) -> RouteCollection<BasicRequestContext> {
-        let routes = RouteCollection(context: BasicRequestContext.self)
-        routes.post("txt2img") { request, _ in
+    static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
+        let routes = RouteCollection(context: SluiceRequestContext.self)
+        routes.post("txt2img") { request, context in
             await Routes.handle {
                 var request = request
                 let (q, engine) = try Routes.ready(state)
                 let p = try await Routes.parser(&request, state, engine).automatic1111()
-                let job = try await Routes.run(p, on: q)
+                let job = try await Routes.run(p, on: q, client: Routes.client(context))
                 let images = job.results.compactMap { state.gallery.png($0)?.base64EncodedString() }
                 let seeds = (0..<p.count).map { Int(p.seed &+ UInt64($0)) }
                 let sampler = engine.pipeline.sampler
@@ -81,11 +83,28 @@ enum Automatic1111Routes {
                 return json(Empty())
             }
         }
-        routes.get("sd-models") { _, _ in
+        routes.get("sd-models") { request, _ in
             await Routes.handle {
                 let (_, engine) = try Routes.ready(state)
+                // The model's folder only to a caller who proved the key; others see its name.
+                let auth = AuthMiddleware<SluiceRequestContext>(apiKey: state.options.apiKey, sessions: state.sessions)
+                let filename = auth.isAuthenticated(request) ? engine.pipeline.directory : engine.modelName
                 return json([Model(title: engine.modelName, model_name: engine.modelName, hash: Nullable(nil), sha256: Nullable(nil),
-                                   filename: engine.pipeline.directory, config: Nullable(nil))])
+                                   filename: filename, config: Nullable(nil))])
+            }
+        }
+        routes.get("samplers") { _, _ in
+            await Routes.handle {
+                let (_, engine) = try Routes.ready(state)
+                let aliases = engine.pipeline.samplerAliases.filter { !$0.isEmpty && $0 != engine.pipeline.sampler.name.lowercased() }.sorted()
+                return json([Sampler(name: engine.pipeline.sampler.name, aliases: aliases, options: [:])])
+            }
+        }
+        routes.get("schedulers") { _, _ in
+            await Routes.handle {
+                let (_, engine) = try Routes.ready(state)
+                let schedule = engine.pipeline.sampler.schedule
+                return json([Scheduler(name: "automatic", label: schedule, aliases: Nullable(nil), default_rho: -1, need_inner_model: false)])
             }
         }
         routes.get("options") { _, _ in

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 
 /// Finished images on disk: `<id>.png` and `<id>.json` (its parameters and timings) per image, each
 /// written to a temp file and renamed into place — the JSON last, so an entry is listed only when both
@@ -17,11 +18,19 @@ public final class Gallery: @unchecked Sendable {
     }
 
     public let directory: String
+    /// At most this many images and bytes (PNG + JSON) are kept; adding past either evicts the oldest.
+    public let maxImages: Int
+    public let maxBytes: Int
     private let lock = NSLock()
 
-    public init(directory: String) throws {
+    public init(directory: String, maxImages: Int = .max, maxBytes: Int = .max) throws(SluiceError) {
         self.directory = directory
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        self.maxImages = maxImages
+        self.maxBytes = maxBytes
+        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw .io(path: directory, reason: "cannot be created as the gallery folder (\(String(cString: strerror(errno))))")
+        }
+        guard access(directory, W_OK) == 0 else { throw .io(path: directory, reason: "is not writable: the gallery needs a folder it can write") }
         // Leftovers of a write that was interrupted.
         for f in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where f.hasPrefix(".") && f.hasSuffix(".tmp") {
             try? FileManager.default.removeItem(atPath: directory + "/" + f)
@@ -54,6 +63,21 @@ public final class Gallery: @unchecked Sendable {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         try write(try e.encode(entry), to: entry.id + ".json")
+        evictOldest()
+    }
+
+    /// Removes the oldest images until at most `maxImages` and `maxBytes` remain.
+    func evictOldest() {
+        var entries = list(page: 0, perPage: .max).entries
+        func bytes(_ id: String) -> Int {
+            [".png", ".json"].reduce(0) { $0 + (((try? FileManager.default.attributesOfItem(atPath: directory + "/" + id + $1))?[.size] as? Int) ?? 0) }
+        }
+        var total = entries.reduce(0) { $0 + bytes($1.id) }
+        while let oldest = entries.last, entries.count > maxImages || total > maxBytes {
+            total -= bytes(oldest.id)
+            _ = delete(oldest.id)
+            entries.removeLast()
+        }
     }
 
     /// Newest first.
@@ -70,8 +94,8 @@ public final class Gallery: @unchecked Sendable {
             entries.append(e)
         }
         entries.sort { ($0.created, $0.id) > ($1.created, $1.id) }
-        let start = min(entries.count, max(0, page) * perPage)
-        return (Array(entries[start..<min(entries.count, start + perPage)]), entries.count)
+        let start = min(entries.count, max(0, page).multipliedReportingOverflow(by: perPage).partialValue)
+        return (Array(entries[start..<(entries.count - start < perPage ? entries.count : start + perPage)]), entries.count)
     }
 
     public func entry(_ id: String) -> Entry? {

@@ -8,12 +8,12 @@ enum GalleryRoutes {
     struct Page: Encodable { let items: [Gallery.Entry]; let total: Int; let page: Int; let perPage: Int }
     struct Deleted: Encodable { let id: String; let deleted: Bool }
 
-    static func collection(_ state: ServerState) -> RouteCollection<BasicRequestContext> {
-        let routes = RouteCollection(context: BasicRequestContext.self)
+    static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
+        let routes = RouteCollection(context: SluiceRequestContext.self)
         routes.get { request, _ in
             await Routes.handle {
-                let page = request.uri.queryParameters.get("page").flatMap { Int($0) } ?? 0
-                let perPage = min(max(request.uri.queryParameters.get("per_page").flatMap { Int($0) } ?? 24, 1), 200)
+                let page = try query(request, "page", default: 0, range: 0...1_000_000)
+                let perPage = try query(request, "per_page", default: 24, range: 1...200)
                 let (entries, total) = state.gallery.list(page: page, perPage: perPage)
                 return Routes.json(Page(items: entries, total: total, page: page, perPage: perPage))
             }
@@ -39,5 +39,14 @@ enum GalleryRoutes {
             }
         }
         return routes
+    }
+
+    /// An integer query parameter in `range`; anything else is a 400 naming it (never silently clamped).
+    static func query(_ request: Request, _ name: String, default value: Int, range: ClosedRange<Int>) throws(RequestError) -> Int {
+        guard let raw = request.uri.queryParameters.get(name) else { return value }
+        guard let n = Int(raw), range.contains(n) else {
+            throw RequestError(field: name, reason: "must be an integer in \(range.lowerBound)…\(range.upperBound), got '\(raw)'")
+        }
+        return n
     }
 }

@@ -123,16 +123,36 @@ struct ParameterParser {
         return prompt
     }
 
-    /// Sluice's own API (POST /api/jobs): prompt, negative_prompt, seed, steps, width, height, guidance, count.
+    /// Sluice's own API (POST /api/jobs): prompt, negative_prompt, seed, steps, width, height, guidance
+    /// (or AUTOMATIC1111's cfg_scale), sampler/sampler_name (the model's own), count. Any other field
+    /// is refused, naming it: a misspelt option should not be silently ignored.
     func sluice() throws(RequestError) -> JobParameters {
+        let known: Set<String> = ["prompt", "negative_prompt", "seed", "steps", "width", "height", "guidance", "cfg_scale", "sampler", "sampler_name", "count"]
+        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
+            throw RequestError(field: unknown, reason: "is not a field of this API (it takes \(known.sorted().joined(separator: ", ")))")
+        }
+        if fields["guidance"] != nil && fields["cfg_scale"] != nil {
+            throw RequestError(field: "cfg_scale", reason: "and guidance are the same setting; give one")
+        }
+        try checkSamplers(["sampler", "sampler_name"])
         let prompt = try prompt()
         return JobParameters(
             prompt: prompt, negativePrompt: try string("negative_prompt"), seed: try seed("seed"),
             steps: try int("steps", default: defaultSteps, range: 1...JobParameters.maxSteps)!,
             width: try side("width", try int("width", default: defaults.width, range: 0...100_000)!),
             height: try side("height", try int("height", default: defaults.height, range: 0...100_000)!),
-            guidance: try float("guidance", default: defaultGuidance, range: 0...30),
+            guidance: try float(fields["cfg_scale"] != nil ? "cfg_scale" : "guidance", default: defaultGuidance, range: 0...30),
             count: try int("count", default: 1, range: 1...JobParameters.maxCount)!)
+    }
+
+    /// Sampler fields must name the model's own sampler (any of its aliases).
+    func checkSamplers(_ keys: [String]) throws(RequestError) {
+        for key in keys {
+            let s = try string(key)
+            guard samplers.contains(s.lowercased()) else {
+                throw RequestError(field: key, reason: "'\(s)' is not available; this model samples with its own sampler (\(samplers.filter { !$0.isEmpty }.sorted().joined(separator: ", ")))")
+            }
+        }
     }
 
     /// OpenAI's images API: prompt, n, size "WxH", response_format; model/quality/style ignored.
@@ -154,12 +174,7 @@ struct ParameterParser {
     /// batch_size × n_iter, sampler_name/sampler_index (Euler only).
     func automatic1111() throws(RequestError) -> JobParameters {
         let prompt = try prompt()
-        for key in ["sampler_name", "sampler_index"] {
-            let s = try string(key)
-            guard samplers.contains(s.lowercased()) else {
-                throw RequestError(field: key, reason: "'\(s)' is not available; this model samples with its own sampler (\(samplers.filter { !$0.isEmpty }.sorted().joined(separator: ", ")))")
-            }
-        }
+        try checkSamplers(["sampler_name", "sampler_index"])
         let batch = try int("batch_size", default: 1, range: 1...JobParameters.maxCount)!
         let iterations = try int("n_iter", default: 1, range: 1...JobParameters.maxCount)!
         guard batch * iterations <= JobParameters.maxCount else {

@@ -9,6 +9,8 @@ public actor JobQueue {
     public struct Job: Sendable {
         public let id: String
         public let parameters: JobParameters
+        /// Who submitted it (a remote address): at most `perClient` of theirs wait or run at once.
+        public let client: String
         public let submitted: Double
         public var state: JobState = .queued
         public var started: Double?
@@ -19,6 +21,7 @@ public actor JobQueue {
     }
 
     public let capacity: Int
+    public let perClient: Int
     let engine: Engine
     let gallery: Gallery
     let hub = EventHub()
@@ -32,10 +35,11 @@ public actor JobQueue {
     private var timeline: [MemorySample] = []
     private var worker: Task<Void, Never>?
 
-    public init(engine: Engine, gallery: Gallery, capacity: Int) {
+    public init(engine: Engine, gallery: Gallery, capacity: Int, perClient: Int = .max) {
         self.engine = engine
         self.gallery = gallery
         self.capacity = capacity
+        self.perClient = perClient
     }
 
     public func start() {
@@ -43,14 +47,19 @@ public actor JobQueue {
         worker = Task { await self.work() }
     }
 
-    /// Queues a job; `RequestError` 429 when `capacity` jobs are already waiting or running.
-    public func submit(_ p: JobParameters) throws(RequestError) -> (id: String, position: Int) {
+    /// Queues a job; `RequestError` 429 when `capacity` jobs are already waiting or running, or
+    /// `perClient` of this client's.
+    public func submit(_ p: JobParameters, client: String = "local") throws(RequestError) -> (id: String, position: Int) {
         let active = waiting.count + (running == nil ? 0 : 1)
         guard active < capacity else {
             throw RequestError(field: "queue", reason: "is full (\(capacity) jobs); retry later", status: 429)
         }
+        let theirs = (waiting + (running.map { [$0] } ?? [])).filter { jobs[$0]?.client == client }.count
+        guard theirs < perClient else {
+            throw RequestError(field: "queue", reason: "already holds \(perClient) of your jobs; retry when one ends", status: 429)
+        }
         let id = UUID().uuidString.lowercased()
-        jobs[id] = Job(id: id, parameters: p, submitted: Date().timeIntervalSince1970)
+        jobs[id] = Job(id: id, parameters: p, client: client, submitted: Date().timeIntervalSince1970)
         waiting.append(id)
         cancelFlags[id] = CancelFlag()
         let position = waiting.count + (running == nil ? 0 : 1)

@@ -16,14 +16,14 @@ enum JobRoutes {
     }
     struct Cancelled: Encodable { let id: String; let cancelled: Bool }
 
-    static func collection(_ state: ServerState) -> RouteCollection<BasicRequestContext> {
-        let routes = RouteCollection(context: BasicRequestContext.self)
-        routes.post { request, _ in
+    static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
+        let routes = RouteCollection(context: SluiceRequestContext.self)
+        routes.post { request, context in
             await Routes.handle {
                 var request = request
                 let (q, engine) = try Routes.ready(state)
                 let p = try await Routes.parser(&request, state, engine).sluice()
-                let (id, position) = try await q.submit(p)
+                let (id, position) = try await q.submit(p, client: Routes.client(context))
                 return Routes.json(Submitted(id: id, position: position, seed: p.seed), status: .accepted)
             }
         }

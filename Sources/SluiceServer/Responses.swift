@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 
 /// A JSON value that is written as `null` when absent (a synthesized encoder would leave the key out).
@@ -9,6 +10,16 @@ struct Nullable<T: Encodable & Sendable>: Encodable, Sendable {
     func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
         if let value { try c.encode(value) } else { try c.encodeNil() }
+    }
+}
+
+/// The request context of every route: Hummingbird's, plus who is calling.
+public struct SluiceRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
     }
 }
 
@@ -43,14 +54,32 @@ public enum Routes {
         return json(ErrorBody(error: .init(field: e.field, message: e.description)), status: .init(code: e.status), headers: extra)
     }
 
-    /// The body, at most `limit` bytes; larger is a 400 naming the body.
-    static func body(_ request: inout Request, limit: Int) async throws(RequestError) -> Data {
-        do {
-            let buffer = try await request.collectBody(upTo: limit)
-            return Data(buffer.readableBytesView)
-        } catch {
-            throw RequestError(field: "body", reason: "is larger than \(limit) bytes")
+    /// The body, at most `limit` bytes (larger: 413), arriving within `timeout` seconds (else 408: a
+    /// client that announces a body it does not send does not hold the connection).
+    static func body(_ request: inout Request, limit: Int, timeout: Double) async throws(RequestError) -> Data {
+        let body = request.body
+        let outcome: Result<Data, RequestError> = await withTaskGroup(of: Result<Data, RequestError>?.self) { group in
+            group.addTask {
+                do {
+                    var collected = Data()
+                    for try await chunk in body {
+                        collected.append(contentsOf: chunk.readableBytesView)
+                        if collected.count > limit { return .failure(RequestError(field: "body", reason: "is larger than \(limit) bytes", status: 413)) }
+                    }
+                    return .success(collected)
+                } catch {
+                    return .failure(RequestError(field: "body", reason: "could not be read", status: 400))
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(timeout))
+                return Task.isCancelled ? nil : .failure(RequestError(field: "body", reason: "did not arrive within \(Int(timeout)) s", status: 408))
+            }
+            let first = await group.next()!
+            group.cancelAll()
+            return first ?? .failure(RequestError(field: "body", reason: "could not be read", status: 400))
         }
+        return try outcome.get()
     }
 
     /// Answers a request, turning `RequestError`s into their JSON responses.
@@ -69,8 +98,8 @@ public enum Routes {
 
     /// Submits a job and waits for it, for the synchronous APIs (OpenAI, AUTOMATIC1111): its record when
     /// done; a job that failed or was cancelled answers 500 with its reason.
-    static func run(_ p: JobParameters, on q: JobQueue) async throws -> JobQueue.Job {
-        let (id, _) = try await q.submit(p)
+    static func run(_ p: JobParameters, on q: JobQueue, client: String) async throws -> JobQueue.Job {
+        let (id, _) = try await q.submit(p, client: client)
         guard let job = await q.wait(id) else { throw RequestError(field: "job", reason: "vanished", status: 500) }
         guard job.state == .done else {
             throw RequestError(field: "job", reason: job.error ?? "ended \(job.state.rawValue)", status: 500)
@@ -78,17 +107,30 @@ public enum Routes {
         return job
     }
 
-    /// A request's JSON object, parsed for `engine`'s model (its defaults and sampler names).
-    static func parser(_ request: inout Request, _ state: ServerState, _ engine: Engine) async throws(RequestError) -> ParameterParser {
-        let fields = try ParameterParser.object(try await body(&request, limit: state.options.maxBodyBytes))
-        return ParameterParser(fields: fields, defaults: engine.pipeline.defaults, samplers: engine.pipeline.samplerAliases)
+    /// A request's JSON object, read within the server's limits.
+    static func object(_ request: inout Request, _ state: ServerState) async throws(RequestError) -> [String: Any] {
+        try ParameterParser.object(try await body(&request, limit: state.options.maxBodyBytes, timeout: state.options.bodyTimeoutSeconds))
     }
 
-    /// Every route of `sluice serve`: one collection per resource, behind the API-key check.
-    public static func router(_ state: ServerState) -> Router<BasicRequestContext> {
-        let router = Router()
-        router.add(middleware: AuthMiddleware(apiKey: state.options.apiKey))
+    /// A request's JSON object, parsed for `engine`'s model (its defaults and sampler names).
+    static func parser(_ request: inout Request, _ state: ServerState, _ engine: Engine) async throws(RequestError) -> ParameterParser {
+        ParameterParser(fields: try await object(&request, state), defaults: engine.pipeline.defaults, samplers: engine.pipeline.samplerAliases)
+    }
+
+    /// Who sent a request, for the per-client job limit: its remote address.
+    static func client(_ context: SluiceRequestContext) -> String {
+        context.remoteAddress?.ipAddress ?? "unknown"
+    }
+
+    /// Every route of `sluice serve`: one collection per resource, behind the access log, the browser
+    /// guard and the API-key check (middlewares first: they wrap the routes added after them).
+    public static func router(_ state: ServerState, logger: Logger? = nil) -> Router<SluiceRequestContext> {
+        let router = Router(context: SluiceRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: HTTPBasics(logger: logger))
+        router.add(middleware: BrowserGuard(options: state.options))
+        router.add(middleware: AuthMiddleware(apiKey: state.options.apiKey, sessions: state.sessions))
         router.addRoutes(StatusRoutes.collection(state))
+        router.addRoutes(SessionRoutes.collection(state))
         router.addRoutes(JobRoutes.collection(state), atPath: "/api/jobs")
         router.addRoutes(GalleryRoutes.collection(state), atPath: "/api/gallery")
         router.addRoutes(OpenAIRoutes.collection(state), atPath: "/v1")

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import SluiceCore
 import SluiceMemory
 import SluicePipelines
@@ -14,6 +15,7 @@ public enum SluiceServerMain {
     }
 
     public static func checkSafety(_ o: ServeOptions) throws(RequestError) {
+        guard (1...65535).contains(o.port) else { throw RequestError(field: "--port", reason: "\(o.port) must be 1…65535") }
         if !isLoopback(o.host) && o.apiKey == nil && !o.insecure {
             throw RequestError(field: "--host \(o.host)", reason: "binding beyond loopback needs --api-key (or --insecure, explicitly)")
         }
@@ -25,7 +27,8 @@ public enum SluiceServerMain {
         let pipe = try PipelineRegistry.shared.load(model: model, device: device)
         if let note = pipe.device.note { log(note) }
         log("computing on \(pipe.device.description)")
-        log(String(format: "loaded %@ (%@) from %@ in %.2f s: ", model, pipe.family, pipe.directory, Date().timeIntervalSince(t0))
+        // Status pages show this log: the model's name, never its folder.
+        log(String(format: "loaded %@ (%@) in %.2f s: ", (model as NSString).lastPathComponent, pipe.family, Date().timeIntervalSince(t0))
             + pipe.loadSeconds.map { String(format: "%@ %.3f s", $0.component, $0.seconds) }.joined(separator: ", ")
             + " (weights memory-mapped, read on first use)")
         let engine = Engine(pipeline: pipe, memory: memory, modelName: (model as NSString).lastPathComponent)
@@ -46,10 +49,10 @@ public enum SluiceServerMain {
             l.logLevel = .info
             return l
         }()
-        let gallery = try Gallery(directory: galleryDirectory)
+        let gallery = try Gallery(directory: galleryDirectory, maxImages: options.galleryMaxImages, maxBytes: options.galleryMaxBytes)
         let state = ServerState(options: options, gallery: gallery)
         let app = Application(
-            router: Routes.router(state),
+            router: Routes.router(state, logger: logger),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "Sluice"),
             onServerRunning: { _ in logger.info("listening on http://\(options.host):\(options.port) (gallery: \(galleryDirectory))") },
             logger: logger)
@@ -74,7 +77,14 @@ public enum SluiceServerMain {
             await state.becomeReady(engine: engine)
             logger.info("ready")
         }
-        try await app.runService()
-        loader.cancel()
+        defer { loader.cancel() }
+        do { try await app.runService() } catch let e as IOError {
+            // NIO's text names its own functions; say it in words.
+            let reason = e.errnoCode == EADDRINUSE ? "is in use by another program: choose another with --port"
+                : e.errnoCode == EACCES ? "needs privileges this user does not have: choose one above 1023"
+                : e.errnoCode == EADDRNOTAVAIL ? "cannot be bound on \(options.host): that address is not this machine's"
+                : "cannot be bound (\(String(cString: strerror(e.errnoCode))))"
+            throw SluiceError.invalidArgument(name: "--port \(options.port)", reason: reason)
+        }
     }
 }

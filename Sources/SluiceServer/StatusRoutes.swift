@@ -33,8 +33,8 @@ enum StatusRoutes {
         var deviceName: String?
     }
 
-    static func collection(_ state: ServerState) -> RouteCollection<BasicRequestContext> {
-        let routes = RouteCollection(context: BasicRequestContext.self)
+    static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
+        let routes = RouteCollection(context: SluiceRequestContext.self)
         routes.get("health") { _, _ in Routes.json(Health(status: "up", uptimeSeconds: Date().timeIntervalSince(state.started))) }
         routes.get("ready") { _, _ in
             guard let e = state.engine else { return Routes.json(Ready(ready: false, model: nil), status: .serviceUnavailable) }

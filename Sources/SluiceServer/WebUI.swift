@@ -3,8 +3,8 @@ import NIOCore
 
 /// The browser UI: one page, its script and style, served by the binary (no CDN, no build step).
 enum WebUI {
-    static func collection() -> RouteCollection<BasicRequestContext> {
-        let router = RouteCollection(context: BasicRequestContext.self)
+    static func collection() -> RouteCollection<SluiceRequestContext> {
+        let router = RouteCollection(context: SluiceRequestContext.self)
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
         }
@@ -24,6 +24,14 @@ enum WebUI {
     <body>
     <header><h1>Sluice</h1><span id="model">loading…</span><span id="ready" class="pill">starting</span></header>
     <main>
+    <section id="login" class="card wide" hidden>
+      <h2>Log in</h2>
+      <form id="login-form">
+        <label>API key<input id="key" name="key" type="password" autocomplete="current-password" required></label>
+        <div class="row buttons"><button id="login-submit" type="submit">Log in</button></div>
+      </form>
+      <div id="login-message" role="status"></div>
+    </section>
     <section id="compose" class="card">
       <form id="form">
         <label>Prompt<textarea id="prompt" name="prompt" rows="3" required placeholder="a red fox in the snow"></textarea></label>
@@ -98,23 +106,28 @@ enum WebUI {
     static let script = """
     "use strict";
     const $ = (id) => document.getElementById(id);
-    let apiKey = localStorage.getItem("sluice-key") || "";
-    let page = 0, current = null, events = null;
+    let page = 0, current = null, events = null, started = false;
     const perPage = 12;
 
+    // The key is never stored by the page: logging in sets an HttpOnly session cookie, which every
+    // request (images and event streams included) then carries.
     async function api(path, options = {}) {
-      options.headers = Object.assign({}, options.headers || {}, apiKey ? { Authorization: "Bearer " + apiKey } : {});
       const r = await fetch(path, options);
-      if (r.status === 401) {
-        apiKey = prompt("This server needs its API key") || "";
-        localStorage.setItem("sluice-key", apiKey);
-        return api(path, options);
-      }
+      if (r.status === 401) { showLogin(); throw new Error("log in with the server's API key"); }
       const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
       if (!r.ok) throw new Error(body?.error?.message || r.statusText);
       return body;
     }
-    const keyQuery = () => apiKey ? "?key=" + encodeURIComponent(apiKey) : "";
+    function showLogin() { $("login").hidden = false; $("key").focus(); }
+    async function login(e) {
+      e.preventDefault();
+      const r = await fetch("/api/login", { method: "POST", headers: { "Content-Type": "application/json" },
+                                            body: JSON.stringify({ key: $("key").value }) });
+      $("key").value = "";
+      if (!r.ok) { $("login-message").textContent = "that is not this server's key"; return; }
+      $("login").hidden = true; $("login-message").textContent = "";
+      start();
+    }
     function say(text, error = false) { $("message").textContent = text; $("message").className = error ? "error" : ""; }
 
     async function pollReady() {
@@ -125,7 +138,7 @@ enum WebUI {
         $("ready").className = "pill" + (s.ready ? " ok" : "");
         drawMemory(s);
         if (!s.ready) setTimeout(pollReady, 1000);
-      } catch (e) { setTimeout(pollReady, 2000); }
+      } catch (e) { if ($("login").hidden) setTimeout(pollReady, 2000); }
     }
 
     function drawMemory(s) {
@@ -175,7 +188,7 @@ enum WebUI {
 
     function follow(id) {
       if (events) events.close();
-      events = new EventSource("/api/jobs/" + id + "/events" + keyQuery());
+      events = new EventSource("/api/jobs/" + id + "/events");
       const update = (msg) => {
         const e = JSON.parse(msg.data);
         if (e.state === "running" && $("message").textContent.startsWith("queued")) say("running");
@@ -214,7 +227,7 @@ enum WebUI {
           const p = item.parameters;
           const div = document.createElement("div"); div.className = "item";
           const img = document.createElement("img");
-          img.src = "/api/gallery/" + item.id + ".png" + keyQuery(); img.alt = p.prompt; img.loading = "lazy";
+          img.src = "/api/gallery/" + item.id + ".png"; img.alt = p.prompt; img.loading = "lazy";
           const text = document.createElement("div"); text.className = "params";
           text.textContent = p.prompt + " — seed " + p.seed + ", " + p.steps + " steps, " + p.width + "×" + p.height + ", guidance " + p.guidance;
           const actions = document.createElement("div"); actions.className = "actions";
@@ -238,7 +251,13 @@ enum WebUI {
     $("random").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 4294967295); });
     $("prev").addEventListener("click", () => { page = Math.max(0, page - 1); loadGallery(); });
     $("next").addEventListener("click", () => { page += 1; loadGallery(); });
-    pollReady(); loadGallery();
-    setInterval(async () => { try { drawMemory(await api("/api/status")); } catch (e) {} }, 2000);
+    $("login-form").addEventListener("submit", login);
+    function start() {
+      if (started) { pollReady(); loadGallery(); return; }
+      started = true;
+      pollReady(); loadGallery();
+      setInterval(async () => { if ($("login").hidden) { try { drawMemory(await api("/api/status")); } catch (e) {} } }, 2000);
+    }
+    fetch("/api/session").then((r) => r.json()).then((s) => { if (s.key_required && !s.logged_in) showLogin(); else start(); });
     """
 }

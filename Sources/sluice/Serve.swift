@@ -16,24 +16,55 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var memory: MemoryFlags
     @Option(help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
     @Option(help: "Gallery folder (default: $XDG_DATA_HOME/sluice/gallery or ~/.local/share/sluice/gallery).") var gallery: String?
-    @Option(help: "Require this bearer token on every API call.") var apiKey: String?
-    @Flag(help: "Allow a non-loopback bind without --api-key.") var insecure = false
+    @Option(help: "Require this key on every API call (a bearer token, or the web UI's login). Visible to other users in `ps`: prefer $SLUICE_API_KEY or --api-key-file.") var apiKey: String?
+    @Option(help: "Read the API key from this file (its first line).") var apiKeyFile: String?
+    @Flag(help: "Allow a non-loopback bind without an API key.") var insecure = false
     @Option(help: "Largest request body accepted, in bytes.") var maxBody = 1 << 20
+    @Option(help: "Seconds a request body may take to arrive.") var bodyTimeout = 10.0
+    @Option(help: "A browser origin allowed to call the API cross-site (e.g. https://app.example); repeat for more. None by default.") var corsOrigin: [String] = []
+    @Option(help: "A host name, beyond loopback's and the bound address, that requests may name (e.g. a local alias); repeat for more.") var allowedHost: [String] = []
+    @Option(help: "Most images the gallery keeps; the oldest are removed first.") var galleryMaxImages = 5000
+    @Option(help: "Most bytes the gallery keeps (e.g. 5G); the oldest images are removed first.") var galleryMaxBytes: ByteSize?
+    @Option(help: "Most jobs one client (remote address) may have waiting or running; more get 429.") var maxJobsPerClient = 4
 
     func run() async throws {
         let memory = try self.memory.options()
         guard (1...1024).contains(queueSize) else { throw CommandError(message: "--queue-size must be 1…1024") }
+        guard (1...1024).contains(maxJobsPerClient) else { throw CommandError(message: "--max-jobs-per-client must be 1…1024") }
+        guard galleryMaxImages >= 1 else { throw CommandError(message: "--gallery-max-images must be at least 1") }
+        guard bodyTimeout > 0 && bodyTimeout <= 600 else { throw CommandError(message: "--body-timeout must be in (0, 600] seconds") }
         var o = ServeOptions()
         o.host = host
         o.port = port
         o.queueSize = queueSize
-        o.apiKey = apiKey
+        o.maxJobsPerClient = maxJobsPerClient
+        o.apiKey = try resolveAPIKey()
         o.insecure = insecure
         o.maxBodyBytes = maxBody
+        o.bodyTimeoutSeconds = bodyTimeout
+        o.corsOrigins = corsOrigin
+        o.allowedHosts = allowedHost
+        o.galleryMaxImages = galleryMaxImages
+        o.galleryMaxBytes = galleryMaxBytes?.bytes ?? o.galleryMaxBytes
         o.device = device
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }
+        if apiKey != nil { stderrLine("note: --api-key is visible to other users of this machine (ps); $SLUICE_API_KEY or --api-key-file are not") }
         try await withFlagsAsync {
             try await SluiceServerMain.run(model: model, options: o, memory: memory, galleryDirectory: gallery ?? Gallery.defaultDirectory())
         }
+    }
+
+    /// --api-key, else --api-key-file's first line, else $SLUICE_API_KEY; an empty key is refused.
+    func resolveAPIKey() throws -> String? {
+        var key = apiKey
+        if key == nil, let path = apiKeyFile {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw CommandError(message: "--api-key-file \(path): cannot be read")
+            }
+            key = text.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+        }
+        if key == nil, let env = ProcessInfo.processInfo.environment["SLUICE_API_KEY"] { key = env }
+        if let key, key.trimmingCharacters(in: .whitespaces).isEmpty { throw CommandError(message: "the API key is empty") }
+        return key
     }
 }

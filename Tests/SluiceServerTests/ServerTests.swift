@@ -33,6 +33,9 @@ import Testing
 
     static func body(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
 
+    /// API writes must say they are JSON.
+    static let jsonType: HTTPFields = [.contentType: "application/json"]
+
     /// Decodes with libpng; returns (width, height). libpng keeps the pointer it was given until the
     /// read finishes, so both calls happen while the bytes are pinned.
     static func decodePNG(_ data: Data) -> (Int, Int)? {
@@ -53,7 +56,7 @@ import Testing
         let app = Application(router: Routes.router(state))
         try await app.test(.router) { client in
             // Sluice's own API: submit, follow, fetch from the gallery.
-            let id = try await client.execute(uri: "/api/jobs", method: .post,
+            let id = try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType,
                                               body: Self.body(#"{"prompt":"a red fox","width":64,"height":64,"steps":3,"seed":7}"#)) { r in
                 #expect(r.status == .accepted)
                 return Self.json(r.body)["id"] as? String ?? ""
@@ -68,7 +71,7 @@ import Testing
                 #expect(Self.json(r.body)["state"] as? String == "done")
             }
             // OpenAI.
-            try await client.execute(uri: "/v1/images/generations", method: .post,
+            try await client.execute(uri: "/v1/images/generations", method: .post, headers: ServerRouteTests.jsonType,
                                      body: Self.body(#"{"model":"x","prompt":"a fox","n":2,"size":"64x64","response_format":"b64_json","quality":"hd"}"#)) { r in
                 #expect(r.status == .ok)
                 let data = Self.json(r.body)["data"] as? [[String: Any]] ?? []
@@ -79,7 +82,7 @@ import Testing
                 }
             }
             // AUTOMATIC1111.
-            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post,
+            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, headers: ServerRouteTests.jsonType,
                                      body: Self.body(#"{"prompt":"a fox","negative_prompt":"","width":64,"height":128,"steps":2,"cfg_scale":0,"seed":5,"sampler_name":"Euler","batch_size":1,"n_iter":1,"restore_faces":false}"#)) { r in
                 #expect(r.status == .ok)
                 let obj = Self.json(r.body)
@@ -102,7 +105,7 @@ import Testing
         let huge = "{\"prompt\":\"" + String(repeating: "x", count: 2 << 20) + "\"}"
         let cases: [(String, String, String)] = [
             ("/api/jobs", "{not json", "body"),
-            ("/api/jobs", huge, "body"),
+            ("/api/jobs", huge, "body"),  // 413, below
             ("/api/jobs", "[1,2]", "body"),
             ("/api/jobs", #"{"steps":4}"#, "prompt"),
             ("/api/jobs", #"{"prompt":"   "}"#, "prompt"),
@@ -126,8 +129,8 @@ import Testing
         ]
         try await app.test(.router) { client in
             for (uri, body, field) in cases {
-                try await client.execute(uri: uri, method: .post, body: Self.body(body)) { r in
-                    #expect(r.status == .badRequest, "\(uri) \(body.prefix(60)): \(r.status)")
+                try await client.execute(uri: uri, method: .post, headers: ServerRouteTests.jsonType, body: Self.body(body)) { r in
+                    #expect(r.status == (body == huge ? .contentTooLarge : .badRequest), "\(uri) \(body.prefix(60)): \(r.status)")
                     let err = Self.json(r.body)["error"] as? [String: Any]
                     #expect(err?["field"] as? String == field, "\(uri) \(body.prefix(60)): \(String(describing: err))")
                 }
@@ -139,11 +142,11 @@ import Testing
         let state = try await Self.makeState(queueSize: 1)
         let app = Application(router: Routes.router(state))
         try await app.test(.router) { client in
-            let id = try await client.execute(uri: "/api/jobs", method: .post,
+            let id = try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType,
                                               body: Self.body(#"{"prompt":"slow","width":64,"height":64,"steps":150}"#)) { r in
                 Self.json(r.body)["id"] as? String ?? ""
             }
-            try await client.execute(uri: "/api/jobs", method: .post, body: Self.body(#"{"prompt":"one more","width":64,"height":64}"#)) { r in
+            try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType, body: Self.body(#"{"prompt":"one more","width":64,"height":64}"#)) { r in
                 #expect(r.status == .tooManyRequests)
                 #expect(r.headers[.retryAfter] != nil)
             }
@@ -156,7 +159,7 @@ import Testing
             #expect(await state.queue!.length == 0)
             #expect(state.gallery.list(page: 0, perPage: 10).total == 0)
             // The queue has room again.
-            try await client.execute(uri: "/api/jobs", method: .post, body: Self.body(#"{"prompt":"after","width":64,"height":64,"steps":1}"#)) { r in
+            try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType, body: Self.body(#"{"prompt":"after","width":64,"height":64,"steps":1}"#)) { r in
                 #expect(r.status == .accepted)
             }
         }
@@ -251,7 +254,7 @@ import Testing
         try await app.test(.router) { client in
             try await client.execute(uri: "/health", method: .get) { r in #expect(r.status == .ok) }
             try await client.execute(uri: "/ready", method: .get) { r in #expect(r.status == .serviceUnavailable) }
-            try await client.execute(uri: "/api/jobs", method: .post, body: Self.body(#"{"prompt":"x"}"#)) { r in
+            try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType, body: Self.body(#"{"prompt":"x"}"#)) { r in
                 #expect(r.status == .serviceUnavailable)
             }
         }
@@ -265,7 +268,7 @@ import Testing
             try await client.execute(uri: "/api/status", method: .get) { r in #expect(r.status == .unauthorized) }
             try await client.execute(uri: "/api/status", method: .get, headers: [.authorization: "Bearer wrong"]) { r in #expect(r.status == .unauthorized) }
             try await client.execute(uri: "/api/status", method: .get, headers: [.authorization: "Bearer s3cret"]) { r in #expect(r.status == .ok) }
-            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, body: Self.body(#"{"prompt":"x"}"#)) { r in #expect(r.status == .unauthorized) }
+            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, headers: ServerRouteTests.jsonType, body: Self.body(#"{"prompt":"x"}"#)) { r in #expect(r.status == .unauthorized) }
         }
         var o = ServeOptions()
         o.host = "0.0.0.0"

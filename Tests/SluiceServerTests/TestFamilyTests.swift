@@ -25,7 +25,7 @@ import Testing
         let app = Application(router: Routes.router(state))
         try await app.test(.router) { client in
             // Sluice's API with the family's defaults (64×64, 3 steps): a PNG of that size in the gallery.
-            let id = try await client.execute(uri: "/api/jobs", method: .post, body: ByteBuffer(string: #"{"prompt":"a red fox","seed":3}"#)) { r in
+            let id = try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType, body: ByteBuffer(string: #"{"prompt":"a red fox","seed":3}"#)) { r in
                 #expect(r.status == .accepted)
                 return ServerRouteTests.json(r.body)["id"] as? String ?? ""
             }
@@ -36,20 +36,20 @@ import Testing
                 #expect(ServerRouteTests.decodePNG(Data(r.body.readableBytesView)).map { $0 == (64, 64) } == true)
             }
             // The A1111 API takes the family's own sampler and refuses another, naming the field.
-            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, body: ByteBuffer(string: #"{"prompt":"x","sampler_name":"Walk","width":32,"height":32}"#)) { r in
+            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, headers: ServerRouteTests.jsonType, body: ByteBuffer(string: #"{"prompt":"x","sampler_name":"Walk","width":32,"height":32}"#)) { r in
                 #expect(r.status == .ok)
                 let info = ServerRouteTests.json(r.body)["info"] as? String ?? ""
                 #expect(info.contains("Sampler: Walk, Schedule type: Linear"), "\(info)")
             }
-            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, body: ByteBuffer(string: #"{"prompt":"x","sampler_name":"Euler"}"#)) { r in
+            try await client.execute(uri: "/sdapi/v1/txt2img", method: .post, headers: ServerRouteTests.jsonType, body: ByteBuffer(string: #"{"prompt":"x","sampler_name":"Euler"}"#)) { r in
                 #expect(r.status == .badRequest)
                 #expect((ServerRouteTests.json(r.body)["error"] as? [String: Any])?["field"] as? String == "sampler_name")
             }
             // Sizes follow the family's multiple (the tiny VAE scales by 2).
-            try await client.execute(uri: "/api/jobs", method: .post, body: ByteBuffer(string: #"{"prompt":"x","width":33}"#)) { r in
+            try await client.execute(uri: "/api/jobs", method: .post, headers: ServerRouteTests.jsonType, body: ByteBuffer(string: #"{"prompt":"x","width":33}"#)) { r in
                 #expect(r.status == .badRequest)
             }
-            try await client.execute(uri: "/v1/images/generations", method: .post, body: ByteBuffer(string: #"{"prompt":"x","size":"32x48"}"#)) { r in
+            try await client.execute(uri: "/v1/images/generations", method: .post, headers: ServerRouteTests.jsonType, body: ByteBuffer(string: #"{"prompt":"x","size":"32x48"}"#)) { r in
                 #expect(r.status == .ok)
             }
         }

@@ -2,9 +2,11 @@
 
 Run from the repository root after a release build:
     python3 tools/browser/ui_test.py [path/to/sluice]
-Starts the server on the tiny fixture model with a fresh gallery, opens the page, submits a prompt,
-watches the progress bar move, waits for the image in the gallery, reloads and checks it is still
-there, then checks the page at phone width. Screenshots go to .build-screenshots/ (git-ignored).
+Starts the server on the tiny fixture model with a fresh gallery and an API key (from the
+environment, as a user would keep it out of `ps`), opens the page, logs in through its form as a
+person would (the page then holds only an HttpOnly session cookie), submits a prompt, watches the
+progress bar move, waits for the image in the gallery, reloads and checks it is still there, then
+checks the page at phone width. Screenshots go to .build-screenshots/ (git-ignored).
 Exits non-zero on any failure.
 """
 import os
@@ -32,8 +34,10 @@ def main():
     gallery = tempfile.mkdtemp(prefix="sluice-ui-gallery-")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    key = "browser-test-key"
     server = subprocess.Popen([binary, "serve", "--model", os.path.join(ROOT, "Tests/Fixtures/models/z-image-tiny"),
-                               "--port", str(port), "--gallery", gallery], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               "--port", str(port), "--gallery", gallery], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, SLUICE_API_KEY=key))
     driver = None
     try:
         wait_ready(base)
@@ -43,6 +47,17 @@ def main():
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
         wait = WebDriverWait(driver, 60)
         driver.get(base + "/")
+        # The page asks for the key; a wrong one is refused, the right one opens a session.
+        wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
+        driver.find_element(By.ID, "key").send_keys("wrong")
+        driver.find_element(By.ID, "login-submit").click()
+        wait.until(lambda d: "not this server's key" in d.find_element(By.ID, "login-message").text)
+        driver.find_element(By.ID, "key").send_keys(key)
+        driver.find_element(By.ID, "login-submit").click()
+        wait.until(lambda d: not d.find_element(By.ID, "login").is_displayed())
+        cookie = driver.get_cookie("sluice_session")
+        assert cookie and cookie.get("httpOnly") and cookie.get("sameSite") == "Strict", cookie
+        assert key not in driver.execute_script("return JSON.stringify(localStorage) + document.cookie"), "the page holds the key"
         wait.until(lambda d: d.find_element(By.ID, "ready").text == "ready")
         driver.find_element(By.ID, "prompt").send_keys("a red fox in the snow")
         Select(driver.find_element(By.ID, "size")).select_by_value("64x64")
