@@ -1,10 +1,13 @@
-"""Two checks of `sluice serve` from outside, on loopback, each bounded in time:
+"""Three checks of `sluice serve` from outside, on loopback, each bounded in time:
 
 1. Load: 200 concurrent GET /api/status and 50 jobs submitted at once to a queue of 16. No request
    fails with anything but 429 for a full queue, every accepted job completes, and the server's
    resident memory after the burst stays within 1.5× + 256 MiB of what it was before.
 2. Crash: kill -9 during a generation, start again on the same gallery: every listed image is a whole
    PNG with its parameters, and no temp file is left.
+3. Slow body: a client that announces 1000 bytes and sends 10 gets 408 within the body timeout and
+   its connection closed, while others are served; the access log has a line per request and no
+   prompt.
 
 Run from the repository root after a release build:  python3 tools/browser/server_checks.py [sluice]
 """
@@ -13,6 +16,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,9 +41,10 @@ def request(base, path, body=None, timeout=120):
         return e.code, json.loads(e.read() or b"{}")
 
 
-def start(binary, gallery, port):
-    p = subprocess.Popen([binary, "serve", "--model", MODEL, "--port", str(port), "--gallery", gallery, "--queue-size", "16"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(binary, gallery, port, extra=(), log=None):
+    out = open(log, "w") if log else subprocess.DEVNULL
+    p = subprocess.Popen([binary, "serve", "--model", MODEL, "--port", str(port), "--gallery", gallery, "--queue-size", "16",
+                          "--max-jobs-per-client", "16", *extra], stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base)
@@ -115,7 +120,41 @@ def crash_check(binary):
         server.wait(10)
 
 
+def slow_body_check(binary):
+    gallery = tempfile.mkdtemp(prefix="sluice-slow-")
+    log = os.path.join(gallery, "server.log")
+    port = free_port()
+    server, base = start(binary, gallery, port, extra=("--body-timeout", "2"), log=log)
+    try:
+        secret = "a secret prompt about foxes"
+        assert request(base, "/sdapi/v1/txt2img", {"prompt": secret, "width": 64, "height": 64, "steps": 1})[0] == 200
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(15)
+        t0 = time.time()
+        s.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: 1000\r\n\r\n{{\"prompt\":".encode())
+        # Meanwhile the server answers others.
+        assert request(base, "/api/status")[0] == 200
+        reply = s.recv(4096).decode(errors="replace")
+        waited = time.time() - t0
+        assert reply.startswith("HTTP/1.1 408"), reply[:200]
+        assert 1.5 <= waited <= 8, waited
+        rest = b"x"
+        while rest:
+            rest = s.recv(4096)  # the server closes the connection: recv returns b"" (or times out and fails)
+        s.close()
+        time.sleep(0.5)
+        text = open(log).read()
+        assert "POST /sdapi/v1/txt2img 200" in text and "POST /api/jobs 408" in text and "GET /api/status 200" in text, text[-2000:]
+        assert secret not in text, "the access log holds a prompt"
+        print(f"slow body: 408 after {waited:.1f} s and the connection closed; access log has a line per request and no prompt")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 if __name__ == "__main__":
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build", "release", "sluice")
     load_check(binary)
     crash_check(binary)
+    slow_body_check(binary)

@@ -52,6 +52,7 @@ def main():
         driver.find_element(By.ID, "key").send_keys("wrong")
         driver.find_element(By.ID, "login-submit").click()
         wait.until(lambda d: "not this server's key" in d.find_element(By.ID, "login-message").text)
+        driver.save_screenshot(os.path.join(SHOTS, "0-login.png"))
         driver.find_element(By.ID, "key").send_keys(key)
         driver.find_element(By.ID, "login-submit").click()
         wait.until(lambda d: not d.find_element(By.ID, "login").is_displayed())
