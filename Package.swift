@@ -69,6 +69,8 @@ let package = Package(
         .testTarget(name: "SluicePipelinesTests", dependencies: [
             "SluicePipelines", "CPNG", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport",
         ]),
+        // The command line as a user runs it: the `sluice` binary in a subprocess.
+        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceTestSupport"]),
         .testTarget(name: "SluiceServerTests", dependencies: [
             "SluiceServer", "SluicePipelines", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "CPNG",
             "SluiceTestSupport", .product(name: "Hummingbird", package: "hummingbird"),

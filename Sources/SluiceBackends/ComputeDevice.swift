@@ -23,7 +23,9 @@ public struct ComputeDevice: @unchecked Sendable {
         return ComputeDevice(backend: try CPUBackend(allocations: counter), activations: counter)
     }
 
-    /// `spec`: cpu, vulkan or vulkan:N (the number `sluice devices` shows).
+    /// `spec`: cpu, vulkan or vulkan:N (the number `sluice devices` shows). Plain `vulkan` falls back
+    /// to the CPU with a note when no Vulkan device can be used; a numbered device that cannot be is an
+    /// error (it was asked for by name).
     public static func select(_ spec: String) throws(SluiceError) -> ComputeDevice {
         let counter = AllocationCounter()
         let cpu = try CPUBackend(allocations: counter)
@@ -40,12 +42,17 @@ public struct ComputeDevice: @unchecked Sendable {
             index = i
         }
         if let reason = Vulkan.unavailableReason {
+            if index != nil { throw .invalidParameter(.device, reason: "'\(spec)' cannot be used: \(reason)") }
             return ComputeDevice(backend: cpu, activations: counter, note: "vulkan unavailable (\(reason)); using the CPU")
         }
         do {
             let ctx = try VulkanContext(index: index)
             return ComputeDevice(backend: try VulkanBackend(context: ctx, cpu: cpu), activations: counter)
         } catch {
+            if index != nil {
+                if case .invalidParameter(.device, let reason) = error { throw .invalidParameter(.device, reason: reason) }
+                throw .invalidParameter(.device, reason: "'\(spec)' cannot be used: \(error)")
+            }
             return ComputeDevice(backend: cpu, activations: counter, note: "vulkan unavailable (\(error)); using the CPU")
         }
     }
@@ -53,10 +60,12 @@ public struct ComputeDevice: @unchecked Sendable {
     /// The Vulkan device the backend computes on, if it does.
     public var vulkan: VulkanContext? { (backend as? VulkanBackend)?.context }
 
-    /// "cpu", or the Vulkan device with the memory it plans with.
+    /// "cpu", or the Vulkan device with the memory it plans with (a CPU-based Vulkan device, such as
+    /// Mesa's llvmpipe, named as the software rasterizer it is).
     public var description: String {
         guard let v = vulkan else { return "cpu" }
-        return "vulkan: \(v.info.name) (\(v.info.type), \(formatBytes(v.info.deviceBudget)) device budget)"
+        let software = v.info.type == "CPU" ? "; a software rasterizer on the CPU — correct, not fast" : ""
+        return "vulkan: \(v.info.name) (\(v.info.type), \(formatBytes(v.info.deviceBudget)) device budget\(software))"
     }
 
     /// The budget the memory manager plans with: `limit`, else on a real device what its device-local

@@ -10,6 +10,11 @@ public enum HostMemory {
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
+    /// The machine's physical memory.
+    public static func physicalBytes() -> Int {
+        Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// The largest resident set this process has had (getrusage's ru_maxrss, in KiB on Linux).
     public static func peakResidentBytes() -> Int {
         var usage = rusage()

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceBackends
+import SluiceCore
 
 /// What one phase of a run did, for `--report PATH` (schema: docs/telemetry.md).
 public struct PhaseReport: Codable, Sendable {
@@ -66,9 +67,11 @@ public struct RunReport: Codable, Sendable {
         self.phases = phases
     }
 
-    public func write(to path: String) throws {
+    public func write(to path: String) throws(SluiceError) {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try e.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        do { try e.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw .io(path: path, reason: "cannot write the report (\(String(cString: strerror(errno))))")
+        }
     }
 }

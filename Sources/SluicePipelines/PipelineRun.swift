@@ -32,9 +32,24 @@ public final class PipelineComponents: @unchecked Sendable {
         }
     }
 
+    /// Without a device budget everything runs on the CPU in host memory: refuses, with the numbers, a
+    /// workload whose activations alone need more than this machine has (rather than dying in an
+    /// allocation halfway through).
+    public func checkHostMemory(_ descriptions: [ComponentDescription], workload: Workload) throws(SluiceError) {
+        guard let (largest, bytes) = descriptions.map({ ($0.name, $0.activationBytes(workload)) }).max(by: { $0.1 < $1.1 }) else { return }
+        let physical = HostMemory.physicalBytes()
+        if physical > 0 && bytes > physical {
+            throw .invalidParameter(workload.width >= workload.height ? .width : .height,
+                reason: "\(workload.width)×\(workload.height) needs about \(formatBytes(bytes)) for the \(largest)'s activations alone; this machine has \(formatBytes(physical))")
+        }
+    }
+
     /// Starts a run: every runner attached to one device under the plan (none without a budget).
     public func start(_ descriptions: [ComponentDescription], workload: Workload, memory: MemoryOptions) throws -> PipelineRun {
-        guard let plan = try plan(descriptions, workload: workload, memory: memory) else { return PipelineRun(components: self, plan: nil, memory: nil) }
+        guard let plan = try plan(descriptions, workload: workload, memory: memory) else {
+            try checkHostMemory(descriptions, workload: workload)
+            return PipelineRun(components: self, plan: nil, memory: nil)
+        }
         let deviceMemory = device.memory(budget: plan.deviceBudget, profile: memory.profile, cap: memory.deviceCapBytes)
         let run = PipelineRun(components: self, plan: plan, memory: deviceMemory)
         do {

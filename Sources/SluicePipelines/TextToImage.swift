@@ -78,10 +78,12 @@ public struct PipelineDefaults: Sendable, Equatable {
     public let sizeMultiple: Int
     /// The longest prompt, in tokens, the text encoder reads (longer prompts are cut).
     public let maxPromptTokens: Int
+    /// The largest side this family takes, in pixels.
+    public let maxSide: Int
 
-    public init(steps: Int, guidance: Float, width: Int, height: Int, sizeMultiple: Int, maxPromptTokens: Int) {
+    public init(steps: Int, guidance: Float, width: Int, height: Int, sizeMultiple: Int, maxPromptTokens: Int, maxSide: Int = 4096) {
         self.steps = steps; self.guidance = guidance; self.width = width; self.height = height
-        self.sizeMultiple = sizeMultiple; self.maxPromptTokens = maxPromptTokens
+        self.sizeMultiple = sizeMultiple; self.maxPromptTokens = maxPromptTokens; self.maxSide = maxSide
     }
 }
 
@@ -105,6 +107,8 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
 
     /// Refuses a request this pipeline cannot run, naming the parameter.
     func validate(_ request: GenerationRequest) throws(SluiceError)
+    /// What a person should know before the run: a prompt longer than the text encoder reads, say.
+    func warnings(_ request: GenerationRequest) -> [String]
     /// The plan `generate` will run `request` with under `memory`: nil when there is no device budget.
     func plan(_ request: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan?
     func generate(_ request: GenerationRequest, memory: MemoryOptions, progress: (GenerationProgress) -> Void,
@@ -123,11 +127,15 @@ extension TextToImagePipeline {
                           width: width ?? defaults.width, height: height ?? defaults.height, guidance: guidance ?? defaults.guidance)
     }
 
-    /// The checks every family shares: sizes in multiples of `sizeMultiple`, steps, guidance.
+    public func warnings(_ request: GenerationRequest) -> [String] { [] }
+
+    /// The checks every family shares: sizes in multiples of `sizeMultiple` up to `maxSide`, steps, guidance.
     public func validateCommon(_ r: GenerationRequest) throws(SluiceError) {
-        let m = defaults.sizeMultiple
-        guard r.width > 0, r.width % m == 0 else { throw .invalidParameter(.width, reason: "\(r.width) must be a positive multiple of \(m)") }
-        guard r.height > 0, r.height % m == 0 else { throw .invalidParameter(.height, reason: "\(r.height) must be a positive multiple of \(m)") }
+        let m = defaults.sizeMultiple, top = defaults.maxSide
+        for (p, side) in [(Parameter.width, r.width), (.height, r.height)] {
+            guard side > 0, side % m == 0 else { throw .invalidParameter(p, reason: "\(side) must be a positive multiple of \(m)") }
+            guard side <= top else { throw .invalidParameter(p, reason: "\(side) is larger than the \(top) pixels this model takes") }
+        }
         guard (1...1000).contains(r.steps) else { throw .invalidParameter(.steps, reason: "\(r.steps) must be 1…1000") }
         guard r.guidance >= 0, r.guidance.isFinite else { throw .invalidParameter(.guidance, reason: "\(r.guidance) must be a number ≥ 0") }
     }

@@ -79,7 +79,21 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         loadSeconds = times.map { (component: $0.0, seconds: $0.1) }
     }
 
-    public func validate(_ r: GenerationRequest) throws(SluiceError) { try validateCommon(r) }
+    public func validate(_ r: GenerationRequest) throws(SluiceError) {
+        do { try validateCommon(r) } catch .invalidParameter(let p, let reason) where (p == .width || p == .height) && max(r.width, r.height) > defaults.maxSide {
+            // Say what such a size would take.
+            throw .invalidParameter(p, reason: reason + "; \(r.width)×\(r.height) would need about "
+                + formatBytes(vae.activationBytes(pixels: r.width * r.height)) + " for the VAE's activations alone")
+        }
+    }
+
+    /// A prompt longer than the text encoder reads is cut, as diffusers cuts it: say so.
+    public func warnings(_ r: GenerationRequest) -> [String] {
+        [("prompt", r.prompt), ("negative prompt", r.guidance > 0 ? r.negativePrompt : "")].compactMap { what, text in
+            guard !text.isEmpty, let n = try? tokenizer.zImagePromptIDs(text, maxLength: .max).count, n > Self.maxPromptTokens else { return nil }
+            return "the \(what) is \(n) tokens with its template; the text encoder reads the first \(Self.maxPromptTokens)"
+        }
+    }
 
     // MARK: - Planning
 

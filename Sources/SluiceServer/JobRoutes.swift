@@ -4,7 +4,7 @@ import NIOCore
 
 /// Sluice's own job API under /api/jobs: submit, look up, cancel, follow (server-sent events).
 enum JobRoutes {
-    struct Submitted: Encodable { let id: String; let position: Int; let seed: UInt64 }
+    struct Submitted: Encodable { let id: String; let position: Int; let seed: UInt64; let warnings: [String] }
     struct Record: Encodable {
         let id: String
         let state: JobState
@@ -24,7 +24,7 @@ enum JobRoutes {
                 let (q, engine) = try Routes.ready(state)
                 let p = try await Routes.parser(&request, state, engine).sluice()
                 let (id, position) = try await q.submit(p, client: Routes.client(context))
-                return Routes.json(Submitted(id: id, position: position, seed: p.seed), status: .accepted)
+                return Routes.json(Submitted(id: id, position: position, seed: p.seed, warnings: engine.pipeline.warnings(p.request)), status: .accepted)
             }
         }
         routes.get(":id") { _, context in

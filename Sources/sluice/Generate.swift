@@ -9,11 +9,16 @@ import SluicePipelines
 struct MemoryFlags: ParsableArguments {
     @Option(help: "Device memory budget (e.g. 8G): weights go through the sluice — on the simulated device with --device cpu, in real buffers with --device vulkan (whose default budget is the device's heap); without it, the CPU runs everything from the mapped files.") var vramLimit: ByteSize?
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
-    @Option(help: "Device profile whose modelled clock times the run and chooses the prefetch depth (a simulation, also on Vulkan): \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
+    @Option(help: "Device profile whose modelled clock times the run and chooses the prefetch depth — a simulation; it matters only with --vram-limit or a Vulkan device: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
 
-    func options() throws -> MemoryOptions {
+    /// `device` is where the run computes: --ram-limit needs a device budget to apply to (on the CPU
+    /// without --vram-limit every weight is read in place from the mapped files), so alone it is refused.
+    func options(device: String) throws -> MemoryOptions {
         guard let p = DeviceProfile.named(profile) else {
             throw CommandError(message: "--profile \(profile): unknown (\(DeviceProfile.all.map(\.name).joined(separator: ", ")))")
+        }
+        if ramLimit != nil, vramLimit == nil, device.lowercased() == "cpu" {
+            throw CommandError(message: "--ram-limit applies to weights streamed under --vram-limit; without it the CPU reads every weight in place from the memory-mapped files")
         }
         return MemoryOptions(deviceBudget: vramLimit?.bytes, hostBudget: ramLimit?.bytes, profile: p)
     }
@@ -23,38 +28,57 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Text to image. Loads from a diffusers folder or the Hugging Face cache; never downloads.")
 
-    @Option(help: "A diffusers folder, or a repo id in the Hugging Face cache (e.g. Tongyi-MAI/Z-Image-Turbo).") var model: String
-    @Option(help: "What to draw.") var prompt: String
-    @Option(help: "What to steer away from (used when --guidance > 0).") var negativePrompt = ""
-    @Option(help: "Seed: the same seed gives diffusers' torch.Generator(\"cpu\").manual_seed(seed) noise.") var seed: UInt64 = 42
-    @Option(help: "Denoising steps (default: the model's; Z-Image-Turbo 8).") var steps: Int?
-    @Option(help: "Image width in pixels (default: the model's; a multiple of its size step, 16 for Z-Image).") var width: Int?
-    @Option(help: "Image height in pixels (default: the model's).") var height: Int?
-    @Option(help: "Classifier-free guidance scale (default: the model's; Z-Image-Turbo 0, and CFG runs whenever it is > 0).") var guidance: Float?
+    @Option(name: [.customShort("m"), .long], help: "A diffusers folder, or a repo id in the Hugging Face cache (e.g. Tongyi-MAI/Z-Image-Turbo).") var model: String
+    @Option(name: [.customShort("p"), .long], help: "What to draw.") var prompt: String
+    @Option(name: [.customShort("n"), .long], help: "What to steer away from (used when the guidance is > 0).") var negativePrompt = ""
+    @Option(name: [.customShort("s"), .long], parsing: .unconditional,
+            help: "Seed; -1 (the default) draws one, printed and stored in the PNG. The same seed gives diffusers' torch.Generator(\"cpu\").manual_seed(seed) noise.") var seed: Int64 = -1
+    @Option(parsing: .unconditional, help: "Denoising steps (default: the model's; Z-Image-Turbo 8).") var steps: Int?
+    @Option(name: [.customShort("W"), .long], parsing: .unconditional, help: "Image width in pixels (default: the model's; a multiple of its size step, 16 for Z-Image).") var width: Int?
+    @Option(name: [.customShort("H"), .long], parsing: .unconditional, help: "Image height in pixels (default: the model's).") var height: Int?
+    @Option(name: [.customLong("guidance"), .customLong("cfg-scale")], parsing: .unconditional,
+            help: "Classifier-free guidance scale (default: the model's; Z-Image-Turbo 0, and CFG runs whenever it is > 0).") var guidance: Float?
+    @Option(parsing: .unconditional, help: "Images to make, with seeds seed, seed+1, … (written as NAME-1.png, NAME-2.png, …).") var count = 1
     @OptionGroup var memory: MemoryFlags
     @Option(help: "Write the run's telemetry (docs/telemetry.md) as JSON here.") var report: String?
-    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; a discrete GPU is preferred; without a usable Vulkan device the CPU is used, with one line saying why).") var device = "cpu"
-    @Option(help: "The PNG to write (atomically; generation parameters in its 'parameters' text chunk).") var out: String
+    @Option(help: "Compute device: cpu, vulkan or vulkan:N (see `sluice devices`; a discrete GPU is preferred; plain vulkan falls back to the CPU with one line saying why, a numbered device that cannot be used is an error).") var device = "cpu"
+    @Option(name: [.customShort("o"), .long], help: "The PNG to write (atomically; generation parameters in its 'parameters' text chunk). Default: the next free sluice-NNNNN.png here.") var out: String?
+
+    func validate() throws {
+        guard seed >= -1 else { throw ValidationError("--seed must be -1 (random) or a number from 0 to 2^63-1") }
+        guard (1...64).contains(count) else { throw ValidationError("--count must be 1…64") }
+    }
 
     func run() throws {
-        guard out.lowercased().hasSuffix(".png") else { throw CommandError(message: "--out \(out): must end in .png") }
-        let memory = try self.memory.options()
+        if let out, !out.lowercased().hasSuffix(".png") { throw CommandError(message: "--out \(out): must end in .png") }
+        // Where results go is checked before anything loads: a real model takes minutes to get there.
+        if let out { try OutputPaths.checkWritable(out, flag: "--out") } else { try OutputPaths.checkWritable("./x.png", flag: "--out") }
+        if let report { try OutputPaths.checkWritable(report, flag: "--report") }
+        let memory = try self.memory.options(device: device)
+        let seed = self.seed < 0 ? UInt64.random(in: 0...UInt64(UInt32.max)) : UInt64(self.seed)
         let started = Date()
         try withFlags {
             let pipe = try PipelineRegistry.shared.load(model: model, device: device)
             if let note = pipe.device.note { stderrLine(note) }
+            stderrLine("computing on \(pipe.device.description)")
             let loaded = Date().timeIntervalSince(started)
-            let request = pipe.request(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps,
+            var request = pipe.request(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps,
                                        width: width, height: height, guidance: guidance)
             try pipe.validate(request)
-            let bar = ProgressBar()
-            let result = try pipe.generate(request, memory: memory, progress: { bar.show($0) }, afterStep: { _, _ in }, isCancelled: { false })
-            bar.finish()
-            let params = PNGParameters.text(request, model: (model as NSString).lastPathComponent, sampler: pipe.sampler)
-            try PNGWriter.write(result.image, to: out, text: [("parameters", params)])
-            if let report { try result.report.write(to: report) }
-            stderrLine(result.report.summary(loadSeconds: loaded, peakResidentBytes: HostMemory.peakResidentBytes()))
-            stderrLine("wrote \(out)")
+            for w in pipe.warnings(request) { stderrLine("warning: " + w) }
+            for i in 1...count {
+                request.seed = seed &+ UInt64(i - 1)
+                stderrLine("seed \(request.seed)" + (count > 1 ? " (image \(i) of \(count))" : ""))
+                let bar = ProgressBar()
+                let result = try pipe.generate(request, memory: memory, progress: { bar.show($0) }, afterStep: { _, _ in }, isCancelled: { false })
+                bar.finish()
+                let params = PNGParameters.text(request, model: (model as NSString).lastPathComponent, sampler: pipe.sampler)
+                let path = out.map { OutputPaths.numbered($0, i, of: count) } ?? OutputPaths.nextNumbered()
+                try PNGWriter.write(result.image, to: path, text: [("parameters", params)])
+                if let report { try result.report.write(to: OutputPaths.numbered(report, i, of: count)) }
+                stderrLine(result.report.summary(loadSeconds: loaded, peakResidentBytes: HostMemory.peakResidentBytes()))
+                stderrLine("wrote \(path)")
+            }
         }
     }
 }

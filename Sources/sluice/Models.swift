@@ -10,6 +10,10 @@ struct Models: ParsableCommand {
 
     func run() throws {
         let dir = cache ?? ModelLocator.hubCache()
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw CommandError(message: "\(dir): no such folder — no Hugging Face cache there (set --cache, $HF_HUB_CACHE or $HF_HOME)")
+        }
         let models = HubCacheScanner.scan(cache: dir)
         if json {
             let e = JSONEncoder()

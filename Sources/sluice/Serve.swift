@@ -9,7 +9,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a model over HTTP: web UI, job queue with live progress, gallery, OpenAI and AUTOMATIC1111 APIs.")
 
-    @Option(help: "A diffusers folder, or a repo id in the Hugging Face cache.") var model: String
+    @Option(name: [.customShort("m"), .long], help: "A diffusers folder, or a repo id in the Hugging Face cache.") var model: String
     @Option(help: "Address to bind (loopback by default; anything else needs --api-key or --insecure).") var host = "127.0.0.1"
     @Option(help: "Port.") var port = 7860
     @Option(help: "Compute device: cpu, vulkan or vulkan:N (as `sluice generate --device`).") var device = "cpu"
@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most jobs one client (remote address) may have waiting or running; more get 429.") var maxJobsPerClient = 4
 
     func run() async throws {
-        let memory = try self.memory.options()
+        let memory = try self.memory.options(device: device)
         guard (1...1024).contains(queueSize) else { throw CommandError(message: "--queue-size must be 1…1024") }
         guard (1...1024).contains(maxJobsPerClient) else { throw CommandError(message: "--max-jobs-per-client must be 1…1024") }
         guard galleryMaxImages >= 1 else { throw CommandError(message: "--gallery-max-images must be at least 1") }

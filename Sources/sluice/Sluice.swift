@@ -2,19 +2,22 @@ import ArgumentParser
 import Foundation
 import SluiceCore
 import SluiceMemory
+import SluicePipelines
 
 @main
 struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Diffusion image generation for models larger than your device's memory.",
+        version: SluiceVersion.string,
         subcommands: [Generate.self, Serve.self, Models.self, Devices.self, Bench.self, PlanCommand.self, Info.self]
     )
 }
 
-/// Parses a dtype as users type it (`fp8`, `bf16`, …).
+/// Parses a dtype as users type it (`fp8`, `bf16`, …); help lists only the types weights are stored in.
 extension DType: ExpressibleByArgument {
     public init?(argument: String) { self.init(userName: argument) }
+    public static var allValueStrings: [String] { allCases.filter(\.isFloatStorage).map(\.rawValue) }
 }
 
 /// `--vram-limit 8G` and friends.

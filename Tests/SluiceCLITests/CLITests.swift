@@ -1,0 +1,127 @@
+import Foundation
+import SluiceTestSupport
+import Testing
+
+/// `sluice` as a user runs it: the binary SwiftPM built beside this test bundle, in a subprocess.
+/// Each bad invocation must end with exit status 1 and one clear line naming the flag — never a
+/// crash, a hang, or a file half written.
+@Suite struct CLITests {
+    static let model = Fixtures.directory + "/models/z-image-tiny"
+
+    static var binary: String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("sluice").path
+        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+        return URL(fileURLWithPath: Fixtures.directory).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(".build/release/sluice").path
+    }
+
+    struct Run { let status: Int32; let output: String }
+
+    /// Runs `sluice args…` in `folder` (a fresh temporary one by default), at most `timeout` seconds.
+    static func sluice(_ args: [String], in folder: String? = nil, environment: [String: String] = [:], timeout: Double = 120) throws -> Run {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        let dir = folder ?? NSTemporaryDirectory() + "sluice-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var data = Data()
+        while p.isRunning || pipe.fileHandleForReading.availableData.count > 0 {
+            data += pipe.fileHandleForReading.availableData
+            if Date() > deadline { p.terminate(); break }
+        }
+        data += pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Run(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+
+    func files(_ dir: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }
+
+    @Test func versionIsPrinted() throws {
+        let r = try Self.sluice(["--version"])
+        #expect(r.status == 0 && r.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(r.output)")
+    }
+
+    /// A size far beyond the model's: exit 1 with the numbers, no crash (the process used to die in a
+    /// precondition), and no file.
+    @Test func hugeSizeIsAnErrorWithNumbers() throws {
+        let dir = NSTemporaryDirectory() + "sluice-cli-\(UUID().uuidString)"
+        let r = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "--width", "100000", "--height", "100000", "-o", "x.png"], in: dir)
+        #expect(r.status == 1, "\(r.status): \(r.output)")
+        #expect(r.output.contains("--width") && r.output.contains("4096") && r.output.contains("GiB"), "\(r.output)")
+        #expect(files(dir).isEmpty)
+    }
+
+    /// A bad --out or --report fails before any model is touched: with a model that does not exist, the
+    /// error is the output's, so nothing was opened first.
+    @Test(arguments: [
+        (["--out", "nodir/sub/x.png"], "--out nodir/sub/x.png: the folder"),
+        (["--out", "/proc/x.png"], "--out /proc/x.png: cannot write in /proc"),
+        (["--out", "ok.png", "--report", "/proc/r.json"], "--report /proc/r.json: cannot write in /proc"),
+        (["--out", "x.jpg"], "must end in .png"),
+    ])
+    func badOutputsFailBeforeLoading(args: [String], message: String) throws {
+        let r = try Self.sluice(["generate", "--model", "/no/such/model", "-p", "x"] + args)
+        #expect(r.status == 1 && r.output.contains(message) && !r.output.contains("/no/such/model"), "\(r.output)")
+    }
+
+    /// No --seed (or -1) draws one, says which, and stores it in the PNG; negative numbers parse as
+    /// values, so `--steps -1` is refused for what it is; --cfg-scale is --guidance; --count numbers
+    /// the files; without --out the next free sluice-NNNNN.png is written here.
+    @Test func seedsCountsAndDefaults() throws {
+        let dir = NSTemporaryDirectory() + "sluice-cli-\(UUID().uuidString)"
+        let r = try Self.sluice(["generate", "-m", Self.model, "-p", "a red fox", "-s", "-1", "-W", "64", "-H", "64", "--steps", "1",
+                                 "--cfg-scale", "1.5", "--count", "2"], in: dir)
+        #expect(r.status == 0, "\(r.output)")
+        let seeds = r.output.split(separator: "\n").compactMap { $0.hasPrefix("seed ") ? UInt64($0.split(separator: " ")[1]) : nil }
+        #expect(seeds.count == 2 && seeds[1] == seeds[0] + 1, "\(r.output)")
+        #expect(files(dir) == ["sluice-00001.png", "sluice-00002.png"], "\(files(dir))")
+        let png = try Data(contentsOf: URL(fileURLWithPath: dir + "/sluice-00001.png"))
+        let text = String(decoding: png, as: UTF8.self)
+        #expect(text.contains("Seed: \(seeds.first ?? 0),") && text.contains("CFG scale: 1.5"), "parameters chunk")
+        let again = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "-W", "64", "-H", "64", "--steps", "1"], in: dir)
+        #expect(again.status == 0 && files(dir).contains("sluice-00003.png"), "\(again.output)")
+        let steps = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "--steps", "-1"])
+        #expect(steps.status == 1 && steps.output.contains("--steps: -1 must be") && !steps.output.contains("Missing value"), "\(steps.output)")
+    }
+
+    @Test func devicesAndLimits() throws {
+        let vulkan = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "--device", "vulkan:9", "-W", "64", "-H", "64", "-o", "x.png"])
+        #expect(vulkan.status == 1 && vulkan.output.contains("--device"), "\(vulkan.output)")
+        let cpu = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "-W", "64", "-H", "64", "--steps", "1", "-o", "x.png"])
+        #expect(cpu.status == 0 && cpu.output.contains("computing on cpu"), "\(cpu.output)")
+        let ram = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "--ram-limit", "1G", "-o", "x.png"])
+        #expect(ram.status == 1 && ram.output.contains("--ram-limit"), "\(ram.output)")
+        for port in ["70000", "0"] {
+            let serve = try Self.sluice(["serve", "-m", Self.model, "--port", port])
+            #expect(serve.status == 1 && serve.output.contains("--port: \(port) must be 1…65535"), "\(serve.output)")
+        }
+        let gallery = try Self.sluice(["serve", "-m", Self.model, "--gallery", "/proc/sluice-gallery"])
+        #expect(gallery.status == 1 && gallery.output.contains("/proc/sluice-gallery") && !gallery.output.contains("NSCocoa"), "\(gallery.output)")
+        let models = try Self.sluice(["models", "--cache", "/no/such/cache"])
+        #expect(models.status == 1 && models.output.contains("no such folder"), "\(models.output)")
+    }
+
+    /// Port taken: said in words, not NIO's function names.
+    @Test func portInUseIsSaidInWords() throws {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, len) } }
+        _ = listen(socket, 1)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let r = try Self.sluice(["serve", "-m", Self.model, "--port", "\(port)"], timeout: 60)
+        #expect(r.status == 1 && r.output.contains("is in use by another program") && !r.output.contains("errno"), "\(r.output)")
+    }
+}
