@@ -82,8 +82,9 @@ public enum PNGWriter {
         let url = URL(fileURLWithPath: path)
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         do { try Data(bytes).write(to: tmp) } catch {
+            let reason = String(cString: strerror(errno))
             try? FileManager.default.removeItem(at: tmp)
-            throw .io(path: path, reason: "cannot write: \(error.localizedDescription)")
+            throw .io(path: path, reason: "cannot write in \(url.deletingLastPathComponent().path) (\(reason))")
         }
         // rename(2) replaces the target atomically.
         guard rename(tmp.path, path) == 0 else {

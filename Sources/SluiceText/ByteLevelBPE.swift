@@ -86,7 +86,7 @@ public struct ByteLevelBPE: Sendable {
     public static func fromTiktoken(path: String) throws(SluiceError) -> ByteLevelBPE {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw .io(path: path, reason: "cannot read: \(error.localizedDescription)")
+            throw .io(path: path, reason: "cannot read (\(String(cString: strerror(errno))))")
         }
         var vocab: [[UInt8]: Int] = [:]
         for (n, line) in text.split(separator: "\n").enumerated() {

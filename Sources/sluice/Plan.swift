@@ -11,10 +11,10 @@ struct TableOptions: ParsableArguments {
     @Option(help: "Device memory budget, e.g. 8G (powers of 1024; default: the profile's memory less a reserve).") var vramLimit: ByteSize?
     @Option(help: "Host RAM budget for weights, e.g. 16G.") var ramLimit: ByteSize?
     @Option(help: "Storage type of the text encoders' and denoiser's weights (tables only): bf16, f16, fp8, f32.") var storage: DType = .bf16
-    @Option(help: "Image width (default: 1024, or the model's).") var width: Int?
-    @Option(help: "Image height (default: 1024, or the model's).") var height: Int?
-    @Option(help: "Prefetch depth (tables only; default: chosen by the cost model).") var prefetchDepth: Int?
-    @Option(help: "Images per call (tables only); a batch that does not fit runs one image at a time.") var batch = 1
+    @Option(parsing: .unconditional, help: "Image width (default: 1024, or the model's).") var width: Int?
+    @Option(parsing: .unconditional, help: "Image height (default: 1024, or the model's).") var height: Int?
+    @Option(parsing: .unconditional, help: "Prefetch depth (tables only; default: chosen by the cost model).") var prefetchDepth: Int?
+    @Option(parsing: .unconditional, help: "Images per call (tables only); a batch that does not fit runs one image at a time.") var batch = 1
     @Option(help: "Device profile for the cost model: \(DeviceProfile.all.map(\.name).joined(separator: ", ")).") var profile = "rtx4090-24g"
 
     func validate() throws {

@@ -11,21 +11,21 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: [.customShort("m"), .long], help: "A diffusers folder, or a repo id in the Hugging Face cache.") var model: String
     @Option(help: "Address to bind (loopback by default; anything else needs --api-key or --insecure).") var host = "127.0.0.1"
-    @Option(help: "Port.") var port = 7860
+    @Option(parsing: .unconditional, help: "Port (1…65535).") var port = 7860
     @Option(help: "Compute device: cpu, vulkan or vulkan:N (as `sluice generate --device`).") var device = "cpu"
     @OptionGroup var memory: MemoryFlags
-    @Option(help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
+    @Option(parsing: .unconditional, help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
     @Option(help: "Gallery folder (default: $XDG_DATA_HOME/sluice/gallery or ~/.local/share/sluice/gallery).") var gallery: String?
     @Option(help: "Require this key on every API call (a bearer token, or the web UI's login). Visible to other users in `ps`: prefer $SLUICE_API_KEY or --api-key-file.") var apiKey: String?
     @Option(help: "Read the API key from this file (its first line).") var apiKeyFile: String?
     @Flag(help: "Allow a non-loopback bind without an API key.") var insecure = false
-    @Option(help: "Largest request body accepted, in bytes.") var maxBody = 1 << 20
-    @Option(help: "Seconds a request body may take to arrive.") var bodyTimeout = 10.0
+    @Option(parsing: .unconditional, help: "Largest request body accepted, in bytes.") var maxBody = 1 << 20
+    @Option(parsing: .unconditional, help: "Seconds a request body may take to arrive.") var bodyTimeout = 10.0
     @Option(help: "A browser origin allowed to call the API cross-site (e.g. https://app.example); repeat for more. None by default.") var corsOrigin: [String] = []
     @Option(help: "A host name, beyond loopback's and the bound address, that requests may name (e.g. a local alias); repeat for more.") var allowedHost: [String] = []
-    @Option(help: "Most images the gallery keeps; the oldest are removed first.") var galleryMaxImages = 5000
+    @Option(parsing: .unconditional, help: "Most images the gallery keeps; the oldest are removed first.") var galleryMaxImages = 5000
     @Option(help: "Most bytes the gallery keeps (e.g. 5G); the oldest images are removed first.") var galleryMaxBytes: ByteSize?
-    @Option(help: "Most jobs one client (remote address) may have waiting or running; more get 429.") var maxJobsPerClient = 4
+    @Option(parsing: .unconditional, help: "Most jobs one client (remote address) may have waiting or running; more get 429.") var maxJobsPerClient = 4
 
     func run() async throws {
         let memory = try self.memory.options(device: device)

@@ -124,4 +124,46 @@ import Testing
         let r = try Self.sluice(["serve", "-m", Self.model, "--port", "\(port)"], timeout: 60)
         #expect(r.status == 1 && r.output.contains("is in use by another program") && !r.output.contains("errno"), "\(r.output)")
     }
+
+    /// A status line from `GET path` on 127.0.0.1:port (nil when nothing answers).
+    static func httpStatus(port: Int, path: String, headers: [String] = []) -> Int? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard ok == 0 else { return nil }
+        let request = (["GET \(path) HTTP/1.1", "Host: 127.0.0.1:\(port)", "Connection: close"] + headers).joined(separator: "\r\n") + "\r\n\r\n"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        guard n > 12 else { return nil }
+        return Int(String(decoding: buffer[9..<12], as: UTF8.self))
+    }
+
+    /// The API key from $SLUICE_API_KEY or --api-key-file, never needed on the command line: without
+    /// it the API answers 401, with it as a bearer token 200.
+    @Test(arguments: ["environment", "file"])
+    func apiKeyFromTheEnvironmentOrAFile(source: String) throws {
+        let dir = NSTemporaryDirectory() + "sluice-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "k3y-from-\(source)\n".write(toFile: dir + "/key", atomically: true, encoding: .utf8)
+        let port = 20000 + Int.random(in: 0..<20000)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "-m", Self.model, "--port", "\(port)", "--gallery", dir + "/gallery"] + (source == "file" ? ["--api-key-file", dir + "/key"] : [])
+        p.environment = ProcessInfo.processInfo.environment.merging(source == "environment" ? ["SLUICE_API_KEY": "k3y-from-environment"] : [:]) { $1 }
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { p.terminate(); p.waitUntilExit() }
+        let deadline = Date().addingTimeInterval(60)
+        while Self.httpStatus(port: port, path: "/ready") != 200 && Date() < deadline { usleep(100_000) }
+        #expect(Self.httpStatus(port: port, path: "/ready") == 200)
+        #expect(Self.httpStatus(port: port, path: "/api/status") == 401)
+        #expect(Self.httpStatus(port: port, path: "/api/status", headers: ["Authorization: Bearer k3y-from-\(source)"]) == 200)
+        #expect(Self.httpStatus(port: port, path: "/api/status?key=k3y-from-\(source)") == 401)
+    }
 }
