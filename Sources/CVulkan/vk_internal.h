@@ -22,7 +22,7 @@
     X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout) X(vkCreateComputePipelines) X(vkDestroyPipeline) \
     X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool) X(vkResetDescriptorPool) X(vkAllocateDescriptorSets) \
     X(vkUpdateDescriptorSets) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants) X(vkCmdDispatch) \
-    X(vkCmdCopyBuffer) X(vkCmdPipelineBarrier) X(vkCreateSemaphore) X(vkDestroySemaphore) X(vkWaitSemaphores) \
+    X(vkCmdCopyBuffer) X(vkCmdPipelineBarrier) X(vkCreateSemaphore) X(vkDestroySemaphore) X(vkWaitSemaphores) X(vkGetSemaphoreCounterValue) \
     X(vkDeviceWaitIdle) X(vkDestroyDevice)
 
 
@@ -60,6 +60,7 @@ struct sk_vk_context {
     // Where results of unmapped buffers come back through: grown to the largest read, then reused.
     sk_vk_buffer *readback;
     uint64_t dispatches[SK_VK_KERNEL_COUNT];
+    sk_vk_counters counters;
     uint64_t min_alignment;
     int force_unmapped;
     VkPhysicalDeviceMemoryProperties memory;
@@ -77,5 +78,7 @@ extern const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT];
 int sk_vk_check(VkResult r, const char *what, char *error, size_t len);
 sk_vk_buffer *sk_vk_make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryPropertyFlags want, VkMemoryPropertyFlags fallback, int map, char *error, size_t len);
 int sk_vk_submit_and_wait(sk_vk_context *c, VkQueue queue, VkCommandBuffer cmd, char *error, size_t len);
+/// `sk_vk_copy_async`, its bytes counted as weights or as other data.
+uint64_t sk_vk_copy_counted(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, int weights, char *error, size_t len);
 
 #endif

@@ -39,6 +39,7 @@ uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *d, uint64_t o, const v
 int sk_vk_copy_wait(sk_vk_context *c, uint64_t v, char *e, size_t n) { (void)c; (void)v; return sk_vk_available(e, n); }
 uint64_t sk_vk_staging_bytes(const sk_vk_context *c) { (void)c; return 0; }
 uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { (void)c; (void)k; return 0; }
+void sk_vk_get_counters(const sk_vk_context *c, sk_vk_counters *o) { (void)c; memset(o, 0, sizeof *o); }
 int sk_vk_upload(sk_vk_context *c, sk_vk_buffer *b, uint64_t o, const void *s, uint64_t l, char *e, size_t n) { (void)c; (void)b; (void)o; (void)s; (void)l; return sk_vk_available(e, n); }
 int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t o, void *d, uint64_t l, char *e, size_t n) { (void)c; (void)b; (void)o; (void)d; (void)l; return sk_vk_available(e, n); }
 int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, const sk_vk_binding *b, uint32_t bc, const void *p, uint32_t pb, uint32_t x, uint32_t y, uint32_t z, char *e, size_t n) {

@@ -17,6 +17,8 @@ int sk_vk_submit_and_wait(sk_vk_context *c, VkQueue queue, VkCommandBuffer cmd, 
                         .waitSemaphoreCount = copy_wait ? 1 : 0, .pWaitSemaphores = &c->copy_timeline, .pWaitDstStageMask = &stage,
                         .signalSemaphoreCount = 1, .pSignalSemaphores = &c->timeline };
     if (sk_vk_check(c->vkQueueSubmit(queue, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit", error, len)) return -1;
+    c->counters.submits++;
+    c->counters.host_waits++;
     VkSemaphoreWaitInfo wi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, .semaphoreCount = 1, .pSemaphores = &c->timeline, .pValues = &value };
     return sk_vk_check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores", error, len);
 }
@@ -102,11 +104,19 @@ uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { return k
 
 static int wait_copy_timeline(sk_vk_context *c, uint64_t value, char *error, size_t len) {
     if (value == 0) return 0;
+    uint64_t reached = 0;
+    c->vkGetSemaphoreCounterValue(c->device, c->copy_timeline, &reached);
+    if (reached >= value) return 0;
+    c->counters.host_waits++;
     VkSemaphoreWaitInfo wi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, .semaphoreCount = 1, .pSemaphores = &c->copy_timeline, .pValues = &value };
     return sk_vk_check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores (copy)", error, len);
 }
 
 uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t len) {
+    return sk_vk_copy_counted(c, dst, offset, src, bytes, 1, error, len);
+}
+
+uint64_t sk_vk_copy_counted(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, int weights, char *error, size_t len) {
     if (offset + bytes > dst->size) { sk_vk_set_error(error, len, "copy past the end of the buffer"); return 0; }
     pthread_mutex_lock(&c->lock);
     uint64_t last = c->copy_value;
@@ -142,6 +152,8 @@ uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, 
         slot->value = value;
         last = value;
         done += n;
+        c->counters.submits++;
+        if (weights) c->counters.weight_bytes_in += n; else c->counters.other_bytes_in += n;
     }
     pthread_mutex_unlock(&c->lock);
     return last;
@@ -181,20 +193,23 @@ static int staged_read(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void 
 int sk_vk_upload(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t len) {
     if (offset + bytes > b->size) { sk_vk_set_error(error, len, "upload past the end of the buffer"); return -1; }
     if (bytes == 0) return 0;
-    if (b->mapped) { memcpy((char *)b->mapped + offset, src, bytes); return 0; }
+    if (b->mapped) { memcpy((char *)b->mapped + offset, src, bytes); c->counters.other_bytes_in += bytes; return 0; }
     // Through the staging ring on the copy queue, waited for (later kernels wait for it too).
-    uint64_t value = sk_vk_copy_async(c, b, offset, src, bytes, error, len);
+    uint64_t value = sk_vk_copy_counted(c, b, offset, src, bytes, 0, error, len);
     return value ? sk_vk_copy_wait(c, value, error, len) : -1;
 }
 
 int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {
     if (offset + bytes > b->size) { sk_vk_set_error(error, len, "download past the end of the buffer"); return -1; }
     if (bytes == 0) return 0;
+    c->counters.bytes_out += bytes;
     if (b->mapped) { memcpy(dst, (char *)b->mapped + offset, bytes); return 0; }
     pthread_mutex_lock(&c->lock);
     int rc = staged_read(c, b, offset, dst, bytes, error, len);
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
+
+void sk_vk_get_counters(const sk_vk_context *c, sk_vk_counters *out) { *out = c->counters; }
 
 #endif

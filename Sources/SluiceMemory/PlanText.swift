@@ -30,7 +30,10 @@ extension RunReport {
         var parts = ["load \(String(format: "%.2f", loadSeconds)) s"]
         for p in phases {
             var s = "\(p.phase) \(String(format: "%.2f", p.wallSeconds)) s"
-            if p.realDeviceMemory {
+            if let t = p.deviceTraffic {
+                s += " (device peak \(formatBytes(p.peakDeviceBytes)) of Vulkan buffers; \(t.submits) submits, \(t.hostWaits) host waits, "
+                    + "\(formatBytes(t.weightBytesToDevice + t.otherBytesToDevice)) in (\(formatBytes(t.weightBytesToDevice)) weights), \(formatBytes(t.bytesToHost)) out)"
+            } else if p.realDeviceMemory {
                 s += " (device peak \(formatBytes(p.peakDeviceBytes)) of Vulkan buffers, \(formatBytes(p.bytesHostToDevice)) copied in)"
             } else if p.simulated {
                 s += " (device peak \(formatBytes(p.peakDeviceBytes)), \(formatBytes(p.bytesHostToDevice)) uploaded, modelled \(String(format: "%.3f", p.modelledSeconds)) s SIMULATED)"

@@ -19,6 +19,9 @@ public struct PhaseReport: Codable, Sendable {
     public let simulated: Bool
     /// True when the device bytes are real allocations on a real device (Vulkan); the clock is still modelled.
     public var realDeviceMemory: Bool = false
+    /// On a real device: every crossing between host and device in the phase, counted where it happens
+    /// (`bytesHostToDevice` above counts the weights the memory manager moved, as modelled).
+    public var deviceTraffic: DeviceTraffic?
 
     /// A phase that ran on the CPU alone (no device budget): wall time and host memory only.
     public static func cpu(phase: String, wallSeconds: Double, peakHostBytes: Int) -> PhaseReport {
@@ -49,6 +52,20 @@ public struct PhaseReport: Codable, Sendable {
             if a[i].1 < b[j].1 { i += 1 } else { j += 1 }
         }
         return total
+    }
+}
+
+/// What really crossed between host and device (Vulkan): submissions, host waits, and bytes each way —
+/// weights apart from everything else going in (op inputs), and everything read back (op outputs).
+public struct DeviceTraffic: Codable, Sendable, Equatable {
+    public var submits: Int
+    public var hostWaits: Int
+    public var weightBytesToDevice: Int
+    public var otherBytesToDevice: Int
+    public var bytesToHost: Int
+    public init(submits: Int, hostWaits: Int, weightBytesToDevice: Int, otherBytesToDevice: Int, bytesToHost: Int) {
+        self.submits = submits; self.hostWaits = hostWaits; self.weightBytesToDevice = weightBytesToDevice
+        self.otherBytesToDevice = otherBytesToDevice; self.bytesToHost = bytesToHost
     }
 }
 

@@ -96,11 +96,19 @@ public final class PipelineRun: @unchecked Sendable {
         let host = components.device.activations
         host.resetPeak()
         let start = memory?.computeDone ?? 0
+        let vulkan = components.device.vulkan, before = vulkan?.counters
         let t0 = Date()
         let out = try body()
         let wall = Date().timeIntervalSince(t0)
-        if let d = memory { phases.append(.from(device: d, phase: phase.rawValue, wallSeconds: wall, start: start, peakHostBytes: host.peakBytes)) }
-        else { phases.append(.cpu(phase: phase.rawValue, wallSeconds: wall, peakHostBytes: host.peakBytes)) }
+        var report: PhaseReport
+        if let d = memory { report = .from(device: d, phase: phase.rawValue, wallSeconds: wall, start: start, peakHostBytes: host.peakBytes) }
+        else { report = .cpu(phase: phase.rawValue, wallSeconds: wall, peakHostBytes: host.peakBytes) }
+        if let vulkan, let before {
+            let c = vulkan.counters - before
+            report.deviceTraffic = DeviceTraffic(submits: c.submits, hostWaits: c.hostWaits, weightBytesToDevice: c.weightBytesIn,
+                                                 otherBytesToDevice: c.otherBytesIn, bytesToHost: c.bytesOut)
+        }
+        phases.append(report)
         if let plan {
             for r in components.runners where r.phase == phase && plan.swappedBetweenPhases.contains(r.name) { r.release() }
         }

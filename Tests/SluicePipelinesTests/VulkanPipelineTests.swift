@@ -76,6 +76,16 @@ struct VulkanPipelineTests {
         #expect(try b.image.toFloats() == (try a.image.toFloats()))
         #expect(b.report.phases.allSatisfy { $0.peakDeviceBytes <= 2_450_000 })
         #expect(ctx.stagingBytes > 0)
+        // Every crossing is counted where it happens: the weights the memory manager copied are the
+        // weight bytes the device took in, and each phase also moved op inputs in and outputs out
+        // (until activations stay on the device), with a submit and a host wait per op at least.
+        for run in [a, b] {
+            for phase in run.report.phases {
+                let t = try #require(phase.deviceTraffic, "\(phase.phase)")
+                #expect(t.weightBytesToDevice == phase.bytesHostToDevice, "\(phase.phase): \(t)")
+                #expect(t.otherBytesToDevice > 0 && t.bytesToHost > 0 && t.submits > 0 && t.hostWaits > 0, "\(phase.phase): \(t)")
+            }
+        }
     }
 
     /// A budget below what one group needs is an error with the numbers, before anything runs; a

@@ -98,6 +98,12 @@ int sk_vk_dispatch(sk_vk_context *ctx, sk_vk_kernel kernel, const sk_vk_binding 
 /// How many times `kernel` has been dispatched on this context (tests use it to prove an op ran on the device).
 uint64_t sk_vk_dispatch_count(const sk_vk_context *ctx, sk_vk_kernel kernel);
 
+/// Every crossing between host and device since the context opened: queue submissions, times the host
+/// waited for the device, bytes copied in (weights through `sk_vk_copy_async`; everything else — op
+/// inputs — through `sk_vk_upload`) and bytes read back (`sk_vk_download`, mapped or staged).
+typedef struct sk_vk_counters { uint64_t submits, host_waits, weight_bytes_in, other_bytes_in, bytes_out; } sk_vk_counters;
+void sk_vk_get_counters(const sk_vk_context *ctx, sk_vk_counters *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -124,6 +124,22 @@ public final class VulkanContext: @unchecked Sendable {
         guard sk_vk_copy_wait(handle, value, &err, err.count) == 0 else { throw .invalidArgument(name: "vulkan copy wait", reason: Vulkan.message(err)) }
     }
 
+    /// Every crossing between host and device so far (see `DeviceTraffic` in reports).
+    public struct Counters: Sendable, Equatable {
+        public var submits = 0, hostWaits = 0, weightBytesIn = 0, otherBytesIn = 0, bytesOut = 0
+        public static func - (a: Counters, b: Counters) -> Counters {
+            Counters(submits: a.submits - b.submits, hostWaits: a.hostWaits - b.hostWaits, weightBytesIn: a.weightBytesIn - b.weightBytesIn,
+                     otherBytesIn: a.otherBytesIn - b.otherBytesIn, bytesOut: a.bytesOut - b.bytesOut)
+        }
+    }
+
+    public var counters: Counters {
+        var c = sk_vk_counters()
+        sk_vk_get_counters(handle, &c)
+        return Counters(submits: Int(c.submits), hostWaits: Int(c.host_waits), weightBytesIn: Int(c.weight_bytes_in),
+                        otherBytesIn: Int(c.other_bytes_in), bytesOut: Int(c.bytes_out))
+    }
+
     /// Host-visible staging memory held now: the copy ring and the readback buffer.
     public var stagingBytes: Int { Int(sk_vk_staging_bytes(handle)) }
 
