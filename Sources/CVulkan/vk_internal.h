@@ -17,7 +17,7 @@
     X(vkEnumerateDeviceExtensionProperties) X(vkGetPhysicalDeviceFeatures2) X(vkCreateDevice) X(vkGetDeviceProcAddr)
 #define DEVICE_FNS(X) X(vkGetDeviceQueue) X(vkCreateCommandPool) X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) \
     X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer) X(vkQueueSubmit) X(vkCreateBuffer) X(vkDestroyBuffer) \
-    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory) X(vkMapMemory) X(vkUnmapMemory) \
+    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory) X(vkMapMemory) X(vkUnmapMemory) X(vkInvalidateMappedMemoryRanges) \
     X(vkCreateShaderModule) X(vkDestroyShaderModule) X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) \
     X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout) X(vkCreateComputePipelines) X(vkDestroyPipeline) \
     X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool) X(vkResetDescriptorPool) X(vkAllocateDescriptorSets) \
@@ -31,7 +31,7 @@ static inline void sk_vk_set_error(char *error, size_t len, const char *msg) {
 }
 
 
-struct sk_vk_buffer { VkBuffer buffer; VkDeviceMemory memory; void *mapped; uint64_t size; uint64_t allocated; };
+struct sk_vk_buffer { VkBuffer buffer; VkDeviceMemory memory; void *mapped; uint64_t size; uint64_t allocated; int coherent; };
 
 // The copy engine's staging ring: slots of host-visible memory, each reused once the copy that read
 // it has completed (its value on the copy timeline).

@@ -51,6 +51,7 @@ sk_vk_buffer *sk_vk_make_buffer(sk_vk_context *c, uint64_t bytes, VkMemoryProper
         c->vkDestroyBuffer(c->device, b->buffer, NULL); free(b); return NULL;
     }
     c->vkBindBufferMemory(c->device, b->buffer, b->memory, 0);
+    b->coherent = (c->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT) != 0;
     if (map && (c->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
         if (sk_vk_check(c->vkMapMemory(c->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped), "vkMapMemory", error, len)) {
             sk_vk_buffer_destroy(c, b);
@@ -64,10 +65,11 @@ sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *c, uint64_t bytes, char *error,
     // Whole 16-byte words: shaders read 16-bit data (bf16 weights) a uint at a time, and a read past
     // the end of a buffer returns zeros under robust access.
     bytes = (bytes + 15) & ~(uint64_t)15;
-    // Device-local and mappable when the device has it (lavapipe, integrated GPUs, resizable BAR);
-    // else device-local, reached through staging copies.
+    // Unified memory (lavapipe, integrated GPUs): device-local and mapped, written and read in place.
+    // The discrete path: device-local memory the CPU never maps, reached through staging copies.
+    if (c->force_unmapped) return sk_vk_make_buffer(c, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0, error, len);
     return sk_vk_make_buffer(c, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
-                       VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, !c->force_unmapped, error, len);
+                       VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 1, error, len);
 }
 
 void sk_vk_buffer_destroy(sk_vk_context *c, sk_vk_buffer *b) {
@@ -175,7 +177,8 @@ int sk_vk_copy_wait(sk_vk_context *c, uint64_t value, char *error, size_t len) {
 static int staged_read(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t len) {
     if (!c->readback || c->readback->size < bytes) {
         sk_vk_buffer_destroy(c, c->readback);
-        c->readback = sk_vk_make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+        // Cached host memory: the CPU reads it at memory speed (uncached reads are slow everywhere).
+        c->readback = sk_vk_make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT,
                                   VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
         if (!c->readback) return -1;
     }
@@ -186,6 +189,11 @@ static int staged_read(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void 
     c->vkCmdCopyBuffer(c->transfer_cmd, b->buffer, c->readback->buffer, 1, &region);
     c->vkEndCommandBuffer(c->transfer_cmd);
     int rc = sk_vk_submit_and_wait(c, c->transfer, c->transfer_cmd, error, len);
+    if (rc == 0 && !c->readback->coherent) {
+        // Cached but not coherent: the device's writes become visible to the host after an invalidate.
+        VkMappedMemoryRange range = { .sType = VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, .memory = c->readback->memory, .offset = 0, .size = VK_WHOLE_SIZE };
+        rc = sk_vk_check(c->vkInvalidateMappedMemoryRanges(c->device, 1, &range), "vkInvalidateMappedMemoryRanges", error, len);
+    }
     if (rc == 0) memcpy(dst, c->readback->mapped, bytes);
     return rc;
 }

@@ -13,6 +13,17 @@ import Testing
     }
 }
 
+/// Which memory path a device takes: discrete GPUs never map their memory (reads through the PCIe BAR
+/// are uncached); unified devices do; the environment can force either.
+@Test func memoryPathFollowsTheDeviceType() {
+    func device(_ type: String) -> String { type }
+    #expect(VulkanContext.memoryPath(forType: device("discrete GPU"), environment: [:]) == .discrete)
+    #expect(VulkanContext.memoryPath(forType: device("integrated GPU"), environment: [:]) == .unified)
+    #expect(VulkanContext.memoryPath(forType: device("CPU"), environment: [:]) == .unified)
+    #expect(VulkanContext.memoryPath(forType: device("CPU"), environment: ["SLUICE_VULKAN_MEMORY": "discrete"]) == .discrete)
+    #expect(VulkanContext.memoryPath(forType: device("discrete GPU"), environment: ["SLUICE_VULKAN_MEMORY": "unified"]) == .unified)
+}
+
 /// The Vulkan kernels against the CPU backend, on whatever Vulkan device is present (CI installs
 /// Mesa's lavapipe: correctness only, never speed). Skipped, with the reason, where there is none.
 @Suite(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0,

@@ -14,8 +14,29 @@ public final class VulkanContext: @unchecked Sendable {
     /// The activation arena the memory manager reserved, where the backend places its per-op buffers.
     let arena = Mutex<(buffer: Buffer, used: Int)?>(nil)
 
-    /// `forceUnmapped`: never map buffers, so every transfer takes the staging path of a discrete GPU
-    /// without resizable BAR (tests run that path on lavapipe, whose memory is all host-visible).
+    /// How device buffers are reached from the host.
+    public enum MemoryPath: String, Sendable {
+        /// Mapped: the device's memory is the host's (lavapipe, integrated GPUs) — written and read in place.
+        case unified
+        /// Never mapped, as on a discrete GPU: device-local memory the CPU does not touch; data goes in
+        /// through host-visible staging on the copy queue and comes back through cached host memory.
+        /// (Mapping a discrete GPU's memory through the PCIe BAR makes every read an uncached read over
+        /// the bus.)
+        case discrete
+    }
+
+    /// The path this context takes: `discrete` on a discrete GPU, `unified` elsewhere;
+    /// `SLUICE_VULKAN_MEMORY=discrete|unified` overrides it (CI runs the discrete path on lavapipe).
+    public let memoryPath: MemoryPath
+
+    /// The path for a device of this type (`VulkanDeviceInfo.type`), unless the environment says otherwise.
+    public static func memoryPath(forType type: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> MemoryPath {
+        if let forced = environment["SLUICE_VULKAN_MEMORY"].flatMap(MemoryPath.init(rawValue:)) { return forced }
+        return type == "discrete GPU" ? .discrete : .unified
+    }
+
+    /// `forceUnmapped`: take the discrete path whatever the device (tests run it on lavapipe, whose
+    /// memory is all host-visible).
     public init(index: Int? = nil, forceUnmapped: Bool = false) throws(SluiceError) {
         let devices = try Vulkan.devices()
         guard let i = index ?? Vulkan.preferredIndex(devices), i < devices.count else {
@@ -25,7 +46,8 @@ public final class VulkanContext: @unchecked Sendable {
         guard let h = sk_vk_open(Int32(i), &err, err.count) else { throw .invalidArgument(name: "vulkan device \(i)", reason: Vulkan.message(err)) }
         handle = h
         info = devices[i]
-        if forceUnmapped { sk_vk_force_unmapped(h, 1) }
+        memoryPath = forceUnmapped ? .discrete : Self.memoryPath(forType: devices[i].type)
+        sk_vk_force_unmapped(h, memoryPath == .discrete ? 1 : 0)
     }
 
     deinit { sk_vk_close(handle) }
