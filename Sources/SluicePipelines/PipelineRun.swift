@@ -8,6 +8,13 @@ import SluiceMemory
 public final class PipelineComponents: @unchecked Sendable {
     public let runners: [ComponentRunner]
     public let device: ComputeDevice
+    /// What stayed on the device after the last run — its plan and memory — when everything fitted at
+    /// once: the next run with the same plan reuses it (resident groups are not uploaded again).
+    private var kept: (plan: Plan, memory: DeviceMemory, hostBudget: Int?)?
+    private let keptLock = NSLock()
+
+    /// Components whose weights stayed on the device since the last run (for status pages).
+    public var keptOnDevice: [String] { keptLock.withLock { kept.map { $0.plan.components.map(\.component) } ?? [] } }
 
     public init(_ runners: [ComponentRunner], device: ComputeDevice) {
         self.runners = runners
@@ -44,17 +51,30 @@ public final class PipelineComponents: @unchecked Sendable {
         }
     }
 
-    /// Starts a run: every runner attached to one device under the plan (none without a budget).
+    /// Starts a run: every runner attached to one device under the plan (none without a budget). What
+    /// the last run left on the device is reused where the plan is the same — the same budget, device
+    /// model and RAM limit, and for each component the same placement; a component whose placement
+    /// changed (another image size, say) is placed again, the rest keep their resident groups.
     public func start(_ descriptions: [ComponentDescription], workload: Workload, memory: MemoryOptions) throws -> PipelineRun {
         guard let plan = try plan(descriptions, workload: workload, memory: memory) else {
+            releaseKept()
             try checkHostMemory(descriptions, workload: workload)
             return PipelineRun(components: self, plan: nil, memory: nil)
         }
-        let deviceMemory = device.memory(budget: plan.deviceBudget, profile: memory.profile, cap: memory.deviceCapBytes)
+        let cap = memory.deviceCapBytes ?? plan.deviceBudget
+        let previous = keptLock.withLock { () -> (plan: Plan, memory: DeviceMemory, hostBudget: Int?)? in defer { kept = nil }; return kept }
+        let reuse = previous.flatMap { p in
+            p.plan.deviceBudget == plan.deviceBudget && p.memory.capBytes == cap && p.memory.profile.name == memory.profile.name
+                && p.hostBudget == memory.hostBudget ? p : nil
+        }
+        if reuse == nil { for r in runners { r.detach() } }
+        let deviceMemory = reuse?.memory ?? device.memory(budget: plan.deviceBudget, profile: memory.profile, cap: memory.deviceCapBytes)
         let run = PipelineRun(components: self, plan: plan, memory: deviceMemory)
         do {
             for (runner, description) in zip(runners, descriptions) {
                 guard let p = plan.component(runner.name) else { continue }
+                if runner.executor != nil, reuse?.plan.component(runner.name) == p { continue }
+                runner.detach()
                 try runner.attach(device: deviceMemory, plan: p, flops: description.flops(workload), hostBudget: memory.hostBudget,
                                   hostCounter: device.hostWeights)
             }
@@ -64,17 +84,35 @@ public final class PipelineComponents: @unchecked Sendable {
         }
         return run
     }
+
+    /// After a run: when it completed and its plan holds every component at once, what it placed stays
+    /// for the next run; otherwise the device is emptied.
+    func finished(_ run: PipelineRun) {
+        if run.completed, let plan = run.plan, let memory = run.memory, plan.swappedBetweenPhases.isEmpty {
+            keptLock.withLock { kept = (plan, memory, plan.hostBudget) }
+        } else {
+            releaseKept()
+        }
+    }
+
+    /// Empties the device: every runner goes back to reading the mapped files.
+    public func releaseKept() {
+        keptLock.withLock { kept = nil }
+        for r in runners { r.detach() }
+    }
 }
 
 /// One generation's phases on the device under a plan: each phase measured (wall time, device and
-/// host peaks, bytes moved), each component released after its phase when the plan swaps it, and
-/// everything released at the end.
+/// host peaks, bytes moved), each component released after its phase when the plan swaps it, and at
+/// the end either kept for the next run or released (`end`).
 public final class PipelineRun: @unchecked Sendable {
     public let plan: Plan?
     /// The device memory the run allocates from (nil without a budget).
     public let memory: DeviceMemory?
     let components: PipelineComponents
     public private(set) var phases: [PhaseReport] = []
+    /// Set by `complete()`: every phase ran.
+    private(set) var completed = false
 
     init(components: PipelineComponents, plan: Plan?, memory: DeviceMemory?) {
         self.components = components
@@ -115,9 +153,16 @@ public final class PipelineRun: @unchecked Sendable {
         return out
     }
 
-    /// Frees everything this run put on the device; the runners go back to reading the mapped files.
+    /// The run's report, marking it complete: its placement may stay on the device for the next run.
+    public func complete() -> RunReport {
+        completed = true
+        return report
+    }
+
+    /// Ends the run: what it placed stays for the next one if it completed and everything fits at once;
+    /// otherwise (a failure, a cancel, a plan that swaps) the device is emptied.
     public func end() {
-        for r in components.runners { r.detach() }
+        components.finished(self)
     }
 
     public var report: RunReport {

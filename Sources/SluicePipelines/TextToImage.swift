@@ -102,6 +102,8 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
     var samplerAliases: Set<String> { get }
     /// What computes.
     var device: ComputeDevice { get }
+    /// The components in phase order, and what stays on the device between runs.
+    var components: PipelineComponents { get }
     /// Seconds each component took to open (configs read, files mapped, tensors indexed).
     var loadSeconds: [(component: String, seconds: Double)] { get }
 

@@ -226,6 +226,6 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
             }
             return try ImageOutput.fromDecoder(decoded)
         }
-        return GenerationResult(image: image, latents: latents, report: run.report)
+        return GenerationResult(image: image, latents: latents, report: run.complete())
     }
 }

@@ -31,6 +31,9 @@ enum StatusRoutes {
         var profile: String?
         var device: String?
         var deviceName: String?
+        /// Components whose weights stayed on the device since the last job (reused by the next job
+        /// with the same plan).
+        var keptOnDevice: [String]?
     }
 
     static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
@@ -59,6 +62,7 @@ enum StatusRoutes {
                     out.profile = e.memory.deviceBudget == nil && device.vulkan == nil ? "cpu" : e.memory.profile.name
                     out.device = device.description
                     out.deviceName = device.vulkan?.info.name ?? "cpu"
+                    out.keptOnDevice = e.pipeline.components.keptOnDevice
                 }
                 return Routes.json(out)
             }

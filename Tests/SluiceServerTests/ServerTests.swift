@@ -246,6 +246,16 @@ import Testing
         let (id, _) = try await q.submit(JobParameters(prompt: "fox", seed: 3, steps: 2, width: 64, height: 64, guidance: 0))
         let job = await q.wait(id)
         #expect(job?.state == .done, "\(String(describing: job?.error))")
+        // The heap holds the tiny model whole: its weights stay on the device from job to job.
+        let (next, _) = try await q.submit(JobParameters(prompt: "fox", seed: 4, steps: 2, width: 64, height: 64, guidance: 0))
+        #expect(await q.wait(next)?.state == .done)
+        #expect(engine.lastReport?.phases.allSatisfy { $0.bytesHostToDevice == 0 } == true, "\(engine.lastReport?.phases.map(\.bytesHostToDevice) ?? [])")
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/api/status", method: .get) { r in
+                let kept = (try? JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any])?["kept_on_device"] as? [String]
+                #expect(kept == ["text_encoder", "transformer", "vae"], "\(String(describing: kept))")
+            }
+        }
     }
 
     @Test func healthAndReadyDifferWhileLoading() async throws {

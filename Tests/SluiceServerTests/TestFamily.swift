@@ -81,7 +81,7 @@ final class NoiseDecoderPipeline: TextToImagePipeline, @unchecked Sendable {
             }
             return try ImageOutput.fromDecoder(decoded)
         }
-        return GenerationResult(image: image, latents: latents, report: run.report)
+        return GenerationResult(image: image, latents: latents, report: run.complete())
     }
 
     /// A model folder for this family: its own model_index.json, the tiny fixture's VAE.
