@@ -50,7 +50,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // What `sluice bench …` measures, against a reference in the same run.
-        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels"]),
+        .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels", "SluicePipelines"]),
         .executableTarget(
             name: "sluice",
             dependencies: [

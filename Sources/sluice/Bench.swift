@@ -9,7 +9,7 @@ import SluicePipelines
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Sluice against a reference implementation in the same run (JSON out).",
-        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self, ZImageBlock.self]
+        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self, ZImageBlock.self, Denoise.self]
     )
 }
 
@@ -147,6 +147,42 @@ extension Bench {
 
         func run() throws {
             try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
+        }
+    }
+}
+
+extension Bench {
+    struct Denoise: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Steady-state denoising steps of a full-width random-weight Z-Image (N main blocks) on a device, optionally against diffusers on the same weights.")
+        @Option(help: "Compute device: cpu, vulkan or vulkan:N.") var device = "cpu"
+        @Option(parsing: .unconditional, help: "Image width.") var width = 1024
+        @Option(parsing: .unconditional, help: "Image height.") var height = 1024
+        @Option(parsing: .unconditional, help: "Main transformer blocks (the real model has 30; 2 + 2 refiners are always there).") var layers = 6
+        @Option(parsing: .unconditional, help: "Model width (3840 is the real one; smaller for quick checks).") var dim = 3840
+        @Option(parsing: .unconditional, help: "Timed steps after one warm-up step.") var steps = 3
+        @Option(help: "Device memory budget (streams what does not fit).") var vramLimit: ByteSize?
+        @Option(help: "Device profile for the planner's cost model.") var profile = "rtx4090-24g"
+        @Option(help: "Reference to run in the same process tree: diffusers (CUDA when torch sees a GPU, else CPU), or none.") var reference = "none"
+        @Option(help: "Where the random model is written once (git-ignored).") var dir = "bench/out"
+        @OptionGroup var output: BenchOutput
+
+        func validate() throws {
+            guard width % 16 == 0, height % 16 == 0, width >= 16, height >= 16, width <= 4096, height <= 4096 else {
+                throw ValidationError("--width and --height must be multiples of 16 in 16...4096")
+            }
+            guard (1...30).contains(layers), (1...20).contains(steps), dim >= 128, dim % 128 == 0 || dim < 3840 else {
+                throw ValidationError("--layers 1...30, --steps 1...20, --dim a multiple of 128 (or below 3840 for quick checks)")
+            }
+            guard ["none", "diffusers"].contains(reference) else { throw ValidationError("--reference must be diffusers or none") }
+        }
+
+        func run() throws {
+            guard let p = DeviceProfile.named(profile) else { throw ValidationError("unknown --profile \(profile)") }
+            let bench = DenoiseBench(device: device, width: width, height: height, layers: layers, dim: dim, steps: steps,
+                                     budget: vramLimit?.bytes, profile: p, reference: reference == "diffusers",
+                                     threads: output.threadCount, directory: dir)
+            try output.finish(try withFlags { try bench.run(progress: stderrLine) })
         }
     }
 }
