@@ -20,6 +20,9 @@ public final class HostStorage: @unchecked Sendable {
     public let baseAddress: UnsafeMutableRawPointer
     public let byteCount: Int
     public let origin: Origin
+    /// Set when a device may hold newer bytes than these (a GPU activation's host shadow, or a view of
+    /// one): host code reaching the bytes lets it bring them over first (`prepareHostAccess`).
+    public let coherence: (any HostCoherence)?
     private let counter: AllocationCounter?
     private let mappingLength: Int
 
@@ -45,6 +48,7 @@ public final class HostStorage: @unchecked Sendable {
         baseAddress = p!
         self.byteCount = byteCount
         origin = .owned
+        coherence = nil
         self.counter = counter
         mappingLength = 0
         counter?.add(byteCount)
@@ -68,6 +72,7 @@ public final class HostStorage: @unchecked Sendable {
             baseAddress = p!
             byteCount = 0
             origin = .owned
+            coherence = nil
             counter = nil
             mappingLength = 0
             return
@@ -77,6 +82,7 @@ public final class HostStorage: @unchecked Sendable {
         baseAddress = p
         byteCount = size
         origin = .mapped(path: path)
+        coherence = nil
         counter = nil
         mappingLength = size
     }
@@ -87,6 +93,7 @@ public final class HostStorage: @unchecked Sendable {
         baseAddress = parent.baseAddress + offset
         self.byteCount = byteCount
         origin = .view(of: parent)
+        coherence = parent.coherence
         counter = nil
         mappingLength = 0
     }
@@ -96,9 +103,14 @@ public final class HostStorage: @unchecked Sendable {
         baseAddress = address
         self.byteCount = byteCount
         origin = .external(owner: owner)
+        coherence = owner as? any HostCoherence
         counter = nil
         mappingLength = 0
     }
+
+    /// Before host code reads or writes these bytes: a device holding newer ones brings them over (and
+    /// takes the host's copy as the newer from then on). Nothing for ordinary host memory.
+    @inline(__always) public func prepareHostAccess() { coherence?.prepareHostAccess() }
 
     /// For a view of a memory-mapped file: hands its pages back to the kernel (MADV_DONTNEED), so they
     /// leave this process's resident set; a later read faults them in again (from the page cache, or
@@ -134,6 +146,13 @@ public final class HostStorage: @unchecked Sendable {
             break
         }
     }
+}
+
+/// Memory a device may hold newer bytes of than the host (a GPU activation): host code that reaches the
+/// bytes through a tensor calls `prepareHostAccess` first, so the device's bytes come over; the device
+/// then treats the host's copy as the newer one (host code may write it).
+public protocol HostCoherence: AnyObject, Sendable {
+    func prepareHostAccess()
 }
 
 /// Counts bytes allocated through it: current and peak. Tests use it to prove that an operation's

@@ -50,7 +50,16 @@ public struct Tensor: @unchecked Sendable {
     public var isContiguous: Bool { strides == shape.contiguousStrides }
 
     /// Address of element [0, 0, …].
-    public var rawPointer: UnsafeMutableRawPointer { storage.baseAddress + offset * dtype.byteSize }
+    /// The first element's host address, for host code to read or write: a device holding newer bytes
+    /// (a GPU activation) brings them over first.
+    public var rawPointer: UnsafeMutableRawPointer {
+        storage.prepareHostAccess()
+        return storage.baseAddress + offset * dtype.byteSize
+    }
+
+    /// The first element's host address without bringing anything over: for finding where a tensor
+    /// lives (a device binding), never for reading it.
+    public var address: UnsafeMutableRawPointer { storage.baseAddress + offset * dtype.byteSize }
 
     /// The elements as f32 (for f32 tensors, the storage itself). Requires a contiguous f32 tensor.
     public var f32: UnsafeMutablePointer<Float> {
@@ -97,6 +106,7 @@ public struct Tensor: @unchecked Sendable {
         let es = dtype.byteSize
         let rank = shape.rank
         var index = [Int](repeating: 0, count: rank)
+        storage.prepareHostAccess()
         let src = storage.baseAddress
         let dst = out.storage.baseAddress
         // Copy the innermost dimension as a run when its stride is 1.

@@ -3,8 +3,8 @@ import SluiceCore
 /// The Vulkan backend: every op of the `Backend` protocol has a kernel (Sources/CVulkan/shaders).
 /// Operands that live in device buffers the memory manager filled (resident or streamed weights) are
 /// bound in place; others are uploaded into per-op buffers — carved from the component's activation
-/// reservation when the memory manager set one, so the budget stays a hard cap — and results are read
-/// back when the op ends. An op falls back to the CPU backend only for what the kernels do not take:
+/// reservation when the memory manager set one, so the budget stays a hard cap. Results stay on the
+/// device as the next ops' inputs and come to the host only when host code reads them. An op falls back to the CPU backend only for what the kernels do not take:
 /// non-f32 activations, attention heads wider than 128, an operand beyond the device's storage-buffer
 /// range (linear layers split their rows to stay inside it), or shapes the CPU rejects with an error.
 /// Tested for correctness on lavapipe; its speed on real GPUs has not been measured.
@@ -45,9 +45,10 @@ public struct VulkanBackend: Backend {
         return try body()
     }
 
-    /// A tensor as a kernel operand: in place when the memory manager put it on the device, else uploaded.
+    /// A tensor as a kernel operand: in place when it is on the device (a weight the memory manager
+    /// placed, or an earlier op's output), else uploaded.
     func input(_ t: Tensor) throws(SluiceError) -> VulkanContext.Binding {
-        if let b = context.residentBinding(t) { return b }
+        if let b = try context.residentBinding(t) { return b }
         let b = try context.transient(bytes: t.byteCount)
         try context.upload(t, to: b)
         return b
@@ -57,10 +58,9 @@ public struct VulkanBackend: Backend {
         try input(t.dtype == .f32 ? t : t.converted(to: .f32))
     }
 
+    /// An op's output: it stays on the device, and comes to the host only when host code reads it.
     func read(_ b: VulkanContext.Binding, _ shape: Shape) throws(SluiceError) -> Tensor {
-        let t = Tensor(uninitialized: shape, dtype: .f32, counter: cpu.allocations)
-        try context.download(b, into: t)
-        return t
+        context.adopt(b, shape: shape, counter: cpu.allocations)
     }
 
     /// A 1-D grid of `size`-wide groups covering n invocations (folded into y past 65,535 groups).

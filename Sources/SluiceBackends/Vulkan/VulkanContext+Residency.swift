@@ -1,12 +1,11 @@
 import CVulkan
+import Foundation
 import SluiceCore
 import Synchronization
 
-/// Residency: device buffers the backend binds in place (weights the memory manager placed), and the
-/// activation arena per-op buffers are carved from.
+/// Residency: device buffers the backend binds in place — weights the memory manager placed, and
+/// activations that stay on the device between ops — and the activation arena they are carved from.
 extension VulkanContext {
-
-
     /// Host memory at `host` mirrors `buffer` byte for byte (its mapping, or a host shadow of it): a
     /// tensor there is bound in place instead of being uploaded.
     public func register(_ buffer: Buffer, host: UnsafeMutableRawPointer, bytes: Int) {
@@ -20,46 +19,193 @@ extension VulkanContext {
 
     public func unregister(_ buffer: Buffer) { residents.withLock { $0.removeAll { $0.buffer === buffer } } }
 
-    /// The device binding of a contiguous tensor that lies in a registered buffer at an offset the
-    /// device can bind.
-    public func residentBinding(_ t: Tensor) -> Binding? {
+    /// The device binding of a contiguous tensor that lies in a registered buffer (a weight) or in an
+    /// activation on the device, at an offset the device can bind. An activation whose host copy is
+    /// newer is uploaded first.
+    public func residentBinding(_ t: Tensor) throws(SluiceError) -> Binding? {
         guard t.isContiguous, t.byteCount > 0 else { return nil }
-        let p = UInt(bitPattern: t.rawPointer), align = info.minStorageOffsetAlignment
-        return residents.withLock { list in
+        let p = UInt(bitPattern: t.address), align = info.minStorageOffsetAlignment
+        let weight = residents.withLock { list -> Binding? in
             guard let r = list.first(where: { p >= $0.base && p + UInt(t.byteCount) <= $0.base + UInt($0.bytes) }) else { return nil }
             let offset = Int(p - r.base)
             guard offset % align == 0 else { return nil }
             // Whole 16-byte words where the buffer has them: kernels read 8/16-bit data a uint at a time.
             return Binding(r.buffer, offset: offset, bytes: min((t.byteCount + 15) & ~15, r.buffer.capacity - offset))
         }
+        if let weight { return weight }
+        let activation = activations.withLock { list in
+            list.lazy.compactMap(\.value).first { p >= UInt(bitPattern: $0.shadow) && p + UInt(t.byteCount) <= UInt(bitPattern: $0.shadow) + UInt($0.bytes) }
+        }
+        guard let activation, let b = try activation.bindForDevice() else { return nil }
+        let offset = Int(p - UInt(bitPattern: activation.shadow))
+        guard (b.offset + offset) % align == 0 else { return nil }
+        return Binding(b.buffer, offset: b.offset + offset, bytes: min((t.byteCount + 15) & ~15, b.bytes - offset))
     }
 
-    /// Per-op buffers come from `buffer` (the component's activation reservation) until `nil`.
-    public func useArena(_ buffer: Buffer?) { arena.withLock { $0 = buffer.map { ($0, 0) } } }
+    /// Per-op buffers and device activations come from `buffer` (the component's activation
+    /// reservation) until `nil`. Activations still alive in the arena it replaces are brought to the
+    /// host first (the memory manager is about to reuse or free that memory).
+    public func useArena(_ buffer: Buffer?) {
+        let live = activations.withLock { list in list.compactMap(\.value).filter { $0.inArena } }
+        for a in live { a.evict() }
+        arena.withLock { $0 = buffer.map { Arena(buffer: $0) } }
+    }
 
     /// A per-op buffer of `bytes`: carved from the arena when one is set (out of memory when the arena
-    /// is full: the budget is a hard cap), else a buffer of its own.
+    /// cannot hold it: the budget is a hard cap), else a buffer of its own. Given back when its op ends,
+    /// unless the op's output keeps it (`adopt`).
     func transient(bytes: Int) throws(SluiceError) -> Binding {
         let rounded = (max(bytes, 4) + 15) & ~15
         let align = max(info.minStorageOffsetAlignment, 16)
         let carved: Result<Binding, SluiceError>? = arena.withLock { a in
-            guard let current = a else { return nil }
-            let offset = (current.used + align - 1) / align * align
-            guard offset + rounded <= current.buffer.bytes else {
+            guard a != nil else { return nil }
+            guard let offset = a!.allocate(rounded, align: align) else {
                 return .failure(.outOfMemory(device: info.name + " activation reservation", requestedBytes: rounded,
-                                             availableBytes: max(current.buffer.bytes - offset, 0)))
+                                             availableBytes: a!.largestFree))
             }
-            a = (current.buffer, offset + rounded)
-            return .success(Binding(current.buffer, offset: offset, bytes: rounded))
+            return .success(Binding(a!.buffer, offset: offset, bytes: rounded))
         }
+        let b: Binding
         switch carved {
-        case .success(let b): return b
+        case .success(let carvedBinding): b = carvedBinding
         case .failure(let e): throw e
-        case nil: return Binding(try buffer(bytes: rounded), offset: 0, bytes: rounded)
+        case nil: b = Binding(try buffer(bytes: rounded), offset: 0, bytes: rounded)
+        }
+        opBuffers.withLock { $0.append(b) }
+        return b
+    }
+
+    /// Where the op about to run starts in the list of per-op buffers.
+    func arenaMark() -> Int { opBuffers.withLock { $0.count } }
+
+    /// The op that started at `mark` ended: its per-op buffers (those no output kept) go back.
+    func endOp(_ mark: Int) {
+        let done = opBuffers.withLock { list -> [Binding] in
+            let tail = Array(list[mark...])
+            list.removeSubrange(mark...)
+            return tail
+        }
+        arena.withLock { a in
+            for b in done where a?.buffer === b.buffer { a!.release(b.offset, b.bytes) }
         }
     }
 
-    /// Where the arena stands: per-op buffers taken after it are given back by `endOp`.
-    func arenaMark() -> Int { arena.withLock { $0?.used ?? 0 } }
-    func endOp(_ mark: Int) { arena.withLock { a in if let c = a { a = (c.buffer, mark) } } }
+    /// An op's output stays on the device as a tensor: its host shadow is written only when host code
+    /// reaches it. The per-op buffer holding it is kept until the tensor goes.
+    func adopt(_ b: Binding, shape: Shape, counter: AllocationCounter?) -> Tensor {
+        opBuffers.withLock { list in list.removeAll { $0.buffer === b.buffer && $0.offset == b.offset } }
+        let inArena = arena.withLock { $0?.buffer === b.buffer }
+        let a = DeviceActivation(context: self, binding: b, bytes: shape.count * 4, inArena: inArena, counter: counter)
+        activations.withLock { list in
+            list.removeAll { $0.value == nil }
+            list.append(WeakActivation(value: a))
+        }
+        return Tensor(storage: HostStorage(external: a.shadow, byteCount: a.bytes, owner: a), dtype: .f32, shape: shape)
+    }
+
+    /// A device activation went away: its bytes in the arena are free again.
+    func release(_ a: DeviceActivation) {
+        guard let b = a.binding, a.inArena else { return }
+        arena.withLock { ar in if ar?.buffer === b.buffer { ar!.release(b.offset, b.bytes) } }
+    }
+}
+
+/// The activation reservation as free ranges, first fit (ops and live activations come and go).
+struct Arena {
+    let buffer: VulkanContext.Buffer
+    private var free: [Range<Int>]
+
+    init(buffer: VulkanContext.Buffer) {
+        self.buffer = buffer
+        free = [0..<buffer.bytes]
+    }
+
+    var largestFree: Int { free.map(\.count).max() ?? 0 }
+
+    mutating func allocate(_ bytes: Int, align: Int) -> Int? {
+        for (i, r) in free.enumerated() {
+            let start = (r.lowerBound + align - 1) / align * align
+            guard start + bytes <= r.upperBound else { continue }
+            var pieces: [Range<Int>] = []
+            if start > r.lowerBound { pieces.append(r.lowerBound..<start) }
+            if start + bytes < r.upperBound { pieces.append((start + bytes)..<r.upperBound) }
+            free.replaceSubrange(i...i, with: pieces)
+            return start
+        }
+        return nil
+    }
+
+    mutating func release(_ offset: Int, _ bytes: Int) {
+        var r = offset..<(offset + bytes)
+        var i = free.firstIndex { $0.lowerBound >= r.upperBound } ?? free.count
+        // Merge with the neighbours it touches.
+        if i < free.count, free[i].lowerBound == r.upperBound { r = r.lowerBound..<free[i].upperBound; free.remove(at: i) }
+        if i > 0, free[i - 1].upperBound == r.lowerBound { r = free[i - 1].lowerBound..<r.upperBound; free.remove(at: i - 1); i -= 1 }
+        free.insert(r, at: i)
+    }
+}
+
+struct WeakActivation: @unchecked Sendable { weak var value: DeviceActivation? }
+
+/// An op's output on the device, with a host shadow that receives its bytes only when host code reaches
+/// them (`prepareHostAccess`). After that the host copy counts as newer (host code may have written it)
+/// and is uploaded again before a kernel reads it.
+final class DeviceActivation: HostCoherence, @unchecked Sendable {
+    enum Newer { case device, host, neither }
+    let context: VulkanContext
+    let shadow: UnsafeMutableRawPointer
+    let bytes: Int
+    let inArena: Bool
+    private let counter: AllocationCounter?
+    private let lock = NSLock()
+    /// Where its bytes live on the device (nil once brought home because its arena went away).
+    private(set) var binding: VulkanContext.Binding?
+    private var newer = Newer.device
+
+    init(context: VulkanContext, binding: VulkanContext.Binding, bytes: Int, inArena: Bool, counter: AllocationCounter?) {
+        self.context = context
+        self.binding = binding
+        self.bytes = bytes
+        self.inArena = inArena
+        self.counter = counter
+        var p: UnsafeMutableRawPointer?
+        precondition(posix_memalign(&p, 64, max(bytes, 64)) == 0 && p != nil, "host shadow of \(bytes) bytes")
+        shadow = p!
+        counter?.add(bytes)
+    }
+
+    deinit {
+        context.release(self)
+        free(shadow)
+        counter?.remove(bytes)
+    }
+
+    func prepareHostAccess() {
+        lock.withLock {
+            if newer == .device, let b = binding {
+                // A device that cannot give its bytes back is lost: nothing correct can follow.
+                do { try context.download(b, to: shadow, bytes: bytes) } catch { fatalError("Vulkan device lost reading an activation back: \(error)") }
+            }
+            newer = .host
+        }
+    }
+
+    /// The binding for a kernel to read, the host's newer bytes uploaded first; nil once brought home.
+    func bindForDevice() throws(SluiceError) -> VulkanContext.Binding? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let b = binding else { return nil }
+        if newer == .host {
+            try context.upload(from: shadow, bytes: bytes, to: b)
+            newer = .neither
+        }
+        return b
+    }
+
+    /// Its arena is about to go: the bytes come home and the device copy is forgotten.
+    func evict() {
+        prepareHostAccess()
+        context.release(self)
+        lock.withLock { binding = nil }
+    }
 }

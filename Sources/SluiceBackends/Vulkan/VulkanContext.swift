@@ -11,8 +11,13 @@ public final class VulkanContext: @unchecked Sendable {
     /// Device buffers the backend binds in place, by the host address that mirrors them (see +Residency).
     struct Resident { let base: UInt; let bytes: Int; let buffer: Buffer }
     let residents = Mutex<[Resident]>([])
-    /// The activation arena the memory manager reserved, where the backend places its per-op buffers.
-    let arena = Mutex<(buffer: Buffer, used: Int)?>(nil)
+    /// The activation arena the memory manager reserved, where the backend places its per-op buffers
+    /// and the activations that stay on the device (see +Residency).
+    let arena = Mutex<Arena?>(nil)
+    /// Per-op buffers of the op now running (nested ops push marks): given back when it ends.
+    let opBuffers = Mutex<[Binding]>([])
+    /// Activations living on the device, by the host shadow that mirrors each.
+    let activations = Mutex<[WeakActivation]>([])
 
     /// How device buffers are reached from the host.
     public enum MemoryPath: String, Sendable {
@@ -167,15 +172,23 @@ public final class VulkanContext: @unchecked Sendable {
 
     public func upload(_ t: Tensor, to b: Binding) throws(SluiceError) {
         let c = t.contiguous()
+        try upload(from: c.rawPointer, bytes: c.byteCount, to: b)
+    }
+
+    public func download(_ b: Binding, into t: Tensor) throws(SluiceError) {
+        try download(b, to: t.rawPointer, bytes: t.byteCount)
+    }
+
+    func upload(from src: UnsafeRawPointer, bytes: Int, to b: Binding) throws(SluiceError) {
         var err = [CChar](repeating: 0, count: 512)
-        guard sk_vk_upload(handle, b.buffer.handle, UInt64(b.offset), c.rawPointer, UInt64(c.byteCount), &err, err.count) == 0 else {
+        guard sk_vk_upload(handle, b.buffer.handle, UInt64(b.offset), src, UInt64(bytes), &err, err.count) == 0 else {
             throw .invalidArgument(name: "vulkan upload", reason: Vulkan.message(err))
         }
     }
 
-    public func download(_ b: Binding, into t: Tensor) throws(SluiceError) {
+    func download(_ b: Binding, to dst: UnsafeMutableRawPointer, bytes: Int) throws(SluiceError) {
         var err = [CChar](repeating: 0, count: 512)
-        guard sk_vk_download(handle, b.buffer.handle, UInt64(b.offset), t.rawPointer, UInt64(t.byteCount), &err, err.count) == 0 else {
+        guard sk_vk_download(handle, b.buffer.handle, UInt64(b.offset), dst, UInt64(bytes), &err, err.count) == 0 else {
             throw .invalidArgument(name: "vulkan download", reason: Vulkan.message(err))
         }
     }
