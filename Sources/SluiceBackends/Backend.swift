@@ -39,9 +39,13 @@ public protocol Backend: Sendable {
     /// q [B, H, Lq, D], k/v [B, H, Lk, D] (any strides with a contiguous last dim) → [B, H, Lq, D].
     /// `mask` is additive f32 or bool (true = attend), broadcastable to [B, H, Lq, Lk].
     func attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor?, scale: Float?) throws(SluiceError) -> Tensor
+    /// A strided view (a permutation, a slice) as a contiguous tensor, where the backend keeps it (on a
+    /// device, the copy stays on the device).
+    func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor
 }
 
 extension Backend {
+    public func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor { x.contiguous() }
     public func add(_ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor { try binary(.add, a, b) }
     public func sub(_ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor { try binary(.sub, a, b) }
     public func mul(_ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor { try binary(.mul, a, b) }

@@ -143,7 +143,7 @@ public struct Qwen3Encoder: Sendable {
         let v = try repeatHeads(project("v_proj", heads: KV, norm: nil), times: H / KV)
         func bhld(_ t: Tensor) throws(SluiceError) -> Tensor { try t.reshaped([1, L, H, D]).permuted([0, 2, 1, 3]) }
         let o = try b.attention(q: bhld(q), k: bhld(k), v: bhld(v), mask: Self.causalMask(L), scale: nil)
-        let merged = try o.permuted([0, 2, 1, 3]).contiguous().reshaped([L, H * D])
+        let merged = try b.contiguous(o.permuted([0, 2, 1, 3])).reshaped([L, H * D])
         let x1 = try b.add(x, b.linear(merged, weight: w("self_attn.o_proj.weight"), bias: nil))
 
         let m = try b.rmsNorm(x1, weight: w("post_attention_layernorm.weight"), eps: eps)

@@ -38,6 +38,31 @@ struct VulkanKernelTests {
         }
     }
 
+    /// Outputs stay on the device: a permuted view of one is made contiguous there (no readback),
+    /// exactly; host code reaching an output brings it over; a host write to it is uploaded before the
+    /// next kernel reads it.
+    @Test func outputsStayOnTheDevice() throws {
+        let ctx = try VulkanContext()
+        let vk = try VulkanBackend(context: ctx)
+        var rng = SplitMix(seed: 9)
+        let x = Tensor((0..<(2 * 3 * 5 * 4)).map { _ in rng.uniform() }, shape: [2, 3, 5, 4])
+        let y = try vk.add(x, Tensor([0], shape: [1]))                  // on the device now
+        for order in [[0, 2, 1, 3], [3, 1, 0, 2], [1, 0, 2, 3]] {
+            let before = ctx.counters
+            let c = try vk.contiguous(y.permuted(order))
+            #expect((ctx.counters - before).bytesOut == 0, "the copy read something back")
+            let want = try x.permuted(order).contiguous().toFloats()
+            #expect(try c.toFloats() == want, "\(order)")
+        }
+        let sliced = try vk.contiguous(y.sliced(dim: 2, 1..<4))
+        #expect(try sliced.toFloats() == x.sliced(dim: 2, 1..<4).contiguous().toFloats())
+        // A host write after a host read is what the next kernel sees.
+        let z = try vk.add(x, Tensor([1], shape: [1]))
+        z.f32[0] = 100
+        let w = try vk.add(z, Tensor([0], shape: [1]))
+        #expect(try w.toFloats()[0] == 100 && w.toFloats()[1] == x.toFloats()[1] + 1)
+    }
+
     /// A linear layer whose rows exceed the binding limit is split into row blocks, one dispatch each,
     /// and equals the unsplit result (each output row is computed the same way: exact).
     @Test func linearSplitsRowsPastTheBindingRange() throws {

@@ -38,7 +38,7 @@ extension VulkanBackend {
         // As the kernel divides its 64 invocations: one per row up to D = 64, two per row up to 128.
         let rowsPerGroup = 64 / ((D + 63) / 64)
         return try op { () throws(SluiceError) -> Tensor in
-            let bq = try input(q.contiguous()), bk = try input(k.contiguous()), bv = try input(v.contiguous())
+            let bq = try input(contiguous(q)), bk = try input(contiguous(k)), bv = try input(contiguous(v))
             let bm = try additive.map { m throws(SluiceError) in try input(m) } ?? bq
             let bo = try context.transient(bytes: B * H * Lq * D * 4)
             try context.dispatch(.attention, bindings: [bq, bk, bv, bm, bo],

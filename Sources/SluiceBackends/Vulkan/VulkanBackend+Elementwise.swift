@@ -5,7 +5,7 @@ extension VulkanBackend {
 
     func unary(_ x: Tensor, mode: UInt32, onCPU: () throws(SluiceError) -> Tensor) throws(SluiceError) -> Tensor {
         guard x.dtype == .f32, x.count > 0 else { return try onCPU() }
-        let xc = x.contiguous()
+        let xc = try contiguous(x)
         return try elementwise(x.shape, [xc]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
             let bx = try input(parts[0]), bo = try context.transient(bytes: n * 4)
             try context.dispatch(.unary, bindings: [bx, bo], push: [UInt32(n), mode], groups: Self.groups(n))
@@ -19,9 +19,13 @@ extension VulkanBackend {
     func elementwise(_ shape: Shape, _ operands: [Tensor],
                      _ kernel: ([Tensor], Int) throws(SluiceError) -> VulkanContext.Binding) throws(SluiceError) -> Tensor {
         let count = shape.count
+        let step = max(range / 4 / 16 * 16, 16)
+        if count <= step {
+            // One slice: the output stays on the device.
+            return try op { () throws(SluiceError) -> Tensor in try read(try kernel(operands, count), shape) }
+        }
         let out = Tensor(uninitialized: shape, dtype: .f32, counter: cpu.allocations)
         let flat = try operands.map { t throws(SluiceError) in try t.reshaped([count]) }, flatOut = try out.reshaped([count])
-        let step = max(range / 4 / 16 * 16, 16)
         for start in stride(from: 0, to: count, by: step) {
             let part = start..<min(start + step, count)
             _ = try op { () throws(SluiceError) -> Tensor in
@@ -46,7 +50,7 @@ extension VulkanBackend {
         let code: UInt32 = switch op { case .add: 0; case .sub: 1; case .mul: 2; case .div: 3 }
         // Same shapes (SwiGLU's product, residual adds): sliced when larger than a binding.
         if a.shape == b.shape, a.dtype == .f32, b.dtype == .f32, a.count > 0, a.byteCount > range {
-            return try elementwise(a.shape, [a.contiguous(), b.contiguous()]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
+            return try elementwise(a.shape, [contiguous(a), contiguous(b)]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
                 try dispatchBinary(code, input(parts[0]), input(parts[1]), Self.broadcast([n], [n])!)
             }
         }
@@ -55,7 +59,7 @@ extension VulkanBackend {
             return try cpu.binary(op, a, b)
         }
         return try self.op { () throws(SluiceError) -> Tensor in
-            try read(try dispatchBinary(code, input(a.contiguous()), input(b.contiguous()), plan), Shape(plan.shape))
+            try read(try dispatchBinary(code, input(contiguous(a)), input(contiguous(b)), plan), Shape(plan.shape))
         }
     }
 
@@ -102,7 +106,7 @@ extension VulkanBackend {
         guard x.dtype == .f32, x.shape.rank == 4, x.count > 0, fits(bytes: x.count * 16) else { return try cpu.upsampleNearest2x(x) }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         return try op { () throws(SluiceError) -> Tensor in
-            let bx = try input(x.contiguous()), bo = try context.transient(bytes: x.byteCount * 4)
+            let bx = try input(contiguous(x)), bo = try context.transient(bytes: x.byteCount * 4)
             try context.dispatch(.upsample, bindings: [bx, bo], push: [UInt32(n * c), UInt32(h), UInt32(w)], groups: Self.groups(x.count * 4))
             return try read(bo, [n, c, 2 * h, 2 * w])
         }
@@ -127,7 +131,7 @@ extension VulkanBackend {
             var offset = 0
             for t in tensors where t.count > 0 {
                 let row = t.shape[d] * inner
-                try context.dispatch(.copy, bindings: [try input(t.contiguous()), bo],
+                try context.dispatch(.copy, bindings: [try input(contiguous(t)), bo],
                                      push: [UInt32(outer), UInt32(row), UInt32(total * inner), UInt32(offset)], groups: Self.groups(t.count))
                 offset += row
             }
@@ -143,12 +147,43 @@ extension VulkanBackend {
         }
         let D = x.shape[-1], L = x.shape[sd], after = x.shape.dims[(sd + 1)..<(rank - 1)].reduce(1, *)
         return try op { () throws(SluiceError) -> Tensor in
-            let bx = try input(x.contiguous()), bc = try f32Input(cos.contiguous()), bs = try f32Input(sin.contiguous())
+            let bx = try input(contiguous(x)), bc = try f32Input(cos.contiguous()), bs = try f32Input(sin.contiguous())
             let bo = try context.transient(bytes: x.byteCount)
             try context.dispatch(.rotary, bindings: [bx, bc, bs, bo],
                                  push: [UInt32(x.count / D), UInt32(D), UInt32(L), UInt32(after), layout == .interleaved ? 1 : 0],
                                  groups: Self.groups(x.count / 2))
             return try read(bo, x.shape)
         }
+    }
+
+    /// A strided view of a tensor that is on the device, made contiguous there: the binary kernel
+    /// multiplies the view (its strides and starting element) by a broadcast 1, which is exact.
+    public func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor {
+        if x.isContiguous { return x }
+        return try op { () throws(SluiceError) -> Tensor in
+            guard let view = try deviceView(x) else { return x.contiguous() }
+            let one = try input(Tensor([1], shape: [1]))
+            let push = [UInt32(x.count), 2, UInt32(view.offset), 0] + (view.dims + view.strides + [0, 0, 0, 0]).map { UInt32($0) }
+            let out = try context.transient(bytes: x.count * 4)
+            try context.dispatch(.binary, bindings: [view.binding, one, out], push: push, groups: Self.groups(x.count))
+            return try read(out, x.shape)
+        }
+    }
+
+    /// A strided f32 view whose storage is on the device: its storage's binding, the view's first
+    /// element in it, and its shape and strides merged into at most 4 dims (nil otherwise).
+    func deviceView(_ x: Tensor) throws(SluiceError) -> (binding: VulkanContext.Binding, offset: Int, dims: [Int], strides: [Int])? {
+        guard x.dtype == .f32, x.count > 0, x.storage.byteCount % 4 == 0 else { return nil }
+        let whole = Tensor(storage: x.storage, dtype: .f32, shape: [x.storage.byteCount / 4])
+        guard let binding = try context.residentBinding(whole), fits(bytes: x.storage.byteCount) else { return nil }
+        context.keepForOp(x.storage)
+        // Drop size-1 axes, merge axes that are contiguous with each other.
+        var axes: [(n: Int, s: Int)] = []
+        for (n, s) in zip(x.shape.dims, x.strides) where n > 1 {
+            if let last = axes.last, last.s == n * s { axes[axes.count - 1] = (last.n * n, s) } else { axes.append((n, s)) }
+        }
+        guard axes.count <= 4, axes.allSatisfy({ $0.s >= 0 }) else { return nil }
+        while axes.count < 4 { axes.insert((1, 0), at: 0) }
+        return (binding, x.offset, axes.map(\.n), axes.map(\.s))
     }
 }

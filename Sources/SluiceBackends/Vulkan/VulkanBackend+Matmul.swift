@@ -10,11 +10,23 @@ extension VulkanBackend {
             return try cpu.linear(x, weight: weight, bias: bias)
         }
         let M = x.count / K, N = weight.shape[0]
-        let out = Tensor(uninitialized: Shape(Array(x.shape.dims.dropLast()) + [N]), dtype: .f32, counter: cpu.allocations)
-        guard M > 0 else { return out }
-        let xs = try x.reshaped([M, K]), outRows = try out.reshaped([M, N])
+        let shape = Shape(Array(x.shape.dims.dropLast()) + [N])
+        guard M > 0 else { return Tensor(uninitialized: shape, dtype: .f32, counter: cpu.allocations) }
         // Rows per dispatch: both the input and the output slice within the storage-buffer range.
         let chunk = min(M, range / (K * 4), range / (N * 4))
+        if chunk == M {
+            // One dispatch: the output stays on the device.
+            return try op { () throws(SluiceError) -> Tensor in
+                let bx = try input(contiguous(x)), bw = try input(weight.contiguous())
+                let bb = try bias.map { b throws(SluiceError) in try f32Input(b) }
+                let bo = try context.transient(bytes: M * N * 4)
+                try context.dispatch(.gemm, bindings: [bx, bw, bb ?? bx, bo], push: [UInt32(M), UInt32(N), UInt32(K), 0, 0, dtype, 1, bias == nil ? 0 : 1],
+                                     groups: ((N + 15) / 16, (M + 15) / 16, 1))
+                return try read(bo, shape)
+            }
+        }
+        let out = Tensor(uninitialized: shape, dtype: .f32, counter: cpu.allocations)
+        let xs = try x.reshaped([M, K]), outRows = try out.reshaped([M, N])
         // The weight and bias are bound once (the outer op keeps them); each row block's buffers are
         // given back when its inner op ends.
         return try op { () throws(SluiceError) -> Tensor in
@@ -52,7 +64,7 @@ extension VulkanBackend {
             return try cpu.matmul(a, b, transposeB: transposeB)
         }
         return try op { () throws(SluiceError) -> Tensor in
-            let ba = try input(a.contiguous()), bb = try input(b.contiguous())
+            let ba = try input(contiguous(a)), bb = try input(b.contiguous())
             let bo = try context.transient(bytes: batch * M * N * 4)
             try context.dispatch(.gemm, bindings: [ba, bb, ba, bo],
                                  push: [UInt32(M), UInt32(N), UInt32(K), UInt32(M * K), shared ? 0 : UInt32(K * N), dtype, transposeB ? 1 : 0, 0],
@@ -75,7 +87,7 @@ extension VulkanBackend {
             return try cpu.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, groups: groups)
         }
         return try op { () throws(SluiceError) -> Tensor in
-            let bx = try input(x.contiguous()), bw = try input(weight.contiguous())
+            let bx = try input(contiguous(x)), bw = try input(weight.contiguous())
             let bb = try bias.map { b throws(SluiceError) in try f32Input(b) } ?? bx
             let bo = try context.transient(bytes: total * 4)
             let push = [n, cin, h, w, cout, oh, ow, kh, kw, stride, padding, groups].map { UInt32($0) } + [dtype, bias == nil ? 0 : 1]

@@ -43,7 +43,7 @@ extension VulkanBackend {
         }
         let rowCount = x.count / D
         return try op { () throws(SluiceError) -> Tensor in
-            let bx = try input(x.contiguous())
+            let bx = try input(contiguous(x))
             let bw = try weight.map { w throws(SluiceError) in try f32Input(w) } ?? bx
             let bb = try bias.map { b throws(SluiceError) in try f32Input(b) } ?? bx
             let bo = try context.transient(bytes: x.count * 4)

@@ -48,7 +48,10 @@ public struct VulkanBackend: Backend {
     /// A tensor as a kernel operand: in place when it is on the device (a weight the memory manager
     /// placed, or an earlier op's output), else uploaded.
     func input(_ t: Tensor) throws(SluiceError) -> VulkanContext.Binding {
-        if let b = try context.residentBinding(t) { return b }
+        if let b = try context.residentBinding(t) {
+            context.keepForOp(t.storage)
+            return b
+        }
         let b = try context.transient(bytes: t.byteCount)
         try context.upload(t, to: b)
         return b

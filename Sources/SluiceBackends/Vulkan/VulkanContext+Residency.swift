@@ -71,29 +71,34 @@ extension VulkanContext {
         case .failure(let e): throw e
         case nil: b = Binding(try buffer(bytes: rounded), offset: 0, bytes: rounded)
         }
-        opBuffers.withLock { $0.append(b) }
+        opBuffers.withLock { $0.append(.buffer(b)) }
         return b
     }
+
+    /// The op now running reads `storage` on the device: it stays alive until the op ends.
+    func keepForOp(_ storage: HostStorage) { opBuffers.withLock { $0.append(.keep(storage)) } }
 
     /// Where the op about to run starts in the list of per-op buffers.
     func arenaMark() -> Int { opBuffers.withLock { $0.count } }
 
     /// The op that started at `mark` ended: its per-op buffers (those no output kept) go back.
     func endOp(_ mark: Int) {
-        let done = opBuffers.withLock { list -> [Binding] in
+        let done = opBuffers.withLock { list -> [OpHolding] in
             let tail = Array(list[mark...])
             list.removeSubrange(mark...)
             return tail
         }
         arena.withLock { a in
-            for b in done where a?.buffer === b.buffer { a!.release(b.offset, b.bytes) }
+            for case .buffer(let b) in done where a?.buffer === b.buffer { a!.release(b.offset, b.bytes) }
         }
     }
 
     /// An op's output stays on the device as a tensor: its host shadow is written only when host code
     /// reaches it. The per-op buffer holding it is kept until the tensor goes.
     func adopt(_ b: Binding, shape: Shape, counter: AllocationCounter?) -> Tensor {
-        opBuffers.withLock { list in list.removeAll { $0.buffer === b.buffer && $0.offset == b.offset } }
+        opBuffers.withLock { list in
+            list.removeAll { if case .buffer(let x) = $0 { return x.buffer === b.buffer && x.offset == b.offset }; return false }
+        }
         let inArena = arena.withLock { $0?.buffer === b.buffer }
         let a = DeviceActivation(context: self, binding: b, bytes: shape.count * 4, inArena: inArena, counter: counter)
         activations.withLock { list in

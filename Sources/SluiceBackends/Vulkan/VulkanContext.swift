@@ -14,8 +14,11 @@ public final class VulkanContext: @unchecked Sendable {
     /// The activation arena the memory manager reserved, where the backend places its per-op buffers
     /// and the activations that stay on the device (see +Residency).
     let arena = Mutex<Arena?>(nil)
-    /// Per-op buffers of the op now running (nested ops push marks): given back when it ends.
-    let opBuffers = Mutex<[Binding]>([])
+    /// What the op now running holds (nested ops push marks): its per-op buffers, given back when it
+    /// ends, and the storage of the device tensors it reads, kept alive until then (their bytes must not
+    /// be reused while the op's kernels read them).
+    let opBuffers = Mutex<[OpHolding]>([])
+    enum OpHolding: @unchecked Sendable { case buffer(Binding), keep(AnyObject) }
     /// Activations living on the device, by the host shadow that mirrors each.
     let activations = Mutex<[WeakActivation]>([])
 

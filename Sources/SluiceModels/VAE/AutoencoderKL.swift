@@ -162,13 +162,13 @@ public struct VAEDecoder: Sendable {
     func attention(_ x: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
         let C = x.shape[1], H = x.shape[2], W = x.shape[3], L = H * W
         let n = try b.groupNorm(x, groups: config.normNumGroups, weight: w("group_norm.weight"), bias: w("group_norm.bias"), eps: 1e-6)
-        let tokens = try n.reshaped([C, L]).permuted([1, 0]).contiguous()          // [L, C]
+        let tokens = try b.contiguous(n.reshaped([C, L]).permuted([1, 0]))          // [L, C]
         func proj(_ name: String) throws(SluiceError) -> Tensor {
             try b.linear(tokens, weight: w("\(name).weight"), bias: w("\(name).bias")).reshaped([1, 1, L, C])
         }
         let o = try b.attention(q: proj("to_q"), k: proj("to_k"), v: proj("to_v"), mask: nil, scale: nil).reshaped([L, C])
         let out = try b.linear(o, weight: w("to_out.0.weight"), bias: w("to_out.0.bias"))
-        let back = try out.permuted([1, 0]).contiguous().reshaped([1, C, H, W])
+        let back = try b.contiguous(out.permuted([1, 0])).reshaped([1, C, H, W])
         return try b.add(x, back)
     }
 }

@@ -56,7 +56,7 @@ public struct ZImageBlock: Sendable {
         }
         let q = try heads("to_q", norm: "norm_q"), k = try heads("to_k", norm: "norm_k"), v = try heads("to_v", norm: nil)
         let o = try b.attention(q: q, k: k, v: v, mask: nil, scale: nil)   // [1, H, L, D]
-        let merged = try o.permuted([0, 2, 1, 3]).contiguous().reshaped([L, H * D])
+        let merged = try b.contiguous(o.permuted([0, 2, 1, 3])).reshaped([L, H * D])
         return try b.linear(merged, weight: w("to_out.0.weight"), bias: nil)
     }
 
