@@ -35,7 +35,17 @@ uint64_t sk_vk_buffer_size(const sk_vk_buffer *b) { (void)b; return 0; }
 uint64_t sk_vk_buffer_allocated(const sk_vk_buffer *b) { (void)b; return 0; }
 uint64_t sk_vk_allocation_granularity(sk_vk_context *c) { (void)c; return 1; }
 void *sk_vk_buffer_mapped(const sk_vk_buffer *b) { (void)b; return NULL; }
-uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *d, uint64_t o, const void *s, uint64_t l, char *e, size_t n) { (void)c; (void)d; (void)o; (void)s; (void)l; sk_vk_available(e, n); return 0; }
+uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *d, uint64_t o, const void *s, uint64_t l, uint64_t a, char *e, size_t n) { (void)c; (void)d; (void)o; (void)s; (void)l; (void)a; sk_vk_available(e, n); return 0; }
+uint64_t sk_vk_copy_pieces(sk_vk_context *c, sk_vk_buffer *d, const sk_vk_piece *p, uint32_t k, uint64_t a, char *e, size_t n) { (void)c; (void)d; (void)p; (void)k; (void)a; sk_vk_available(e, n); return 0; }
+int sk_vk_buffer_host_sync(sk_vk_context *c, sk_vk_buffer *b, char *e, size_t n) { (void)c; (void)b; return sk_vk_available(e, n); }
+void sk_vk_buffer_retire(sk_vk_context *c, sk_vk_buffer *b) { (void)c; (void)b; }
+uint64_t sk_vk_compute_mark(sk_vk_context *c) { (void)c; return 0; }
+int sk_vk_finish(sk_vk_context *c, char *e, size_t n) { (void)c; return sk_vk_available(e, n); }
+void sk_vk_get_memory_stats(sk_vk_context *c, sk_vk_memory_stats *o) { (void)c; memset(o, 0, sizeof *o); }
+void sk_vk_reset_peak(sk_vk_context *c) { (void)c; }
+void sk_vk_trace(sk_vk_context *c, int on) { (void)c; (void)on; }
+uint32_t sk_vk_trace_read(sk_vk_context *c, sk_vk_trace_entry *o, uint32_t cap) { (void)c; (void)o; (void)cap; return 0; }
+void sk_vk_skip_copy_waits(sk_vk_context *c, int on) { (void)c; (void)on; }
 int sk_vk_copy_wait(sk_vk_context *c, uint64_t v, char *e, size_t n) { (void)c; (void)v; return sk_vk_available(e, n); }
 uint64_t sk_vk_staging_bytes(const sk_vk_context *c) { (void)c; return 0; }
 uint64_t sk_vk_dispatch_count(const sk_vk_context *c, sk_vk_kernel k) { (void)c; (void)k; return 0; }
@@ -206,8 +216,12 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
         { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = c->transfer_family, .queueCount = 1, .pQueuePriorities = &priority },
     };
     VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .timelineSemaphore = VK_TRUE };
+    // VK_EXT_memory_budget where present: the heaps' usage as the driver counts it (memory stats).
+    c->memory_budget = has_extension(c->physical, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+    const char *extensions[] = { VK_EXT_MEMORY_BUDGET_EXTENSION_NAME };
     VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &f12,
-                               .queueCreateInfoCount = c->separate_transfer ? 2 : 1, .pQueueCreateInfos = queues };
+                               .queueCreateInfoCount = c->separate_transfer ? 2 : 1, .pQueueCreateInfos = queues,
+                               .enabledExtensionCount = c->memory_budget ? 1 : 0, .ppEnabledExtensionNames = extensions };
     if (sk_vk_check(p_vkCreateDevice(c->physical, &dci, NULL, &c->device), "vkCreateDevice", error, len)) { free(c); return NULL; }
 #define LOAD_DEVICE(fn) c->fn = (PFN_##fn)p_vkGetDeviceProcAddr(c->device, #fn);
     DEVICE_FNS(LOAD_DEVICE)
@@ -219,25 +233,17 @@ sk_vk_context *sk_vk_open(int index, char *error, size_t len) {
     tpci.queueFamilyIndex = c->transfer_family;
     VkSemaphoreTypeCreateInfo sti = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO, .semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE };
     VkSemaphoreCreateInfo sci = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, .pNext = &sti };
-    VkDescriptorPoolSize size = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 16 };
-    VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 4, .poolSizeCount = 1, .pPoolSizes = &size };
     if (sk_vk_check(c->vkCreateCommandPool(c->device, &pci, NULL, &c->pool), "vkCreateCommandPool", error, len)
         || sk_vk_check(c->vkCreateCommandPool(c->device, &tpci, NULL, &c->transfer_pool), "vkCreateCommandPool", error, len)
         || sk_vk_check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->timeline), "vkCreateSemaphore (timeline)", error, len)
-        || sk_vk_check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->copy_timeline), "vkCreateSemaphore (copy timeline)", error, len)
-        || sk_vk_check(c->vkCreateDescriptorPool(c->device, &dpci, NULL, &c->descriptors), "vkCreateDescriptorPool", error, len)) {
+        || sk_vk_check(c->vkCreateSemaphore(c->device, &sci, NULL, &c->copy_timeline), "vkCreateSemaphore (copy timeline)", error, len)) {
         sk_vk_close(c);
         return NULL;
     }
-    VkCommandBufferAllocateInfo cai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = c->pool,
-                                        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1 };
-    VkCommandBufferAllocateInfo tcai = cai;
-    tcai.commandPool = c->transfer_pool;
-    if (sk_vk_check(c->vkAllocateCommandBuffers(c->device, &cai, &c->cmd), "vkAllocateCommandBuffers", error, len)
-        || sk_vk_check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->transfer_cmd), "vkAllocateCommandBuffers", error, len)) {
-        sk_vk_close(c);
-        return NULL;
-    }
+    VkCommandBufferAllocateInfo tcai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = c->transfer_pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1 };
+    c->pool_current = -1;
+    c->chunk_current = -1;
     for (int i = 0; i < SK_STAGING_SLOTS; i++) {
         if (sk_vk_check(c->vkAllocateCommandBuffers(c->device, &tcai, &c->staging[i].cmd), "vkAllocateCommandBuffers", error, len)) {
             sk_vk_close(c);
@@ -257,11 +263,15 @@ void sk_vk_close(sk_vk_context *c) {
             if (c->pipeline_layouts[k]) c->vkDestroyPipelineLayout(c->device, c->pipeline_layouts[k], NULL);
             if (c->layouts[k]) c->vkDestroyDescriptorSetLayout(c->device, c->layouts[k], NULL);
         }
-        if (c->descriptors) c->vkDestroyDescriptorPool(c->device, c->descriptors, NULL);
+        for (uint32_t i = 0; i < c->pool_count; i++) c->vkDestroyDescriptorPool(c->device, c->pools[i].pool, NULL);
+        for (uint32_t i = 0; i < c->chunk_count; i++) sk_vk_destroy_now(c, c->chunks[i].buffer);
+        for (uint32_t i = 0; i < c->zombie_count; i++) sk_vk_destroy_now(c, c->zombies[i].buffer);
+        free(c->zombies);
+        free(c->trace);
         if (c->timeline) c->vkDestroySemaphore(c->device, c->timeline, NULL);
         if (c->copy_timeline) c->vkDestroySemaphore(c->device, c->copy_timeline, NULL);
-        for (int i = 0; i < SK_STAGING_SLOTS; i++) sk_vk_buffer_destroy(c, c->staging[i].buffer);
-        sk_vk_buffer_destroy(c, c->readback);
+        for (int i = 0; i < SK_STAGING_SLOTS; i++) sk_vk_destroy_now(c, c->staging[i].buffer);
+        sk_vk_destroy_now(c, c->readback);
         if (c->pool) c->vkDestroyCommandPool(c->device, c->pool, NULL);
         if (c->transfer_pool) c->vkDestroyCommandPool(c->device, c->transfer_pool, NULL);
         c->vkDestroyDevice(c->device, NULL);
@@ -270,6 +280,17 @@ void sk_vk_close(sk_vk_context *c) {
 }
 
 int sk_vk_has_transfer_queue(const sk_vk_context *c) { return c->separate_transfer; }
+
+int sk_vk_heap_usage(sk_vk_context *c, uint64_t *usage) {
+    if (!c->memory_budget) return -1;
+    VkPhysicalDeviceMemoryBudgetPropertiesEXT budget = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT };
+    VkPhysicalDeviceMemoryProperties2 mem = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2, .pNext = &budget };
+    p_vkGetPhysicalDeviceMemoryProperties2(c->physical, &mem);
+    *usage = 0;
+    for (uint32_t i = 0; i < mem.memoryProperties.memoryHeapCount; i++)
+        if (mem.memoryProperties.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) *usage += budget.heapUsage[i];
+    return 0;
+}
 void sk_vk_force_unmapped(sk_vk_context *c, int on) { c->force_unmapped = on; }
 
 #endif

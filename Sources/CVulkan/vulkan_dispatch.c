@@ -56,34 +56,35 @@ int sk_vk_dispatch(sk_vk_context *c, sk_vk_kernel k, const sk_vk_binding *bindin
     }
     pthread_mutex_lock(&c->lock);
     int rc = ensure_pipeline(c, k, error, len);
+    VkDescriptorSet set;
+    if (rc == 0) rc = sk_vk_begin(c, error, len);
+    if (rc == 0) rc = sk_vk_descriptor_set(c, c->layouts[k], &set, error, len);
     if (rc == 0) {
-        c->vkResetDescriptorPool(c->device, c->descriptors, 0);
-        VkDescriptorSet set;
-        VkDescriptorSetAllocateInfo dsai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, .descriptorPool = c->descriptors,
-                                             .descriptorSetCount = 1, .pSetLayouts = &c->layouts[k] };
-        rc = sk_vk_check(c->vkAllocateDescriptorSets(c->device, &dsai, &set), "vkAllocateDescriptorSets", error, len);
-        if (rc == 0) {
-            VkDescriptorBufferInfo infos[8];
-            VkWriteDescriptorSet writes[8];
-            for (uint32_t i = 0; i < count; i++) {
-                infos[i] = (VkDescriptorBufferInfo){ .buffer = bindings[i].buffer->buffer, .offset = bindings[i].offset, .range = ranges[i] };
-                writes[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = i,
-                                                    .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[i] };
-            }
-            c->vkUpdateDescriptorSets(c->device, count, writes, 0, NULL);
-            VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
-            c->vkResetCommandBuffer(c->cmd, 0);
-            c->vkBeginCommandBuffer(c->cmd, &begin);
-            c->vkCmdBindPipeline(c->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, c->pipelines[k]);
-            c->vkCmdBindDescriptorSets(c->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, c->pipeline_layouts[k], 0, 1, &set, 0, NULL);
-            uint8_t constants[64] = { 0 };
-            memcpy(constants, push, push_bytes);
-            c->vkCmdPushConstants(c->cmd, c->pipeline_layouts[k], VK_SHADER_STAGE_COMPUTE_BIT, 0, 64, constants);
-            c->vkCmdDispatch(c->cmd, gx, gy, gz);
-            c->vkEndCommandBuffer(c->cmd);
-            rc = sk_vk_submit_and_wait(c, c->compute, c->cmd, error, len);
-            if (rc == 0) c->dispatches[k]++;
+        VkDescriptorBufferInfo infos[8];
+        VkWriteDescriptorSet writes[8];
+        sk_range accesses[8];
+        uint64_t value = c->timeline_value + 1;  // the batch's
+        for (uint32_t i = 0; i < count; i++) {
+            infos[i] = (VkDescriptorBufferInfo){ .buffer = bindings[i].buffer->buffer, .offset = bindings[i].offset, .range = ranges[i] };
+            writes[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = i,
+                                                .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[i] };
+            // Every kernel writes its last binding and only reads the others.
+            int write = i + 1 == count;
+            accesses[i] = (sk_range){ .buffer = bindings[i].buffer->buffer, .lo = bindings[i].offset, .hi = bindings[i].offset + ranges[i], .write = write };
+            bindings[i].buffer->last_use = value;
+            sk_vk_trace_add(c, (sk_vk_trace_entry){ .kind = write, .buffer = bindings[i].buffer, .lo = accesses[i].lo, .hi = accesses[i].hi, .value = value });
         }
+        c->vkUpdateDescriptorSets(c->device, count, writes, 0, NULL);
+        sk_vk_hazard(c, accesses, count);
+        c->vkCmdBindPipeline(c->rec, VK_PIPELINE_BIND_POINT_COMPUTE, c->pipelines[k]);
+        c->vkCmdBindDescriptorSets(c->rec, VK_PIPELINE_BIND_POINT_COMPUTE, c->pipeline_layouts[k], 0, 1, &set, 0, NULL);
+        uint8_t constants[64] = { 0 };
+        memcpy(constants, push, push_bytes);
+        c->vkCmdPushConstants(c->rec, c->pipeline_layouts[k], VK_SHADER_STAGE_COMPUTE_BIT, 0, 64, constants);
+        c->vkCmdDispatch(c->rec, gx, gy, gz);
+        c->dispatches[k]++;
+        // The device starts on what is recorded while the host records on.
+        if (++c->rec_dispatches >= SK_SUBMIT_EVERY) rc = sk_vk_flush(c, 0, error, len);
     }
     pthread_mutex_unlock(&c->lock);
     return rc;

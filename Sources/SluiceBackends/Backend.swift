@@ -1,3 +1,4 @@
+import Foundation
 import SluiceCore
 
 /// How the pairs of a rotary embedding are laid out along the head dimension.
@@ -42,10 +43,30 @@ public protocol Backend: Sendable {
     /// A strided view (a permutation, a slice) as a contiguous tensor, where the backend keeps it (on a
     /// device, the copy stays on the device).
     func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor
+    /// x + scale·y over same-shaped tensors, rounded after the product (no fused multiply-add): a
+    /// sampler's step and the CFG combine, which keep the latents where the backend keeps them.
+    func axpy(_ x: Tensor, _ y: Tensor, scale: Float) throws(SluiceError) -> Tensor
+    /// Element-wise tanh (adaLN gates).
+    func tanh(_ x: Tensor) throws(SluiceError) -> Tensor
 }
 
 extension Backend {
     public func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor { x.contiguous() }
+    public func tanh(_ x: Tensor) throws(SluiceError) -> Tensor {
+        let a = try x.converted(to: .f32).contiguous()
+        let out = Tensor(uninitialized: x.shape, dtype: .f32)
+        let pa = a.f32, po = out.f32
+        for j in 0..<out.count { po[j] = Foundation.tanh(pa[j]) }
+        return out
+    }
+    public func axpy(_ x: Tensor, _ y: Tensor, scale: Float) throws(SluiceError) -> Tensor {
+        guard x.shape == y.shape else { throw .shapeMismatch(operation: "axpy", expected: "\(x.shape)", found: "\(y.shape)") }
+        let a = try x.converted(to: .f32).contiguous(), b = try y.converted(to: .f32).contiguous()
+        let out = Tensor(uninitialized: x.shape, dtype: .f32)
+        let pa = a.f32, pb = b.f32, po = out.f32
+        for j in 0..<out.count { po[j] = pa[j] + scale * pb[j] }
+        return out
+    }
     public func add(_ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor { try binary(.add, a, b) }
     public func sub(_ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor { try binary(.sub, a, b) }
     public func mul(_ a: Tensor, _ b: Tensor) throws(SluiceError) -> Tensor { try binary(.mul, a, b) }

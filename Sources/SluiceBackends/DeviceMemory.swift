@@ -16,7 +16,14 @@ public final class DeviceMemory: @unchecked Sendable {
         public let time: Double
         /// The copy timeline's value that signals the real copy (0: nothing real to wait for).
         public var signal: UInt64 = 0
-        public init(time: Double, signal: UInt64 = 0) { self.time = time; self.signal = signal }
+        /// The compute timeline's value that signals the real kernels (0: nothing real): a copy that
+        /// overwrites what they read waits for it on the device.
+        public var computeSignal: UInt64 = 0
+        public init(time: Double, signal: UInt64 = 0, computeSignal: UInt64 = 0) {
+            self.time = time
+            self.signal = signal
+            self.computeSignal = computeSignal
+        }
         public static let zero = Event(time: 0)
         public static func < (a: Event, b: Event) -> Bool { a.time < b.time }
     }
@@ -185,17 +192,18 @@ public final class DeviceMemory: @unchecked Sendable {
     @discardableResult
     public func compute(flops: Double, bytes: Double, label: String, waitFor: [Event] = [], _ body: () throws -> Void = {}) rethrows -> Event {
         try body()
+        let computeSignal = backing?.computeMark ?? 0
         return state.withLock { s in
             let start = max(s.computeFree, waitFor.max()?.time ?? 0)
             let end = start + profile.kernelSeconds(flops: flops, bytes: bytes)
             s.computeFree = end
             if s.recordSpans { s.spans.append(Span(kind: .compute, label: label, start: start, end: end, bytes: Int(bytes))) }
-            return Event(time: end)
+            return Event(time: end, computeSignal: computeSignal)
         }
     }
 
-    /// On a real device, blocks until the copies `events` name have completed: the kernels that read
-    /// them are submitted after this and also wait on the device (see sk_vk_copy_wait).
+    /// On a real device, the kernels recorded after this wait on the device for the copies `events` name
+    /// (the host does not wait; see sk_vk_copy_wait).
     public func waitForCopies(_ events: [Event]) throws(SluiceError) {
         if let backing, let signal = events.map(\.signal).max(), signal > 0 { try backing.wait(signal) }
     }

@@ -14,10 +14,14 @@ public protocol DeviceMemoryBacking: AnyObject, Sendable {
     func allocate(bytes: Int, label: String) throws(SluiceError) -> (token: AnyObject, storage: HostStorage, realBytes: Int)
     func free(_ token: AnyObject)
     /// Copies `tensors` one after another (each at a 64-byte aligned offset from `offset`) into the
-    /// allocation on the copy queue; returns the timeline value that signals completion.
-    func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int) throws(SluiceError) -> UInt64
-    /// Blocks until the copy with `value` has completed.
+    /// allocation on the copy queue, starting on the device once the compute timeline reaches `after`
+    /// (the last kernel that reads the bytes it overwrites; 0: none); returns the copy timeline value
+    /// that signals completion.
+    func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int, after: UInt64) throws(SluiceError) -> UInt64
+    /// Kernels recorded from now on wait for the copy with `value` (on the device).
     func wait(_ value: UInt64) throws(SluiceError)
+    /// The compute timeline's value that signals when the kernels recorded so far have finished.
+    var computeMark: UInt64 { get }
     /// Per-op buffers of the compute backend come from this allocation (the activation reservation), or
     /// from their own allocations when `nil`.
     func useAsScratch(_ token: AnyObject?)
@@ -48,24 +52,29 @@ public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
 
     public func free(_ token: AnyObject) {
         guard let buffer = token as? VulkanContext.Buffer else { return }
+        context.arenaFreed(buffer)
         context.unregister(buffer)
     }
 
-    public func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int) throws(SluiceError) -> UInt64 {
+    public func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int, after: UInt64) throws(SluiceError) -> UInt64 {
         guard let buffer = token as? VulkanContext.Buffer else { throw .invalidArgument(name: "vulkan copy", reason: "not a Vulkan allocation") }
-        var at = offset, last: UInt64 = 0
         // Without a mapping the host shadow gets the same bytes (the CPU's fallbacks read it).
         let shadow = buffer.mapped == nil ? context.residentHost(buffer) : nil
-        for t in tensors {
-            let c = t.contiguous()
-            last = try context.copyAsync(from: c.rawPointer, bytes: c.byteCount, to: buffer, offset: at)
+        let sources = tensors.map { $0.contiguous() }
+        var at = offset, pieces: [(src: UnsafeRawPointer, bytes: Int, offset: Int)] = []
+        for c in sources {
+            pieces.append((UnsafeRawPointer(c.rawPointer), c.byteCount, at))
             shadow.map { ($0 + at).copyMemory(from: c.rawPointer, byteCount: c.byteCount) }
             at += (c.byteCount + 63) & ~63
         }
-        return last
+        return try withExtendedLifetime(sources) { () throws(SluiceError) -> UInt64 in
+            try context.copyAsync(pieces: pieces, to: buffer, after: after)
+        }
     }
 
     public func wait(_ value: UInt64) throws(SluiceError) { try context.copyWait(value) }
+
+    public var computeMark: UInt64 { context.computeMark }
 
     public func useAsScratch(_ token: AnyObject?) { context.useArena(token as? VulkanContext.Buffer) }
 }

@@ -143,11 +143,12 @@ public final class StreamingExecutor: @unchecked Sendable {
 
     private func runOnce<State>(_ input: State, _ body: (Int, DeviceWeights, State) throws -> State) throws -> State {
         try prepare()
-        // On a real device the compute backend's per-op buffers live in the activation reservation.
+        // On a real device the compute backend's per-op buffers live in the activation reservation —
+        // also after the call, for the pipeline's own ops on its output (a sampler step), until another
+        // component's call or until the reservation is freed.
         if let backing = device.backing {
             backing.useAsScratch(activations?.token)
         }
-        defer { device.backing?.useAsScratch(nil) }
         let streamed = streamedOrder
         let streamRank = Dictionary(uniqueKeysWithValues: streamed.enumerated().map { ($1, $0) })
         var state = input
@@ -270,8 +271,10 @@ public final class StreamingExecutor: @unchecked Sendable {
         defer { releaseMappedPages(i) }
         if let backing = device.backing, let token = a.token {
             let tensors = source(i).map(\.tensor)
+            // On the device, the copy waits for the last kernel that read the bytes it overwrites.
+            let after = waitFor.map(\.computeSignal).max() ?? 0
             return try device.copyToDevice(bytes: g.bytes, label: g.name, waitFor: waitFor) { () throws(SluiceError) -> UInt64 in
-                try backing.copy(tensors, into: token, at: base)
+                try backing.copy(tensors, into: token, at: base, after: after)
             }
         }
         return device.copyToDevice(bytes: g.bytes, label: g.name, waitFor: waitFor) { fill(a, at: base, from: source(i)) }

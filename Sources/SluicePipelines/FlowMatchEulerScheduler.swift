@@ -1,4 +1,5 @@
 import Foundation
+import SluiceBackends
 import SluiceCore
 
 /// diffusers' FlowMatchEulerDiscreteScheduler for the options the flow-matching models ship with:
@@ -99,14 +100,13 @@ public struct FlowMatchEulerScheduler: Sendable {
         return Double(imageSeqLen) * m + b
     }
 
-    /// One Euler step: x + (σ_next − σ)·v, in place on f32 latents.
-    public func step(_ i: Int, velocity: Tensor, latents: Tensor) throws(SluiceError) {
-        guard velocity.shape == latents.shape, velocity.dtype == .f32, latents.dtype == .f32,
-              velocity.isContiguous, latents.isContiguous else {
-            throw .shapeMismatch(operation: "scheduler step", expected: "\(latents.shape) f32", found: "\(velocity.shape) \(velocity.dtype)")
+    /// One Euler step, x + (σ_next − σ)·v, on the backend (on a device the latents stay there).
+    /// `velocityScale` multiplies v first (−1: diffusers negates the transformer's output).
+    public func step(_ i: Int, velocity: Tensor, latents: Tensor, velocityScale: Float = 1, on backend: any Backend) throws(SluiceError) -> Tensor {
+        guard velocity.shape == latents.shape else {
+            throw .shapeMismatch(operation: "scheduler step", expected: "\(latents.shape)", found: "\(velocity.shape)")
         }
-        let dt = sigmas[i + 1] - sigmas[i]
-        let v = velocity.f32, x = latents.f32
-        for j in 0..<latents.count { x[j] = x[j] + dt * v[j] }
+        // dt·(−v) and (−dt)·v round alike: the sign is exact.
+        return try backend.axpy(latents, velocity, scale: (sigmas[i + 1] - sigmas[i]) * velocityScale)
     }
 }

@@ -183,7 +183,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 
         var generator = TorchGenerator(seed: r.seed)
-        let latents = try generator.randn([1, transformer.config.inChannels, lh, lw])
+        var latents = try generator.randn([1, transformer.config.inChannels, lh, lw])
         let scheduler = try FlowMatchEulerScheduler(config: schedulerConfig,
             baseSigmas: FlowMatchEulerScheduler.linspace(1, 1 / Float(r.steps), r.steps),
             mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
@@ -201,16 +201,12 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                     }
                     return s.output!
                 }
+                // The CFG combine and the Euler step run on the backend: on a device the latents stay
+                // there from step to step, and the host reads them only for a preview and at the end.
                 var pred = try velocity(positive)
-                if let negative {
-                    let neg = try velocity(negative)
-                    let p = pred.f32, n = neg.f32, g = r.guidance
-                    for j in 0..<pred.count { p[j] = p[j] + g * (p[j] - n[j]) }
-                }
+                if let negative { pred = try be.axpy(pred, be.sub(pred, velocity(negative)), scale: r.guidance) }
                 // diffusers negates the transformer's output to get the flow velocity.
-                for j in 0..<pred.count { pred.f32[j] = -pred.f32[j] }
-                pred = try pred.reshaped(latents.shape)
-                try scheduler.step(i, velocity: pred, latents: latents)
+                latents = try scheduler.step(i, velocity: pred.reshaped(latents.shape), latents: latents, velocityScale: -1, on: be)
                 afterStep(i, latents)
                 progress(run.withDevice(GenerationProgress(phase: .denoise, step: i + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
             }

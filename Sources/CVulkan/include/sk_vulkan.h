@@ -61,12 +61,31 @@ int sk_vk_upload(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, const voi
 int sk_vk_download(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t error_len);
 
 /// Copies `bytes` from host memory into `dst` at `offset` on the copy queue (the transfer-only family
-/// where the device has one, else the compute queue: ordered submission), through a ring of reused
-/// host-visible staging buffers, without waiting: returns the copy timeline's value that signals its
-/// completion (0 with a message on failure).
-uint64_t sk_vk_copy_async(sk_vk_context *ctx, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t error_len);
-/// Waits on the host until the copy timeline reaches `value`; later kernels also wait for it on the device.
+/// where the device has one, else the compute queue), through a ring of reused host-visible staging
+/// slots (the host waits only when every slot is still being read), after the compute timeline has
+/// reached `after` — on the device: the last kernel that reads what the copy overwrites (0: none).
+/// Returns the copy timeline's value that signals its completion (0 with a message on failure).
+uint64_t sk_vk_copy_async(sk_vk_context *ctx, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, uint64_t after,
+                          char *error, size_t error_len);
+/// Host memory `src` (`bytes`) for `offset` in the destination.
+typedef struct sk_vk_piece { const void *src; uint64_t bytes; uint64_t offset; } sk_vk_piece;
+/// `sk_vk_copy_async` of many pieces into one buffer (a group's tensors): packed into staging slots
+/// together, one submission per slot.
+uint64_t sk_vk_copy_pieces(sk_vk_context *ctx, sk_vk_buffer *dst, const sk_vk_piece *pieces, uint32_t count, uint64_t after,
+                           char *error, size_t error_len);
+/// Kernels recorded from now on wait on the device until the copy timeline reaches `value`; the host
+/// does not wait.
 int sk_vk_copy_wait(sk_vk_context *ctx, uint64_t value, char *error, size_t error_len);
+/// The host waits until every copy into `b` has completed (before host code reads its mapping).
+int sk_vk_buffer_host_sync(sk_vk_context *ctx, sk_vk_buffer *b, char *error, size_t error_len);
+/// Gives `b` back without waiting: destroyed once the device has finished the work submitted or
+/// recorded so far (per-op buffers). `sk_vk_buffer_destroy` waits for the device instead, so the memory
+/// is free when it returns (what the memory manager's budget counts on).
+void sk_vk_buffer_retire(sk_vk_context *ctx, sk_vk_buffer *b);
+/// The compute timeline's value that signals when everything recorded so far has finished.
+uint64_t sk_vk_compute_mark(sk_vk_context *ctx);
+/// Submits what is recorded and waits until the device has finished it all.
+int sk_vk_finish(sk_vk_context *ctx, char *error, size_t error_len);
 /// Bytes of host-visible staging memory held: the copy ring and the readback buffer.
 uint64_t sk_vk_staging_bytes(const sk_vk_context *ctx);
 
@@ -90,8 +109,10 @@ typedef enum sk_vk_kernel {
 /// maximum storage-buffer range.
 typedef struct sk_vk_binding { sk_vk_buffer *buffer; uint64_t offset; uint64_t range; } sk_vk_binding;
 
-/// Runs `kernel` over `count` bindings (binding i = bindings[i]) with `push` constants (up to 64
-/// bytes) on a grid of groups, after every copy waited for; waits for completion on a timeline semaphore.
+/// Records `kernel` over `count` bindings (binding i = bindings[i], the last one written) with `push`
+/// constants (up to 64 bytes) on a grid of groups into the batch, after a barrier when it reads or
+/// writes what an earlier command of the batch wrote (or writes what one read). The batch is submitted
+/// every few hundred dispatches and when the host needs a result; nothing here waits.
 int sk_vk_dispatch(sk_vk_context *ctx, sk_vk_kernel kernel, const sk_vk_binding *bindings, uint32_t count,
                    const void *push, uint32_t push_bytes, uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
                    char *error, size_t error_len);
@@ -101,8 +122,24 @@ uint64_t sk_vk_dispatch_count(const sk_vk_context *ctx, sk_vk_kernel kernel);
 /// Every crossing between host and device since the context opened: queue submissions, times the host
 /// waited for the device, bytes copied in (weights through `sk_vk_copy_async`; everything else — op
 /// inputs — through `sk_vk_upload`) and bytes read back (`sk_vk_download`, mapped or staged).
-typedef struct sk_vk_counters { uint64_t submits, host_waits, weight_bytes_in, other_bytes_in, bytes_out; } sk_vk_counters;
+typedef struct sk_vk_counters { uint64_t submits, host_waits, weight_bytes_in, other_bytes_in, bytes_out, barriers; } sk_vk_counters;
 void sk_vk_get_counters(const sk_vk_context *ctx, sk_vk_counters *out);
+
+/// Device memory as the device granted it: bytes of the buffers alive now (staging apart; buffers given
+/// back but still in use count until the device passes them), their peak since the last reset, and
+/// where VK_EXT_memory_budget is present the device-local heaps' usage as the driver reports it.
+typedef struct sk_vk_memory_stats { uint64_t live, peak, heap_usage; int has_heap_usage; } sk_vk_memory_stats;
+void sk_vk_get_memory_stats(sk_vk_context *ctx, sk_vk_memory_stats *out);
+void sk_vk_reset_peak(sk_vk_context *ctx);
+
+/// A trace of what the device was asked to do, for tests of ordering: each binding of a dispatch (kind
+/// 0 read, 1 written) with the compute value of its batch; each weight copy (kind 2) with the compute
+/// value it waited for.
+typedef struct sk_vk_trace_entry { int kind; const void *buffer; uint64_t lo, hi, value; } sk_vk_trace_entry;
+void sk_vk_trace(sk_vk_context *ctx, int on);
+uint32_t sk_vk_trace_read(sk_vk_context *ctx, sk_vk_trace_entry *out, uint32_t capacity);
+/// Test hook: weight copies ignore the compute value they must wait for.
+void sk_vk_skip_copy_waits(sk_vk_context *ctx, int on);
 
 #ifdef __cplusplus
 }

@@ -42,6 +42,10 @@ extension VulkanBackend {
         try unary(x, mode: 0) { () throws(SluiceError) in try cpu.silu(x) }
     }
 
+    public func tanh(_ x: Tensor) throws(SluiceError) -> Tensor {
+        try unary(x, mode: 3) { () throws(SluiceError) in try cpu.tanh(x) }
+    }
+
     public func gelu(_ x: Tensor, approximateTanh: Bool) throws(SluiceError) -> Tensor {
         try unary(x, mode: approximateTanh ? 2 : 1) { () throws(SluiceError) in try cpu.gelu(x, approximateTanh: approximateTanh) }
     }
@@ -54,20 +58,32 @@ extension VulkanBackend {
                 try dispatchBinary(code, input(parts[0]), input(parts[1]), Self.broadcast([n], [n])!)
             }
         }
-        guard a.dtype == .f32, b.dtype == .f32, a.count > 0, b.count > 0, fits([a, b]),
+        // A weight in bf16/f16/fp8 (a pad token, a norm's scale) is widened on the device.
+        guard Self.code(a.dtype) != nil, Self.code(b.dtype) != nil, a.count > 0, b.count > 0, fits(bytes: max(a.count, b.count) * 4),
               let plan = Self.broadcast(a.shape.dims, b.shape.dims), fits(bytes: plan.count * 4) else {
             return try cpu.binary(op, a, b)
         }
+        func operand(_ t: Tensor) throws(SluiceError) -> VulkanContext.Binding {
+            t.dtype == .f32 ? try input(contiguous(t)) : try f32Input(t.isContiguous ? t : t.contiguous())
+        }
         return try self.op { () throws(SluiceError) -> Tensor in
-            try read(try dispatchBinary(code, input(contiguous(a)), input(contiguous(b)), plan), Shape(plan.shape))
+            try read(try dispatchBinary(code, operand(a), operand(b), plan), Shape(plan.shape))
+        }
+    }
+
+    public func axpy(_ x: Tensor, _ y: Tensor, scale: Float) throws(SluiceError) -> Tensor {
+        guard x.shape == y.shape, x.dtype == .f32, y.dtype == .f32, x.count > 0 else { return try cpu.axpy(x, y, scale: scale) }
+        return try elementwise(x.shape, [contiguous(x), contiguous(y)]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
+            try dispatchBinary(4, input(parts[0]), input(parts[1]), Self.broadcast([n], [n])!, scale: scale)
         }
     }
 
     /// The binary kernel over a broadcast plan: its output in a per-op buffer.
     func dispatchBinary(_ code: UInt32, _ a: VulkanContext.Binding, _ b: VulkanContext.Binding,
-                        _ plan: (shape: [Int], count: Int, dims: [Int], aStrides: [Int], bStrides: [Int])) throws(SluiceError) -> VulkanContext.Binding {
+                        _ plan: (shape: [Int], count: Int, dims: [Int], aStrides: [Int], bStrides: [Int]),
+                        scale: Float = 0) throws(SluiceError) -> VulkanContext.Binding {
         let out = try context.transient(bytes: plan.count * 4)
-        let push = [UInt32(plan.count), code, 0, 0] + (plan.dims + plan.aStrides + plan.bStrides).map { UInt32($0) }
+        let push = [UInt32(plan.count), code, 0, scale.bitPattern] + (plan.dims + plan.aStrides + plan.bStrides).map { UInt32($0) }
         try context.dispatch(.binary, bindings: [a, b, out], push: push, groups: Self.groups(plan.count))
         return out
     }
@@ -162,12 +178,18 @@ extension VulkanBackend {
         if x.isContiguous { return x }
         return try op { () throws(SluiceError) -> Tensor in
             guard let view = try deviceView(x) else { return x.contiguous() }
-            let one = try input(Tensor([1], shape: [1]))
-            let push = [UInt32(x.count), 2, UInt32(view.offset), 0] + (view.dims + view.strides + [0, 0, 0, 0]).map { UInt32($0) }
             let out = try context.transient(bytes: x.count * 4)
-            try context.dispatch(.binary, bindings: [view.binding, one, out], push: push, groups: Self.groups(x.count))
+            try copyView(view, count: x.count, into: out)
             return try read(out, x.shape)
         }
+    }
+
+    /// A strided view's elements, in order, into `out` (the binary kernel: a · 1 over the view's strides).
+    func copyView(_ view: (binding: VulkanContext.Binding, offset: Int, dims: [Int], strides: [Int]), count: Int,
+                  into out: VulkanContext.Binding) throws(SluiceError) {
+        let one = try input(Tensor([1], shape: [1]))
+        let push = [UInt32(count), 2, UInt32(view.offset), 0] + (view.dims + view.strides + [0, 0, 0, 0]).map { UInt32($0) }
+        try context.dispatch(.binary, bindings: [view.binding, one, out], push: push, groups: Self.groups(count))
     }
 
     /// A strided f32 view whose storage is on the device: its storage's binding, the view's first

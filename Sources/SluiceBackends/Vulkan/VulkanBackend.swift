@@ -46,19 +46,34 @@ public struct VulkanBackend: Backend {
     }
 
     /// A tensor as a kernel operand: in place when it is on the device (a weight the memory manager
-    /// placed, or an earlier op's output), else uploaded.
+    /// placed, or an earlier op's output) — a strided or unaligned view of one copied on the device
+    /// first —, else uploaded.
     func input(_ t: Tensor) throws(SluiceError) -> VulkanContext.Binding {
         if let b = try context.residentBinding(t) {
             context.keepForOp(t.storage)
             return b
+        }
+        if t.dtype == .f32, !t.isContiguous || t.offset > 0, let view = try deviceView(t) {
+            let out = try context.transient(bytes: t.count * 4)
+            try copyView(view, count: t.count, into: out)
+            return out
         }
         let b = try context.transient(bytes: t.byteCount)
         try context.upload(t, to: b)
         return b
     }
 
+    /// An operand in f32: a weight the device holds in bf16/f16/fp8 is widened there (no host
+    /// conversion, no upload); other storage types are converted on the host.
     func f32Input(_ t: Tensor) throws(SluiceError) -> VulkanContext.Binding {
-        try input(t.dtype == .f32 ? t : t.converted(to: .f32))
+        if t.dtype == .f32 { return try input(t) }
+        if let code = Self.code(t.dtype), let raw = try context.residentBinding(t) {
+            context.keepForOp(t.storage)
+            let out = try context.transient(bytes: t.count * 4)
+            try context.dispatch(.unary, bindings: [raw, out], push: [UInt32(t.count), 4, code], groups: Self.groups(t.count))
+            return out
+        }
+        return try input(t.converted(to: .f32))
     }
 
     /// An op's output: it stays on the device, and comes to the host only when host code reads it.

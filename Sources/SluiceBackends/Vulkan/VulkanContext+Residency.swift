@@ -42,13 +42,36 @@ extension VulkanContext {
         return Binding(b.buffer, offset: b.offset + offset, bytes: min((t.byteCount + 15) & ~15, b.bytes - offset))
     }
 
-    /// Per-op buffers and device activations come from `buffer` (the component's activation
-    /// reservation) until `nil`. Activations still alive in the arena it replaces are brought to the
-    /// host first (the memory manager is about to reuse or free that memory).
+    /// Per-op buffers and device activations come from `buffer` (a component's activation reservation)
+    /// from now on, or from buffers of their own with `nil`. Activations already in another reservation
+    /// stay there — the latents a denoiser's call left stay on the device for the next call — until the
+    /// memory manager frees that reservation (`arenaFreed`).
     public func useArena(_ buffer: Buffer?) {
-        let live = activations.withLock { list in list.compactMap(\.value).filter { $0.inArena } }
+        arena.withLock { set in
+            guard let buffer else { set.current = nil; return }
+            if let i = set.all.firstIndex(where: { $0.buffer === buffer }) { set.current = i; return }
+            set.all.append(Arena(buffer: buffer))
+            set.current = set.all.count - 1
+        }
+    }
+
+    /// The memory manager is about to free or reuse `buffer`: activations still alive in it come to the
+    /// host first (their host copies then serve every reader), and it is no longer an arena.
+    public func arenaFreed(_ buffer: Buffer) {
+        let live = activations.withLock { list in list.compactMap(\.value).filter { $0.binding?.buffer === buffer } }
         for a in live { a.evict() }
-        arena.withLock { $0 = buffer.map { Arena(buffer: $0) } }
+        arena.withLock { set in
+            guard let i = set.all.firstIndex(where: { $0.buffer === buffer }) else { return }
+            set.all.remove(at: i)
+            if set.current == i { set.current = nil } else if let c = set.current, c > i { set.current = c - 1 }
+        }
+    }
+
+    /// Gives `bytes` at `offset` back to the arena of `buffer`, if it is one.
+    func giveBack(_ buffer: Buffer, _ offset: Int, _ bytes: Int) {
+        arena.withLock { set in
+            if let i = set.all.firstIndex(where: { $0.buffer === buffer }) { set.all[i].release(offset, bytes) }
+        }
     }
 
     /// A per-op buffer of `bytes`: carved from the arena when one is set (out of memory when the arena
@@ -57,19 +80,19 @@ extension VulkanContext {
     func transient(bytes: Int) throws(SluiceError) -> Binding {
         let rounded = (max(bytes, 4) + 15) & ~15
         let align = max(info.minStorageOffsetAlignment, 16)
-        let carved: Result<Binding, SluiceError>? = arena.withLock { a in
-            guard a != nil else { return nil }
-            guard let offset = a!.allocate(rounded, align: align) else {
+        let carved: Result<Binding, SluiceError>? = arena.withLock { set in
+            guard let i = set.current else { return nil }
+            guard let offset = set.all[i].allocate(rounded, align: align) else {
                 return .failure(.outOfMemory(device: info.name + " activation reservation", requestedBytes: rounded,
-                                             availableBytes: a!.largestFree))
+                                             availableBytes: set.all[i].largestFree))
             }
-            return .success(Binding(a!.buffer, offset: offset, bytes: rounded))
+            return .success(Binding(set.all[i].buffer, offset: offset, bytes: rounded))
         }
         let b: Binding
         switch carved {
         case .success(let carvedBinding): b = carvedBinding
         case .failure(let e): throw e
-        case nil: b = Binding(try buffer(bytes: rounded), offset: 0, bytes: rounded)
+        case nil: b = Binding(try buffer(bytes: rounded, deferredFree: true), offset: 0, bytes: rounded)
         }
         opBuffers.withLock { $0.append(.buffer(b)) }
         return b
@@ -88,9 +111,7 @@ extension VulkanContext {
             list.removeSubrange(mark...)
             return tail
         }
-        arena.withLock { a in
-            for case .buffer(let b) in done where a?.buffer === b.buffer { a!.release(b.offset, b.bytes) }
-        }
+        for case .buffer(let b) in done { giveBack(b.buffer, b.offset, b.bytes) }
     }
 
     /// An op's output stays on the device as a tensor: its host shadow is written only when host code
@@ -99,8 +120,7 @@ extension VulkanContext {
         opBuffers.withLock { list in
             list.removeAll { if case .buffer(let x) = $0 { return x.buffer === b.buffer && x.offset == b.offset }; return false }
         }
-        let inArena = arena.withLock { $0?.buffer === b.buffer }
-        let a = DeviceActivation(context: self, binding: b, bytes: shape.count * 4, inArena: inArena, counter: counter)
+        let a = DeviceActivation(context: self, binding: b, bytes: shape.count * 4, counter: counter)
         activations.withLock { list in
             list.removeAll { $0.value == nil }
             list.append(WeakActivation(value: a))
@@ -110,12 +130,15 @@ extension VulkanContext {
 
     /// A device activation went away: its bytes in the arena are free again.
     func release(_ a: DeviceActivation) {
-        guard let b = a.binding, a.inArena else { return }
-        arena.withLock { ar in if ar?.buffer === b.buffer { ar!.release(b.offset, b.bytes) } }
+        guard let b = a.binding else { return }
+        giveBack(b.buffer, b.offset, b.bytes)
     }
 }
 
-/// The activation reservation as free ranges, first fit (ops and live activations come and go).
+/// The activation reservations the backend knows, and the one it carves from now.
+struct ArenaSet { var all: [Arena] = []; var current: Int? }
+
+/// An activation reservation as free ranges, first fit (ops and live activations come and go).
 struct Arena {
     let buffer: VulkanContext.Buffer
     private var free: [Range<Int>]
@@ -160,18 +183,16 @@ final class DeviceActivation: HostCoherence, @unchecked Sendable {
     let context: VulkanContext
     let shadow: UnsafeMutableRawPointer
     let bytes: Int
-    let inArena: Bool
     private let counter: AllocationCounter?
     private let lock = NSLock()
     /// Where its bytes live on the device (nil once brought home because its arena went away).
     private(set) var binding: VulkanContext.Binding?
     private var newer = Newer.device
 
-    init(context: VulkanContext, binding: VulkanContext.Binding, bytes: Int, inArena: Bool, counter: AllocationCounter?) {
+    init(context: VulkanContext, binding: VulkanContext.Binding, bytes: Int, counter: AllocationCounter?) {
         self.context = context
         self.binding = binding
         self.bytes = bytes
-        self.inArena = inArena
         self.counter = counter
         var p: UnsafeMutableRawPointer?
         precondition(posix_memalign(&p, 64, max(bytes, 64)) == 0 && p != nil, "host shadow of \(bytes) bytes")

@@ -11,9 +11,9 @@ public final class VulkanContext: @unchecked Sendable {
     /// Device buffers the backend binds in place, by the host address that mirrors them (see +Residency).
     struct Resident { let base: UInt; let bytes: Int; let buffer: Buffer }
     let residents = Mutex<[Resident]>([])
-    /// The activation arena the memory manager reserved, where the backend places its per-op buffers
+    /// The activation reservations the memory manager made, where the backend places its per-op buffers
     /// and the activations that stay on the device (see +Residency).
-    let arena = Mutex<Arena?>(nil)
+    let arena = Mutex(ArenaSet())
     /// What the op now running holds (nested ops push marks): its per-op buffers, given back when it
     /// ends, and the storage of the device tensors it reads, kept alive until then (their bytes must not
     /// be reused while the op's kernels read them).
@@ -65,12 +65,26 @@ public final class VulkanContext: @unchecked Sendable {
     /// A buffer of n bytes takes n rounded up to this much device memory.
     public var allocationGranularity: Int { Int(sk_vk_allocation_granularity(handle)) }
 
-    public final class Buffer: @unchecked Sendable {
+    /// A device buffer. Host code reaching its mapping waits for the copies into it first; when it goes,
+    /// its memory is freed once the device has finished with it — waited for (the memory manager's
+    /// allocations: the budget counts on the memory being free) or, for per-op buffers, deferred.
+    public final class Buffer: HostCoherence, @unchecked Sendable {
         let handle: OpaquePointer
         let context: VulkanContext  // a buffer keeps its device open
         public let bytes: Int
-        init(handle: OpaquePointer, context: VulkanContext, bytes: Int) { self.handle = handle; self.context = context; self.bytes = bytes }
-        deinit { sk_vk_buffer_destroy(context.handle, handle) }
+        let deferredFree: Bool
+        init(handle: OpaquePointer, context: VulkanContext, bytes: Int, deferredFree: Bool) {
+            self.handle = handle
+            self.context = context
+            self.bytes = bytes
+            self.deferredFree = deferredFree
+        }
+        deinit { deferredFree ? sk_vk_buffer_retire(context.handle, handle) : sk_vk_buffer_destroy(context.handle, handle) }
+        public func prepareHostAccess() {
+            var err = [CChar](repeating: 0, count: 256)
+            // A device that cannot finish a copy is lost: nothing correct can follow.
+            guard sk_vk_buffer_host_sync(context.handle, handle, &err, err.count) == 0 else { fatalError("Vulkan copy failed: \(Vulkan.message(err))") }
+        }
         /// Bytes a binding may cover: `bytes` rounded up to whole 16-byte words.
         public var capacity: Int { Int(sk_vk_buffer_size(handle)) }
         /// Device memory it really holds (the driver's size, ≥ `bytes`).
@@ -91,7 +105,8 @@ public final class VulkanContext: @unchecked Sendable {
         }
     }
 
-    public func buffer(bytes: Int) throws(SluiceError) -> Buffer {
+    /// `deferredFree`: a per-op buffer, freed without waiting once the device has passed the work recorded so far.
+    public func buffer(bytes: Int, deferredFree: Bool = false) throws(SluiceError) -> Buffer {
         var err = [CChar](repeating: 0, count: 512)
         guard let b = sk_vk_buffer_create(handle, UInt64(max(bytes, 4)), &err, err.count) else {
             let reason = Vulkan.message(err)
@@ -100,7 +115,7 @@ public final class VulkanContext: @unchecked Sendable {
             }
             throw .invalidArgument(name: "vulkan buffer", reason: reason)
         }
-        return Buffer(handle: b, context: self, bytes: bytes)
+        return Buffer(handle: b, context: self, bytes: bytes, deferredFree: deferredFree)
     }
 
     public enum Kernel: CaseIterable, Sendable {
@@ -137,17 +152,29 @@ public final class VulkanContext: @unchecked Sendable {
     /// Dispatches of `k` so far: tests prove with it that an op ran on the device, not its CPU fallback.
     public func dispatchCount(_ k: Kernel) -> Int { Int(sk_vk_dispatch_count(handle, k.c)) }
 
-    /// Queues a host → device copy on the copy queue and returns at once with the copy timeline's value
-    /// that signals its completion.
-    public func copyAsync(from src: UnsafeRawPointer, bytes: Int, to b: Buffer, offset: Int) throws(SluiceError) -> UInt64 {
+    /// Queues a host → device copy on the copy queue, to start on the device once the compute timeline
+    /// reaches `after` (the last kernel reading what it overwrites; 0: none), and returns at once with the
+    /// copy timeline's value that signals its completion.
+    public func copyAsync(from src: UnsafeRawPointer, bytes: Int, to b: Buffer, offset: Int, after: UInt64 = 0) throws(SluiceError) -> UInt64 {
         guard bytes > 0 else { return 0 }
         var err = [CChar](repeating: 0, count: 512)
-        let v = sk_vk_copy_async(handle, b.handle, UInt64(offset), src, UInt64(bytes), &err, err.count)
+        let v = sk_vk_copy_async(handle, b.handle, UInt64(offset), src, UInt64(bytes), after, &err, err.count)
         guard v > 0 else { throw .invalidArgument(name: "vulkan copy", reason: Vulkan.message(err)) }
         return v
     }
 
-    /// Waits until the copy timeline reaches `value` (the host may then read the memory, later kernels see it).
+    /// `copyAsync` of many pieces (host source, bytes, offset in `b`) packed into the staging slots
+    /// together: a group's tensors in one submission.
+    public func copyAsync(pieces: [(src: UnsafeRawPointer, bytes: Int, offset: Int)], to b: Buffer, after: UInt64 = 0) throws(SluiceError) -> UInt64 {
+        let raw = pieces.map { sk_vk_piece(src: $0.src, bytes: UInt64($0.bytes), offset: UInt64($0.offset)) }
+        guard raw.contains(where: { $0.bytes > 0 }) else { return 0 }
+        var err = [CChar](repeating: 0, count: 512)
+        let v = raw.withUnsafeBufferPointer { sk_vk_copy_pieces(handle, b.handle, $0.baseAddress, UInt32($0.count), after, &err, err.count) }
+        guard v > 0 else { throw .invalidArgument(name: "vulkan copy", reason: Vulkan.message(err)) }
+        return v
+    }
+
+    /// Kernels recorded from now on wait on the device until the copy timeline reaches `value` (the host does not wait).
     public func copyWait(_ value: UInt64) throws(SluiceError) {
         guard value > 0 else { return }
         var err = [CChar](repeating: 0, count: 512)
@@ -156,10 +183,10 @@ public final class VulkanContext: @unchecked Sendable {
 
     /// Every crossing between host and device so far (see `DeviceTraffic` in reports).
     public struct Counters: Sendable, Equatable {
-        public var submits = 0, hostWaits = 0, weightBytesIn = 0, otherBytesIn = 0, bytesOut = 0
+        public var submits = 0, hostWaits = 0, weightBytesIn = 0, otherBytesIn = 0, bytesOut = 0, barriers = 0
         public static func - (a: Counters, b: Counters) -> Counters {
             Counters(submits: a.submits - b.submits, hostWaits: a.hostWaits - b.hostWaits, weightBytesIn: a.weightBytesIn - b.weightBytesIn,
-                     otherBytesIn: a.otherBytesIn - b.otherBytesIn, bytesOut: a.bytesOut - b.bytesOut)
+                     otherBytesIn: a.otherBytesIn - b.otherBytesIn, bytesOut: a.bytesOut - b.bytesOut, barriers: a.barriers - b.barriers)
         }
     }
 
@@ -167,8 +194,53 @@ public final class VulkanContext: @unchecked Sendable {
         var c = sk_vk_counters()
         sk_vk_get_counters(handle, &c)
         return Counters(submits: Int(c.submits), hostWaits: Int(c.host_waits), weightBytesIn: Int(c.weight_bytes_in),
-                        otherBytesIn: Int(c.other_bytes_in), bytesOut: Int(c.bytes_out))
+                        otherBytesIn: Int(c.other_bytes_in), bytesOut: Int(c.bytes_out), barriers: Int(c.barriers))
     }
+
+    /// The compute timeline's value that signals when everything recorded so far has finished.
+    public var computeMark: UInt64 { sk_vk_compute_mark(handle) }
+
+    /// Submits everything recorded and waits until the device has finished it.
+    public func finish() throws(SluiceError) {
+        var err = [CChar](repeating: 0, count: 512)
+        guard sk_vk_finish(handle, &err, err.count) == 0 else { throw .invalidArgument(name: "vulkan", reason: Vulkan.message(err)) }
+    }
+
+    /// Device memory as the device granted it (staging apart): live and peak bytes, and the driver's own
+    /// count of the device-local heaps' usage where VK_EXT_memory_budget is present.
+    public struct MemoryStats: Sendable { public let live: Int, peak: Int, heapUsage: Int? }
+    public var memoryStats: MemoryStats {
+        var m = sk_vk_memory_stats()
+        sk_vk_get_memory_stats(handle, &m)
+        return MemoryStats(live: Int(m.live), peak: Int(m.peak), heapUsage: m.has_heap_usage != 0 ? Int(m.heap_usage) : nil)
+    }
+    public func resetPeak() { sk_vk_reset_peak(handle) }
+
+    /// What the device was asked to do, for ordering tests (`startTrace` clears it).
+    public struct TraceEntry: Sendable {
+        public enum Kind: Sendable { case read, write, copy }
+        public let kind: Kind
+        /// Which buffer (identity only).
+        public let buffer: UInt
+        public let range: Range<Int>
+        /// A kernel's binding: the compute timeline value of its submission. A copy: the compute value it waited for.
+        public let value: UInt64
+    }
+    public func startTrace() { sk_vk_trace(handle, 1) }
+    public func stopTrace() { sk_vk_trace(handle, 0) }
+    public var trace: [TraceEntry] {
+        let n = sk_vk_trace_read(handle, nil, 0)
+        var raw = [sk_vk_trace_entry](repeating: sk_vk_trace_entry(), count: Int(n))
+        let got = Int(sk_vk_trace_read(handle, &raw, n))
+        return raw.prefix(got).map { e in
+            TraceEntry(kind: e.kind == 0 ? .read : e.kind == 1 ? .write : .copy, buffer: UInt(bitPattern: e.buffer),
+                       range: Int(e.lo)..<Int(e.hi), value: e.value)
+        }
+    }
+    /// The identity `trace` gives `b`.
+    public func traceID(_ b: Buffer) -> UInt { UInt(bitPattern: UnsafeRawPointer(b.handle)) }
+    /// Test hook: weight copies stop waiting for the kernels that read what they overwrite.
+    public func skipCopyWaits(_ on: Bool) { sk_vk_skip_copy_waits(handle, on ? 1 : 0) }
 
     /// Host-visible staging memory held now: the copy ring and the readback buffer.
     public var stagingBytes: Int { Int(sk_vk_staging_bytes(handle)) }

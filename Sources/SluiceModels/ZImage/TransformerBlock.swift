@@ -21,14 +21,14 @@ public struct ZImageBlock: Sendable {
         let dim = config.dim, eps = config.normEps
         var scaleMSA: Tensor?, gateMSA: Tensor?, scaleMLP: Tensor?, gateMLP: Tensor?
         if let adaLN {
-            let mod = try HostMath.floats(b.linear(adaLN, weight: w("adaLN_modulation.0.weight"), bias: w("adaLN_modulation.0.bias")))
-            func chunk(_ i: Int, _ f: (Float) -> Float) -> Tensor {
-                Tensor(mod[(i * dim)..<((i + 1) * dim)].map(f), shape: [1, dim])
-            }
-            scaleMSA = chunk(0) { 1 + $0 }
-            gateMSA = chunk(1) { Foundation.tanh($0) }
-            scaleMLP = chunk(2) { 1 + $0 }
-            gateMLP = chunk(3) { Foundation.tanh($0) }
+            // On the backend: on a device the modulation never comes to the host.
+            let mod = try b.linear(adaLN, weight: w("adaLN_modulation.0.weight"), bias: w("adaLN_modulation.0.bias")).reshaped([4, dim])
+            func chunk(_ i: Int) throws(SluiceError) -> Tensor { try mod.sliced(dim: 0, i..<(i + 1)) }
+            let one = Tensor([1], shape: [1])
+            scaleMSA = try b.add(chunk(0), one)
+            gateMSA = try b.tanh(chunk(1))
+            scaleMLP = try b.add(chunk(2), one)
+            gateMLP = try b.tanh(chunk(3))
         }
         var h = try b.rmsNorm(x, weight: w("attention_norm1.weight"), eps: eps)
         if let scaleMSA { h = try b.mul(h, scaleMSA) }

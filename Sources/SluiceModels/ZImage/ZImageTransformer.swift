@@ -109,16 +109,16 @@ public struct ZImageTransformer: Sendable {
 
         // Caption: pad to a multiple of 32, embed (RMSNorm → Linear), pads become the learned pad token.
         let capLen = s.caption.shape[0], capPadded = Self.padded(capLen)
-        let capIn = try padByRepeatingLast(s.caption.contiguous(), to: capPadded)
+        let capIn = try padByRepeatingLast(b.contiguous(s.caption), to: capPadded, b)
         var cap = try b.rmsNorm(capIn, weight: w("cap_embedder.0.weight"), eps: config.normEps)
         cap = try b.linear(cap, weight: w("cap_embedder.1.weight"), bias: w("cap_embedder.1.bias"))
-        s.cap = try replaceRows(cap, from: capLen, with: w("cap_pad_token"))
+        s.cap = try replaceRows(cap, from: capLen, with: w("cap_pad_token"), b)
 
         // Image: 2×2 patches, features ordered (ph, pw, c); pad, embed, pads → pad token.
         let Ht = lat.shape[2] / 2, Wt = lat.shape[3] / 2, n = Ht * Wt, nPadded = Self.padded(n)
-        let patches = try patchify(lat.contiguous())
-        var x = try b.linear(padByRepeatingLast(patches, to: nPadded), weight: w("all_x_embedder.2-1.weight"), bias: w("all_x_embedder.2-1.bias"))
-        x = try replaceRows(x, from: n, with: w("x_pad_token"))
+        let patches = try patchify(lat, b)
+        var x = try b.linear(padByRepeatingLast(patches, to: nPadded, b), weight: w("all_x_embedder.2-1.weight"), bias: w("all_x_embedder.2-1.bias"))
+        x = try replaceRows(x, from: n, with: w("x_pad_token"), b)
         s.x = x
 
         let rope = RoPE3D(theta: config.ropeTheta, axesDims: config.axesDims)
@@ -130,53 +130,46 @@ public struct ZImageTransformer: Sendable {
     }
 
     func final(_ s: inout State, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) {
-        let scale = try HostMath.floats(b.linear(b.silu(s.adaLN!), weight: w("adaLN_modulation.1.weight"), bias: w("adaLN_modulation.1.bias")))
+        let scale = try b.linear(b.silu(s.adaLN!), weight: w("adaLN_modulation.1.weight"), bias: w("adaLN_modulation.1.bias"))
         let unified = s.unified ?? s.x!
         var h = try b.layerNorm(unified, weight: nil, bias: nil, eps: 1e-6)
-        h = try b.mul(h, Tensor(scale.map { 1 + $0 }, shape: [1, config.dim]))
+        h = try b.mul(h, b.add(scale, Tensor([1], shape: [1])))
         h = try b.linear(h, weight: w("linear.weight"), bias: w("linear.bias"))
         let Ht = s.latents.shape[2] / 2, Wt = s.latents.shape[3] / 2
-        s.output = try unpatchify(h.sliced(dim: 0, 0..<(Ht * Wt)).contiguous(), Ht: Ht, Wt: Wt)
+        s.output = try unpatchify(h.sliced(dim: 0, 0..<(Ht * Wt)), Ht: Ht, Wt: Wt, b)
     }
 
-    /// [C, 1, H, W] → [(H/2)(W/2), 4C], feature index (ph·2 + pw)·C + c.
-    func patchify(_ lat: Tensor) throws(SluiceError) -> Tensor {
+    /// [C, 1, H, W] → [(H/2)(W/2), 4C], feature index (ph·2 + pw)·C + c: two permutations on the
+    /// backend ([C, H·W] → [H·W, C] = [Ht, 2, Wt, 2C] → [Ht, Wt, 2, 2C]), each within 4 axes.
+    func patchify(_ lat: Tensor, _ b: any Backend) throws(SluiceError) -> Tensor {
         let C = lat.shape[0], H = lat.shape[2], W = lat.shape[3], Ht = H / 2, Wt = W / 2
-        let out = Tensor(uninitialized: [Ht * Wt, 4 * C], dtype: .f32)
         let src = try lat.dtype == .f32 ? lat : lat.converted(to: .f32)
-        let p = src.f32, o = out.f32
-        for ht in 0..<Ht { for wt in 0..<Wt { for ph in 0..<2 { for pw in 0..<2 { for c in 0..<C {
-            o[(ht * Wt + wt) * 4 * C + (ph * 2 + pw) * C + c] = p[(c * H + ht * 2 + ph) * W + wt * 2 + pw]
-        } } } } }
-        return out
+        let hwc = try b.contiguous(src.reshaped([C, H * W]).permuted([1, 0]))
+        return try b.contiguous(hwc.reshaped([Ht, 2, Wt, 2 * C]).permuted([0, 2, 1, 3])).reshaped([Ht * Wt, 4 * C])
     }
 
-    func unpatchify(_ tokens: Tensor, Ht: Int, Wt: Int) throws(SluiceError) -> Tensor {
+    /// patchify's inverse: [Ht·Wt, 4C] → [C, 1, 2Ht, 2Wt].
+    func unpatchify(_ tokens: Tensor, Ht: Int, Wt: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
         let C = config.inChannels, H = Ht * 2, W = Wt * 2
-        let out = Tensor(uninitialized: [C, 1, H, W], dtype: .f32)
-        let p = tokens.f32, o = out.f32
-        for ht in 0..<Ht { for wt in 0..<Wt { for ph in 0..<2 { for pw in 0..<2 { for c in 0..<C {
-            o[(c * H + ht * 2 + ph) * W + wt * 2 + pw] = p[(ht * Wt + wt) * 4 * C + (ph * 2 + pw) * C + c]
-        } } } } }
-        return out
+        let hwc = try b.contiguous(tokens.reshaped([Ht, Wt, 2, 2 * C]).permuted([0, 2, 1, 3]))
+        return try b.contiguous(hwc.reshaped([H * W, C]).permuted([1, 0])).reshaped([C, 1, H, W])
     }
 
-    func padByRepeatingLast(_ x: Tensor, to rows: Int) throws(SluiceError) -> Tensor {
-        let n = x.shape[0], d = x.shape[1]
-        let src = try x.dtype == .f32 ? x.contiguous() : x.converted(to: .f32)
+    /// x [n, d] padded to `rows` rows by repeating its last row (last row + 0, broadcast on the backend).
+    func padByRepeatingLast(_ x: Tensor, to rows: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
+        let n = x.shape[0]
+        let src = try x.dtype == .f32 ? x : x.converted(to: .f32)
         if n == rows { return src }
-        let out = Tensor(uninitialized: [rows, d], dtype: .f32)
-        out.f32.update(from: src.f32, count: n * d)
-        for r in n..<rows { (out.f32 + r * d).update(from: src.f32 + (n - 1) * d, count: d) }
-        return out
+        let repeated = try b.add(src.sliced(dim: 0, (n - 1)..<n), Tensor([Float](repeating: 0, count: rows - n), shape: [rows - n, 1]))
+        return try b.concat([src, repeated], dim: 0)
     }
 
-    func replaceRows(_ x: Tensor, from start: Int, with token: Tensor) throws(SluiceError) -> Tensor {
-        let d = x.shape[1]
+    /// Rows `start...` of x [rows, d] replaced by the learned pad token [1, d] (broadcast on the backend).
+    func replaceRows(_ x: Tensor, from start: Int, with token: Tensor, _ b: any Backend) throws(SluiceError) -> Tensor {
+        let rows = x.shape[0], d = x.shape[1]
         guard token.count == d else { throw .shapeMismatch(operation: "pad token", expected: "[1, \(d)]", found: "\(token.shape)") }
-        let t = try token.converted(to: .f32)
-        let out = x.isContiguous ? x : x.contiguous()  // a fresh backend output: ours to write
-        for r in start..<x.shape[0] { (out.f32 + r * d).update(from: t.f32, count: d) }
-        return out
+        if start == rows { return x }
+        let pads = try b.add(token.reshaped([1, d]), Tensor([Float](repeating: 0, count: rows - start), shape: [rows - start, 1]))
+        return try b.concat([x.sliced(dim: 0, 0..<start), pads], dim: 0)
     }
 }
