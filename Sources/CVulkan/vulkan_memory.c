@@ -54,6 +54,7 @@ sk_vk_buffer *sk_vk_buffer_create(sk_vk_context *c, uint64_t bytes, char *error,
     if (b) {
         pthread_mutex_lock(&c->lock);
         b->counted = 1;
+        sk_vk_trace_add(c, (sk_vk_trace_entry){ .kind = 3, .buffer = b, .lo = 0, .hi = b->size });
         c->live_bytes += b->allocated;
         if (c->live_bytes > c->peak_bytes) c->peak_bytes = c->live_bytes;
         pthread_mutex_unlock(&c->lock);

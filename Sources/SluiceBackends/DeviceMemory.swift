@@ -19,10 +19,13 @@ public final class DeviceMemory: @unchecked Sendable {
         /// The compute timeline's value that signals the real kernels (0: nothing real): a copy that
         /// overwrites what they read waits for it on the device.
         public var computeSignal: UInt64 = 0
-        public init(time: Double, signal: UInt64 = 0, computeSignal: UInt64 = 0) {
+        /// When the work it ends began (the modelled clock).
+        public var start: Double = 0
+        public init(time: Double, signal: UInt64 = 0, computeSignal: UInt64 = 0, start: Double = 0) {
             self.time = time
             self.signal = signal
             self.computeSignal = computeSignal
+            self.start = start
         }
         public static let zero = Event(time: 0)
         public static func < (a: Event, b: Event) -> Bool { a.time < b.time }
@@ -184,7 +187,7 @@ public final class DeviceMemory: @unchecked Sendable {
             s.copyFree = end
             s.hostToDevice += bytes
             if s.recordSpans { s.spans.append(Span(kind: .copy, label: label, start: start, end: end, bytes: bytes)) }
-            return Event(time: end, signal: signal)
+            return Event(time: end, signal: signal, start: start)
         }
     }
 
@@ -198,7 +201,7 @@ public final class DeviceMemory: @unchecked Sendable {
             let end = start + profile.kernelSeconds(flops: flops, bytes: bytes)
             s.computeFree = end
             if s.recordSpans { s.spans.append(Span(kind: .compute, label: label, start: start, end: end, bytes: Int(bytes))) }
-            return Event(time: end, computeSignal: computeSignal)
+            return Event(time: end, computeSignal: computeSignal, start: start)
         }
     }
 

@@ -49,6 +49,37 @@ import Testing
         }
     }
 
+    /// The ring's reuse hazard on the modelled clock: with copies far faster than kernels (a copy that
+    /// did not wait would start at once), no copy into a ring range starts before the last kernel that
+    /// read that range has finished. Without the wait (a test hook) the same check finds copies that
+    /// start early — the simulation copies at once, so only the clock can show it.
+    @Test func ringIsReusedOnlyAfterItsReadersFinish() throws {
+        let be = try CPUBackend(threads: 2)
+        let model = try TinyTransformer(storage: .bf16)
+        let fastLink = DeviceProfile(name: "fast link, slow kernels", memoryBytes: 1 << 30, memoryBandwidth: 1e9, linkBandwidth: 1e15,
+                                     bf16Flops: 1e9, computeEfficiency: 1, linkEfficiency: 1, source: "test")
+        func earlyCopies(skip: Bool) throws -> (early: Int, copies: Int) {
+            let budget = model.totalBytes / 3
+            let device = DeviceMemory(profile: fastLink, capBytes: budget)
+            let p = try plan(model, budget: budget, depth: 2)
+            #expect(!p.streamed.isEmpty)
+            let ex = StreamingExecutor(device: device, plan: p, groups: model.execGroups())
+            ex.recordsRingUses = true
+            ex.skipsRingWaits = skip
+            for _ in 0..<2 { _ = try model.run(on: ex, be) }
+            var early = 0, copies = 0
+            for (j, c) in ex.ringUses.enumerated() where c.kind == .copy {
+                copies += 1
+                let lastRead = ex.ringUses[..<j].filter { $0.kind == .read && $0.range.overlaps(c.range) }.map(\.end).max() ?? 0
+                if c.start < lastRead { early += 1 }
+            }
+            return (early, copies)
+        }
+        let waited = try earlyCopies(skip: false), skipped = try earlyCopies(skip: true)
+        #expect(waited.copies > 0 && waited.early == 0, "\(waited)")
+        #expect(skipped.early > 0, "\(skipped)")
+    }
+
     @Test func secondCallUploadsNothingResidentAndStreamsExactlyItsGroups() throws {
         let be = try CPUBackend(threads: 2)
         let model = try TinyTransformer(storage: .bf16)

@@ -39,7 +39,14 @@ struct VulkanPipelineTests {
             // Device memory twice the budget: the measured peak, not a refused allocation, shows the plan kept to it.
             var memory = MemoryOptions(deviceBudget: budget, profile: .rtx3060)
             memory.deviceCapBytes = 2 * budget
+            // The device's own count of what it granted (every buffer, per-op ones included), from an
+            // empty device (what the previous run kept is given back first).
+            vk.components.releaseKept()
+            ctx.resetPeak()
             let streamed = try vk.generate(Self.request, memory: memory)
+            let granted = ctx.memoryStats
+            #expect(granted.peak <= budget && granted.peak > 0, "budget \(budget): the device granted \(granted.peak) bytes at peak")
+            if let usage = granted.heapUsage { #expect(usage > 0) }
             #expect(try streamed.latents.toFloats().map(\.bitPattern) == (try free.latents.toFloats().map(\.bitPattern)))
             if let tile = streamed.vaeTileLatent {
                 // The CPU's tiled image under the same budget (whose tiled decode ZImagePipelineTests holds
@@ -128,6 +135,41 @@ struct VulkanPipelineTests {
             #expect(latents.bytesToHost == 0, "\(latents)")
             #expect(inputs.count == 1, "every steady step takes in the same inputs: \(inputs)")
         }
+    }
+
+    /// The ring's reuse hazard on the device's timelines: in a trace of what the device was asked, every
+    /// weight copy waits (on the device) for a compute timeline value at or past that of every kernel that
+    /// read the bytes it overwrites before it was issued. With that wait removed (a test hook) the same
+    /// check finds copies that would start early. (lavapipe runs copies and kernels on one queue in
+    /// order, so the image is right either way: the check is on the timeline values a GPU obeys.)
+    @Test func ringCopiesWaitForTheKernelsThatReadThem() throws {
+        let ctx = try VulkanContext()
+        let pipe = try ZImagePipeline(folder: try DiffusersFolder(path: Self.model), device: ComputeDevice(backend: VulkanBackend(context: ctx)))
+        let memory = MemoryOptions(deviceBudget: 2_450_000, profile: .rtx3060)
+        func earlyCopies() throws -> (early: Int, copies: Int) {
+            ctx.startTrace()
+            defer { ctx.stopTrace() }
+            _ = try pipe.generate(Self.request, memory: memory)
+            var reads: [UInt: [(range: Range<Int>, value: UInt64)]] = [:]
+            var early = 0, copies = 0
+            for e in ctx.trace {
+                switch e.kind {
+                case .created: reads[e.buffer] = []
+                case .read: reads[e.buffer, default: []].append((e.range, e.value))
+                case .copy:
+                    copies += 1
+                    if reads[e.buffer, default: []].contains(where: { $0.range.overlaps(e.range) && $0.value > e.value }) { early += 1 }
+                case .write: break
+                }
+            }
+            return (early, copies)
+        }
+        let waited = try earlyCopies()
+        #expect(waited.copies > 0 && waited.early == 0, "\(waited)")
+        ctx.skipCopyWaits(true)
+        defer { ctx.skipCopyWaits(false) }
+        let skipped = try earlyCopies()
+        #expect(skipped.early > 0, "\(skipped)")
     }
 
     /// A budget below what one group needs is an error with the numbers, before anything runs; a

@@ -134,7 +134,7 @@ void sk_vk_reset_peak(sk_vk_context *ctx);
 
 /// A trace of what the device was asked to do, for tests of ordering: each binding of a dispatch (kind
 /// 0 read, 1 written) with the compute value of its batch; each weight copy (kind 2) with the compute
-/// value it waited for.
+/// value it waited for; each device buffer made (kind 3: an address seen before is a new buffer).
 typedef struct sk_vk_trace_entry { int kind; const void *buffer; uint64_t lo, hi, value; } sk_vk_trace_entry;
 void sk_vk_trace(sk_vk_context *ctx, int on);
 uint32_t sk_vk_trace_read(sk_vk_context *ctx, sk_vk_trace_entry *out, uint32_t capacity);

@@ -218,12 +218,13 @@ public final class VulkanContext: @unchecked Sendable {
 
     /// What the device was asked to do, for ordering tests (`startTrace` clears it).
     public struct TraceEntry: Sendable {
-        public enum Kind: Sendable { case read, write, copy }
+        public enum Kind: Sendable { case read, write, copy, created }
         public let kind: Kind
         /// Which buffer (identity only).
         public let buffer: UInt
         public let range: Range<Int>
-        /// A kernel's binding: the compute timeline value of its submission. A copy: the compute value it waited for.
+        /// A kernel's binding: the compute timeline value of its submission. A copy: the compute value it
+        /// waited for. A buffer made: 0.
         public let value: UInt64
     }
     public func startTrace() { sk_vk_trace(handle, 1) }
@@ -233,7 +234,7 @@ public final class VulkanContext: @unchecked Sendable {
         var raw = [sk_vk_trace_entry](repeating: sk_vk_trace_entry(), count: Int(n))
         let got = Int(sk_vk_trace_read(handle, &raw, n))
         return raw.prefix(got).map { e in
-            TraceEntry(kind: e.kind == 0 ? .read : e.kind == 1 ? .write : .copy, buffer: UInt(bitPattern: e.buffer),
+            TraceEntry(kind: [.read, .write, .copy, .created][Int(e.kind)], buffer: UInt(bitPattern: e.buffer),
                        range: Int(e.lo)..<Int(e.hi), value: e.value)
         }
     }
