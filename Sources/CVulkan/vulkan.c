@@ -173,7 +173,7 @@ int sk_vk_device_info_at(int index, sk_vk_device_info *out, char *error, size_t 
 
 // ---- context ----
 
-const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2, 4, 2, 5 };
+const uint32_t kernel_buffers[SK_VK_KERNEL_COUNT] = { 3, 2, 4, 4, 4, 2, 4, 2, 5, 4 };
 
 int sk_vk_check(VkResult r, const char *what, char *error, size_t len) {
     if (r == VK_SUCCESS) return 0;

@@ -7,10 +7,10 @@
 static int ensure_pipeline(sk_vk_context *c, sk_vk_kernel k, char *error, size_t len) {
     if (c->pipelines[k]) return 0;
     static const uint32_t *code[SK_VK_KERNEL_COUNT] = { spirv_binary, spirv_unary, spirv_gemm, spirv_rows, spirv_rotary, spirv_upsample,
-                                                         spirv_conv2d, spirv_copy, spirv_attention };
+                                                         spirv_conv2d, spirv_copy, spirv_attention, spirv_gemm_tiled };
     static const size_t code_size[SK_VK_KERNEL_COUNT] = { sizeof spirv_binary, sizeof spirv_unary, sizeof spirv_gemm, sizeof spirv_rows,
                                                           sizeof spirv_rotary, sizeof spirv_upsample, sizeof spirv_conv2d, sizeof spirv_copy,
-                                                          sizeof spirv_attention };
+                                                          sizeof spirv_attention, sizeof spirv_gemm_tiled };
     VkDescriptorSetLayoutBinding bindings[8];
     for (uint32_t i = 0; i < kernel_buffers[k]; i++)
         bindings[i] = (VkDescriptorSetLayoutBinding){ .binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,

@@ -63,6 +63,64 @@ struct VulkanKernelTests {
         #expect(try w.toFloats()[0] == 100 && w.toFloats()[1] == x.toFloats()[1] + 1)
     }
 
+    /// Both GEMM kernels — the 16 × 16 one and the register-tiled 64 × 64 one — against the CPU for
+    /// linear layers and (batched, shared, transposed) products, shapes off the tile sizes, every weight
+    /// storage type. Each sums its dot products in its own order in f32: within 2e-5 + 1e-5·|x|.
+    @Test(arguments: [VulkanBackend.GemmVariant.simple, .tiled]) func gemmVariantsMatchTheCPU(variant: VulkanBackend.GemmVariant) throws {
+        let ctx = try VulkanContext()
+        var vk = try VulkanBackend(context: ctx)
+        vk.gemmVariant = variant
+        let cpu = try CPUBackend()
+        var rng = SplitMix(seed: 11)
+        func rand(_ shape: [Int]) -> Tensor { Tensor((0..<shape.reduce(1, *)).map { _ in rng.uniform() * 2 - 1 }, shape: Shape(shape)) }
+        let kernel: VulkanContext.Kernel = variant == .tiled ? .gemmTiled : .gemm
+        let before = ctx.dispatchCount(kernel)
+        for dtype in [DType.f32, .bf16, .f16, .f8e4m3fn, .f8e5m2] {
+            for (M, N, K) in [(70, 130, 37), (64, 64, 16), (1, 200, 33), (129, 65, 70)] {
+                let x = rand([M, K]), w = try rand([N, K]).converted(to: dtype), bias = rand([N])
+                let c = compare(try vk.linear(x, weight: w, bias: bias).toFloats(), try cpu.linear(x, weight: w, bias: bias).toFloats(), atol: 2e-5, rtol: 1e-5)
+                #expect(c.ok, "\(variant) \(dtype) linear \(M)×\(N)×\(K): \(c)")
+            }
+        }
+        for transposeB in [false, true] {
+            let a = rand([3, 65, 20])
+            for b in [rand(transposeB ? [3, 70, 20] : [3, 20, 70]), rand(transposeB ? [70, 20] : [20, 70])] {
+                let c = compare(try vk.matmul(a, b, transposeB: transposeB).toFloats(), try cpu.matmul(a, b, transposeB: transposeB).toFloats(),
+                                atol: 2e-5, rtol: 1e-5)
+                #expect(c.ok, "\(variant) matmul \(a.shape) · \(b.shape) transposeB \(transposeB): \(c)")
+            }
+        }
+        #expect(ctx.dispatchCount(kernel) - before == 24, "every product ran on the \(variant) kernel")
+    }
+
+    /// The small kernels the sampler and the adaLN modulation run on: tanh (GLSL's, clamped to ±9:
+    /// within 1e-6), a + s·b (no fused multiply-add: exactly the CPU's), and a weight in bf16/f16/fp8
+    /// widened on the device as an operand (exact: the same bits the CPU's conversion gives).
+    @Test func samplerAndModulationKernelsMatchTheCPU() throws {
+        let ctx = try VulkanContext()
+        let vk = try VulkanBackend(context: ctx)
+        let cpu = try CPUBackend()
+        var rng = SplitMix(seed: 12)
+        let x = Tensor((0..<1000).map { _ in (rng.uniform() * 2 - 1) * 12 }, shape: [10, 100])
+        let y = Tensor((0..<1000).map { _ in rng.uniform() * 2 - 1 }, shape: [10, 100])
+        let t = compare(try vk.tanh(x).toFloats(), try cpu.tanh(x).toFloats(), atol: 1e-6, rtol: 0)
+        #expect(t.ok, "\(t)")
+        #expect(try vk.axpy(x, y, scale: -0.37).toFloats() == (try cpu.axpy(x, y, scale: -0.37).toFloats()))
+        // A weight the device holds: placed by the memory manager's Vulkan memory (mapped or staged).
+        let memory = VulkanMemory(context: ctx)
+        for dtype in [DType.bf16, .f16, .f8e4m3fn, .f8e5m2] {
+            let token = try Tensor((0..<100).map { _ in rng.uniform() * 2 - 1 }, shape: [1, 100]).converted(to: dtype)
+            let a = try memory.allocate(bytes: token.byteCount, label: "pad token")
+            defer { memory.free(a.token) }
+            try memory.wait(try memory.copy([token], into: a.token, at: 0, after: 0))
+            let placed = Tensor(storage: a.storage, dtype: dtype, shape: [1, 100])
+            let widened0 = ctx.dispatchCount(.unary)
+            let got = try vk.add(placed, Tensor([Float](repeating: 0, count: 3), shape: [3, 1]))
+            #expect(ctx.dispatchCount(.unary) - widened0 == 1, "\(dtype) widened on the device")
+            #expect(try got.toFloats() == (try cpu.add(token, Tensor([Float](repeating: 0, count: 3), shape: [3, 1])).toFloats()), "\(dtype)")
+        }
+    }
+
     /// A linear layer whose rows exceed the binding limit is split into row blocks, one dispatch each,
     /// and equals the unsplit result (each output row is computed the same way: exact).
     @Test func linearSplitsRowsPastTheBindingRange() throws {

@@ -91,8 +91,8 @@ uint64_t sk_vk_staging_bytes(const sk_vk_context *ctx);
 
 /// The compute kernels Sluice ships (SPIR-V compiled from Sources/CVulkan/shaders/*.comp).
 typedef enum sk_vk_kernel {
-    SK_VK_BINARY = 0,       // out = a (op) b with row broadcasting; push: n, b_n, op
-    SK_VK_UNARY = 1,        // SiLU / GELU (erf) / GELU (tanh); push: n, mode
+    SK_VK_BINARY = 0,       // out = a (op) b with broadcasting over 4 dims, or a + s·b; push: n, op, offset of a, s, dims, strides
+    SK_VK_UNARY = 1,        // SiLU / GELU (erf) / GELU (tanh) / tanh / widen a weight to f32; push: n, mode, dtype
     SK_VK_GEMM = 2,         // out[z,M,N] = a[z,M,K] · b[z,K,N] or b[z,N,K]ᵀ (+ bias), b in any weight dtype;
                             // push: M, N, K, a_stride, b_stride, dtype, transposed, has_bias
     SK_VK_ROWS = 3,         // row-wise RMSNorm / LayerNorm / softmax / GroupNorm; push: rows, D, mode, eps, has_weight, has_bias, groups, hw
@@ -101,7 +101,8 @@ typedef enum sk_vk_kernel {
     SK_VK_CONV2D = 6,       // NCHW convolution; push: N, Cin, H, W, Cout, OH, OW, kh, kw, stride, pad, groups, dtype, has_bias
     SK_VK_COPY = 7,         // strided block copy (concat); push: outer, row, out_row, offset
     SK_VK_ATTENTION = 8,    // tiled attention, online softmax; push: Lq, Lk, D, H, scale, has_mask, mask strides b, h, q, k
-    SK_VK_KERNEL_COUNT = 9
+    SK_VK_GEMM_TILED = 9,   // SK_VK_GEMM register-tiled (64 × 64 per workgroup); same bindings and push
+    SK_VK_KERNEL_COUNT = 10
 } sk_vk_kernel;
 
 /// A storage-buffer binding: `range` bytes of `buffer` from `offset` (range 0: to the end). The offset

@@ -20,8 +20,7 @@ extension VulkanBackend {
                 let bx = try input(contiguous(x)), bw = try input(weight.contiguous())
                 let bb = try bias.map { b throws(SluiceError) in try f32Input(b) }
                 let bo = try context.transient(bytes: M * N * 4)
-                try context.dispatch(.gemm, bindings: [bx, bw, bb ?? bx, bo], push: [UInt32(M), UInt32(N), UInt32(K), 0, 0, dtype, 1, bias == nil ? 0 : 1],
-                                     groups: ((N + 15) / 16, (M + 15) / 16, 1))
+                try gemm([bx, bw, bb ?? bx, bo], M: M, N: N, K: K, dtype: dtype, transposed: true, hasBias: bias != nil)
                 return try read(bo, shape)
             }
         }
@@ -37,9 +36,7 @@ extension VulkanBackend {
                 _ = try op { () throws(SluiceError) -> Tensor in
                     let bx = try input(try xs.sliced(dim: 0, m0..<(m0 + rows)))
                     let bo = try context.transient(bytes: rows * N * 4)
-                    try context.dispatch(.gemm, bindings: [bx, bw, bb ?? bx, bo],
-                                         push: [UInt32(rows), UInt32(N), UInt32(K), 0, 0, dtype, 1, bias == nil ? 0 : 1],
-                                         groups: ((N + 15) / 16, (rows + 15) / 16, 1))
+                    try gemm([bx, bw, bb ?? bx, bo], M: rows, N: N, K: K, dtype: dtype, transposed: true, hasBias: bias != nil)
                     let slice = try outRows.sliced(dim: 0, m0..<(m0 + rows))
                     try context.download(bo, into: slice)
                     return slice
@@ -47,6 +44,16 @@ extension VulkanBackend {
             }
             return out
         }
+    }
+
+    /// One GEMM dispatch (bindings a, b, bias, out) with the variant `gemmVariant` picks.
+    func gemm(_ bindings: [VulkanContext.Binding], M: Int, N: Int, K: Int, aStride: Int = 0, bStride: Int = 0, batch: Int = 1,
+              dtype: UInt32, transposed: Bool, hasBias: Bool) throws(SluiceError) {
+        let push = [M, N, K, aStride, bStride].map { UInt32($0) } + [dtype, transposed ? 1 : 0, hasBias ? 1 : 0]
+        let tiled = switch gemmVariant { case .auto: M >= 64 && N >= 64; case .simple: false; case .tiled: true }
+        let tile = tiled ? 64 : 16
+        try context.dispatch(tiled ? .gemmTiled : .gemm, bindings: bindings, push: push,
+                             groups: ((N + tile - 1) / tile, (M + tile - 1) / tile, batch))
     }
 
     public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool) throws(SluiceError) -> Tensor {
@@ -66,9 +73,8 @@ extension VulkanBackend {
         return try op { () throws(SluiceError) -> Tensor in
             let ba = try input(contiguous(a)), bb = try input(b.contiguous())
             let bo = try context.transient(bytes: batch * M * N * 4)
-            try context.dispatch(.gemm, bindings: [ba, bb, ba, bo],
-                                 push: [UInt32(M), UInt32(N), UInt32(K), UInt32(M * K), shared ? 0 : UInt32(K * N), dtype, transposeB ? 1 : 0, 0],
-                                 groups: ((N + 15) / 16, (M + 15) / 16, batch))
+            try gemm([ba, bb, ba, bo], M: M, N: N, K: K, aStride: M * K, bStride: shared ? 0 : K * N, batch: batch,
+                     dtype: dtype, transposed: transposeB, hasBias: false)
             return try read(bo, Shape(batchDims + [M, N]))
         }
     }

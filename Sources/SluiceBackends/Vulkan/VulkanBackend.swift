@@ -14,6 +14,10 @@ public struct VulkanBackend: Backend {
     /// The largest operand a kernel binds: the device's storage-buffer range (lavapipe: 128 MiB), or
     /// less to exercise the splitting paths in tests.
     public let range: Int
+    /// Which GEMM kernel products use: `auto` takes the register-tiled one where both M and N are at
+    /// least 64 (tests force each variant).
+    public enum GemmVariant: Sendable { case auto, simple, tiled }
+    public var gemmVariant = GemmVariant.auto
 
     public init(context: VulkanContext, cpu: CPUBackend? = nil, maxBindingBytes: Int? = nil) throws(SluiceError) {
         self.context = context

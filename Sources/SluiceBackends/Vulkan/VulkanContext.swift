@@ -119,7 +119,7 @@ public final class VulkanContext: @unchecked Sendable {
     }
 
     public enum Kernel: CaseIterable, Sendable {
-        case binary, unary, gemm, rows, rotary, upsample, conv2d, copy, attention
+        case binary, unary, gemm, rows, rotary, upsample, conv2d, copy, attention, gemmTiled
         var c: sk_vk_kernel {
             switch self {
             case .binary: SK_VK_BINARY
@@ -131,6 +131,7 @@ public final class VulkanContext: @unchecked Sendable {
             case .conv2d: SK_VK_CONV2D
             case .copy: SK_VK_COPY
             case .attention: SK_VK_ATTENTION
+            case .gemmTiled: SK_VK_GEMM_TILED
             }
         }
     }
