@@ -6,6 +6,7 @@ import SluiceWeights
 /// One single-stream block of the S3-DiT, as in diffusers' ZImageTransformerBlock:
 ///
 ///     scale_msa, gate_msa, scale_mlp, gate_mlp = adaLN(c)          (modulated blocks only)
+///     (each scale and gate multiplies a norm's output per column: it is folded into that norm's weight)
 ///     x = x + tanh(gate_msa) · norm2(Attention(norm1(x) · (1 + scale_msa)))
 ///     x = x + tanh(gate_mlp) · ffn_norm2(FFN(ffn_norm1(x) · (1 + scale_mlp)))
 ///
@@ -30,18 +31,20 @@ public struct ZImageBlock: Sendable {
             scaleMLP = try b.add(chunk(2), one)
             gateMLP = try b.tanh(chunk(3))
         }
-        var h = try b.rmsNorm(x, weight: w("attention_norm1.weight"), eps: eps)
-        if let scaleMSA { h = try b.mul(h, scaleMSA) }
+        // A modulation or gate multiplies the norm's output column by column: folded into the norm's own
+        // weight (a [dim] product), it costs no pass over the tokens.
+        func norm(_ t: Tensor, _ weight: String, times m: Tensor?) throws(SluiceError) -> Tensor {
+            guard let m else { return try b.rmsNorm(t, weight: w(weight), eps: eps) }
+            return try b.rmsNorm(t, weight: b.mul(w(weight), m.reshaped([dim])), eps: eps)
+        }
+        var h = try norm(x, "attention_norm1.weight", times: scaleMSA)
         h = try attention(h, rope: rope, w.scoped("attention"), b)
-        h = try b.rmsNorm(h, weight: w("attention_norm2.weight"), eps: eps)
-        if let gateMSA { h = try b.mul(h, gateMSA) }
+        h = try norm(h, "attention_norm2.weight", times: gateMSA)
         let x1 = try b.add(x, h)
 
-        var f = try b.rmsNorm(x1, weight: w("ffn_norm1.weight"), eps: eps)
-        if let scaleMLP { f = try b.mul(f, scaleMLP) }
+        var f = try norm(x1, "ffn_norm1.weight", times: scaleMLP)
         f = try feedForward(f, w.scoped("feed_forward"), b)
-        f = try b.rmsNorm(f, weight: w("ffn_norm2.weight"), eps: eps)
-        if let gateMLP { f = try b.mul(f, gateMLP) }
+        f = try norm(f, "ffn_norm2.weight", times: gateMLP)
         return try b.add(x1, f)
     }
 
