@@ -124,7 +124,10 @@ public struct DenoiseBench {
         for step in 0...steps {
             let t0 = Date()
             output = try run.phase(.denoise) {
-                try runner.run(ZImageTransformer.State(latents: latents, t: t, caption: cap)) { g, w, s in try transformer.run(group: g, w, s, backend) }.output
+                let out = try runner.run(ZImageTransformer.State(latents: latents, t: t, caption: cap)) { g, w, s in try transformer.run(group: g, w, s, backend) }.output
+                // A device records the step and returns at once: the step ends when the device has run it.
+                try compute.vulkan?.finish()
+                return out
             }
             let s = Date().timeIntervalSince(t0)
             if step > 0 { seconds.append(s) }  // the first call uploads and warms up
