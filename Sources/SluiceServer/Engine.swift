@@ -47,6 +47,8 @@ public final class Engine: @unchecked Sendable {
     public let modelName: String
     public private(set) var preview: LatentPreview?
     public private(set) var lastReport: RunReport?
+    /// A live preview every this many steps, and at the last (0: none; see `ServeOptions.previewEvery`).
+    public var previewEvery = 1
     private let lock = NSLock()
 
     public init(pipeline: any TextToImagePipeline, memory: MemoryOptions, modelName: String) {
@@ -69,7 +71,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Generates `params.count` images one after another (seed, seed+1, …), reporting progress.
-    func run(_ params: JobParameters, job: String, report: @escaping (JobEvent) -> Void, isCancelled: @escaping () -> Bool) throws -> [(png: [UInt8], seconds: Double, seed: UInt64)] {
+    public func run(_ params: JobParameters, job: String, report: @escaping (JobEvent) -> Void, isCancelled: @escaping () -> Bool) throws -> [(png: [UInt8], seconds: Double, seed: UInt64)] {
         lock.lock()
         defer { lock.unlock() }
         var out: [(png: [UInt8], seconds: Double, seed: UInt64)] = []
@@ -84,10 +86,12 @@ public final class Engine: @unchecked Sendable {
                 event.phase = p.phase.rawValue
                 event.step = p.phase == .denoise ? p.step : (p.phase == .decode ? r.steps : 0)
                 event.steps = r.steps
+                event.preview = nil  // a preview belongs to the step it was made at
                 if p.phase == .denoise, p.step > 0 {
                     event.secondsPerStep = p.elapsed / Double(p.step)
                     event.etaSeconds = event.secondsPerStep! * Double(p.total - p.step)
-                    if let preview = self.preview, let l = lastLatents, let png = try? preview.png(l) {
+                    let due = self.previewEvery > 0 && (p.step % self.previewEvery == 0 || p.step == p.total)
+                    if due, let preview = self.preview, let l = lastLatents, let png = try? preview.png(l) {
                         event.preview = Data(png).base64EncodedString()
                     }
                 }

@@ -64,6 +64,7 @@ public enum SluiceServerMain {
                             state.log(line)
                             logger.info("\(line)")
                         }
+                        e.previewEvery = options.previewEvery
                         done.resume(returning: e)
                     } catch {
                         logger.critical("cannot serve \(model): \(error)")

@@ -26,6 +26,7 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Most images the gallery keeps; the oldest are removed first.") var galleryMaxImages = 5000
     @Option(help: "Most bytes the gallery keeps (e.g. 5G); the oldest images are removed first.") var galleryMaxBytes: ByteSize?
     @Option(parsing: .unconditional, help: "Most jobs one client (remote address) may have waiting or running; more get 429.") var maxJobsPerClient = 4
+    @Option(parsing: .unconditional, help: "A live preview every N denoising steps (0: none). On a GPU each preview waits for the step and reads the latents back.") var previewEvery = 1
 
     func run() async throws {
         let memory = try self.memory.options(device: device)
@@ -33,6 +34,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...1024).contains(maxJobsPerClient) else { throw CommandError(message: "--max-jobs-per-client must be 1…1024") }
         guard galleryMaxImages >= 1 else { throw CommandError(message: "--gallery-max-images must be at least 1") }
         guard bodyTimeout > 0 && bodyTimeout <= 600 else { throw CommandError(message: "--body-timeout must be in (0, 600] seconds") }
+        guard (0...1000).contains(previewEvery) else { throw CommandError(message: "--preview-every must be 0…1000 (0: no previews)") }
         var o = ServeOptions()
         o.host = host
         o.port = port
@@ -47,6 +49,7 @@ struct Serve: AsyncParsableCommand {
         o.galleryMaxImages = galleryMaxImages
         o.galleryMaxBytes = galleryMaxBytes?.bytes ?? o.galleryMaxBytes
         o.device = device
+        o.previewEvery = previewEvery
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }
         if apiKey != nil { stderrLine("note: --api-key is visible to other users of this machine (ps); $SLUICE_API_KEY or --api-key-file are not") }
         try await withFlagsAsync {

@@ -258,6 +258,20 @@ import Testing
         }
     }
 
+    /// Live previews come every `previewEvery` steps and at the last (none with 0): between them the
+    /// latents are not read (on a GPU they stay on the device).
+    @Test func previewsComeEveryKSteps() throws {
+        let engine = try SluiceServerMain.load(model: Self.model, memory: MemoryOptions(), log: { _ in })
+        #expect(engine.preview != nil, "the warm-up fits the preview map")
+        for (every, want) in [(0, [Int]()), (2, [2, 4]), (3, [3, 4]), (1, [1, 2, 3, 4])] {
+            engine.previewEvery = every
+            var steps: [Int] = []
+            _ = try engine.run(JobParameters(prompt: "fox", seed: 3, steps: 4, width: 64, height: 64, guidance: 0), job: "t",
+                               report: { e in if e.preview != nil { steps.append(e.step) } }, isCancelled: { false })
+            #expect(steps == want, "every \(every)")
+        }
+    }
+
     @Test func healthAndReadyDifferWhileLoading() async throws {
         let state = try await Self.makeState(ready: false)
         let app = Application(router: Routes.router(state))
