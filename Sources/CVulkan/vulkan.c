@@ -41,6 +41,7 @@ int sk_vk_buffer_host_sync(sk_vk_context *c, sk_vk_buffer *b, char *e, size_t n)
 void sk_vk_buffer_retire(sk_vk_context *c, sk_vk_buffer *b) { (void)c; (void)b; }
 uint64_t sk_vk_compute_mark(sk_vk_context *c) { (void)c; return 0; }
 int sk_vk_finish(sk_vk_context *c, char *e, size_t n) { (void)c; return sk_vk_available(e, n); }
+int sk_vk_wait(sk_vk_context *c, uint64_t v, char *e, size_t n) { (void)c; (void)v; return sk_vk_available(e, n); }
 void sk_vk_get_memory_stats(sk_vk_context *c, sk_vk_memory_stats *o) { (void)c; memset(o, 0, sizeof *o); }
 void sk_vk_reset_peak(sk_vk_context *c) { (void)c; }
 void sk_vk_trace(sk_vk_context *c, int on) { (void)c; (void)on; }

@@ -239,6 +239,13 @@ uint64_t sk_vk_compute_mark(sk_vk_context *c) {
     return v;
 }
 
+int sk_vk_wait(sk_vk_context *c, uint64_t value, char *error, size_t len) {
+    pthread_mutex_lock(&c->lock);
+    int rc = sk_vk_wait_compute(c, value, error, len);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 int sk_vk_finish(sk_vk_context *c, char *error, size_t len) {
     pthread_mutex_lock(&c->lock);
     int rc = sk_vk_flush(c, 1, error, len);

@@ -48,10 +48,13 @@ public protocol Backend: Sendable {
     func axpy(_ x: Tensor, _ y: Tensor, scale: Float) throws(SluiceError) -> Tensor
     /// Element-wise tanh (adaLN gates).
     func tanh(_ x: Tensor) throws(SluiceError) -> Tensor
+    /// silu(gate) · up over same-shaped tensors: a SwiGLU feed-forward's middle, one pass on a device.
+    func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor
 }
 
 extension Backend {
     public func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor { x.contiguous() }
+    public func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor { try mul(silu(gate), up) }
     public func tanh(_ x: Tensor) throws(SluiceError) -> Tensor {
         let a = try x.converted(to: .f32).contiguous()
         let out = Tensor(uninitialized: x.shape, dtype: .f32)

@@ -60,6 +60,16 @@ public struct ComputeDevice: @unchecked Sendable {
     /// The Vulkan device the backend computes on, if it does.
     public var vulkan: VulkanContext? { (backend as? VulkanBackend)?.context }
 
+    /// Whether work is recorded and run later (a Vulkan device) rather than done when a call returns.
+    public var recordsAhead: Bool { vulkan != nil }
+    /// A point in the work given to the device so far, to wait for later: a device records work and
+    /// returns at once (0 on the CPU, whose work is done when a call returns).
+    public func mark() -> UInt64 { vulkan?.computeMark ?? 0 }
+    /// The host waits until the device has finished the work up to `mark`.
+    public func wait(for mark: UInt64) throws(SluiceError) { try vulkan?.wait(mark) }
+    /// The host waits until the device has finished everything given to it.
+    public func finish() throws(SluiceError) { try vulkan?.finish() }
+
     /// "cpu", or the Vulkan device with the memory it plans with (a CPU-based Vulkan device, such as
     /// Mesa's llvmpipe, named as the software rasterizer it is).
     public var description: String {

@@ -137,6 +137,8 @@ public final class PipelineRun: @unchecked Sendable {
         let vulkan = components.device.vulkan, before = vulkan?.counters
         let t0 = Date()
         let out = try body()
+        // A device may still be running what the phase recorded: the phase ends when it has finished.
+        try components.device.finish()
         let wall = Date().timeIntervalSince(t0)
         var report: PhaseReport
         if let d = memory { report = .from(device: d, phase: phase.rawValue, wallSeconds: wall, start: start, peakHostBytes: host.peakBytes) }

@@ -190,6 +190,12 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         let tr = transformer, be = device.backend
         try run.phase(.denoise) { () throws in
             let t0 = Date()
+            var pending: (step: Int, latents: Tensor, mark: UInt64)?
+            func stepDone(_ p: (step: Int, latents: Tensor, mark: UInt64)) throws {
+                try device.wait(for: p.mark)
+                afterStep(p.step, p.latents)
+                progress(run.withDevice(GenerationProgress(phase: .denoise, step: p.step + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
+            }
             for (i, timestep) in scheduler.timesteps.enumerated() {
                 // Between steps is where a cancelled job stops (its memory goes with `run.end()`).
                 if isCancelled() { throw SluiceError.cancelled(stage: "before step \(i + 1) of \(r.steps)") }
@@ -207,9 +213,16 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                 if let negative { pred = try be.axpy(pred, be.sub(pred, velocity(negative)), scale: r.guidance) }
                 // diffusers negates the transformer's output to get the flow velocity.
                 latents = try scheduler.step(i, velocity: pred.reshaped(latents.shape), latents: latents, velocityScale: -1, on: be)
-                afterStep(i, latents)
-                progress(run.withDevice(GenerationProgress(phase: .denoise, step: i + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
+                // A device runs a step behind the host: step i is reported once the device has finished
+                // it, while step i + 1 is being recorded (progress and cancellation stay within a step).
+                if device.recordsAhead {
+                    if let p = pending { try stepDone(p) }
+                    pending = (i, latents, device.mark())
+                } else {
+                    try stepDone((i, latents, 0))
+                }
             }
+            if let p = pending { try stepDone(p) }
         }
 
         let tile = run.plan?.component(vaeRunner.name)?.tileLatent

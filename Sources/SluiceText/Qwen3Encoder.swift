@@ -139,28 +139,27 @@ public struct Qwen3Encoder: Sendable {
             return t
         }
         let q = try project("q_proj", heads: H, norm: "q_norm")
-        let k = try repeatHeads(project("k_proj", heads: KV, norm: "k_norm"), times: H / KV)
-        let v = try repeatHeads(project("v_proj", heads: KV, norm: nil), times: H / KV)
+        let k = try repeatHeads(project("k_proj", heads: KV, norm: "k_norm"), times: H / KV, b)
+        let v = try repeatHeads(project("v_proj", heads: KV, norm: nil), times: H / KV, b)
         func bhld(_ t: Tensor) throws(SluiceError) -> Tensor { try t.reshaped([1, L, H, D]).permuted([0, 2, 1, 3]) }
         let o = try b.attention(q: bhld(q), k: bhld(k), v: bhld(v), mask: Self.causalMask(L), scale: nil)
         let merged = try b.contiguous(o.permuted([0, 2, 1, 3])).reshaped([L, H * D])
         let x1 = try b.add(x, b.linear(merged, weight: w("self_attn.o_proj.weight"), bias: nil))
 
         let m = try b.rmsNorm(x1, weight: w("post_attention_layernorm.weight"), eps: eps)
-        let gate = try b.silu(b.linear(m, weight: w("mlp.gate_proj.weight"), bias: nil))
+        let gate = try b.linear(m, weight: w("mlp.gate_proj.weight"), bias: nil)
         let up = try b.linear(m, weight: w("mlp.up_proj.weight"), bias: nil)
-        return try b.add(x1, b.linear(b.mul(gate, up), weight: w("mlp.down_proj.weight"), bias: nil))
+        return try b.add(x1, b.linear(b.siluGated(gate, up), weight: w("mlp.down_proj.weight"), bias: nil))
     }
 
-    /// [L, KV, D] → [L, KV·times, D]: key/value head j serves query heads j·times ..< (j+1)·times.
-    func repeatHeads(_ t: Tensor, times: Int) throws(SluiceError) -> Tensor {
+    /// [L, KV, D] → [L, KV·times, D]: key/value head j serves query heads j·times ..< (j+1)·times — a
+    /// view repeating each head (stride 0) made contiguous on the backend.
+    func repeatHeads(_ t: Tensor, times: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
         if times == 1 { return t }
         let L = t.shape[0], KV = t.shape[1], D = t.shape[2]
-        let src = t.contiguous(), out = Tensor(uninitialized: [L, KV * times, D], dtype: .f32)
-        for l in 0..<L { for j in 0..<KV { for r in 0..<times {
-            (out.f32 + (l * KV * times + j * times + r) * D).update(from: src.f32 + (l * KV + j) * D, count: D)
-        } } }
-        return out
+        let src = try b.contiguous(t)
+        let repeated = Tensor(storage: src.storage, dtype: src.dtype, shape: [L, KV, times, D], strides: [KV * D, D, 0, 1], offset: src.offset)
+        return try b.contiguous(repeated).reshaped([L, KV * times, D])
     }
 
     static func causalMask(_ L: Int) -> Tensor {

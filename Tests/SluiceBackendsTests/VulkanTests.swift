@@ -54,6 +54,12 @@ struct VulkanKernelTests {
             let want = try x.permuted(order).contiguous().toFloats()
             #expect(try c.toFloats() == want, "\(order)")
         }
+        // A head repeated (stride 0, as grouped-query attention shares key/value heads).
+        let repeated = Tensor(storage: y.storage, dtype: .f32, shape: [2, 3, 2, 20], strides: [60, 20, 0, 1], offset: 0)
+        let before = ctx.counters
+        let r = try vk.contiguous(repeated)
+        #expect((ctx.counters - before).bytesOut == 0)
+        #expect(try r.toFloats() == (try Tensor(storage: x.storage, dtype: .f32, shape: [2, 3, 2, 20], strides: [60, 20, 0, 1], offset: 0).contiguous().toFloats()))
         let sliced = try vk.contiguous(y.sliced(dim: 2, 1..<4))
         #expect(try sliced.toFloats() == x.sliced(dim: 2, 1..<4).contiguous().toFloats())
         // A host write after a host read is what the next kernel sees.
@@ -106,6 +112,12 @@ struct VulkanKernelTests {
         let t = compare(try vk.tanh(x).toFloats(), try cpu.tanh(x).toFloats(), atol: 1e-6, rtol: 0)
         #expect(t.ok, "\(t)")
         #expect(try vk.axpy(x, y, scale: -0.37).toFloats() == (try cpu.axpy(x, y, scale: -0.37).toFloats()))
+        // SwiGLU's middle in one pass: the same operations as SiLU then a product on the device (exact),
+        // within 1e-6 of the CPU's (the device's exp).
+        let fused = try vk.siluGated(x, y).toFloats()
+        #expect(fused == (try vk.mul(vk.silu(x), y).toFloats()))
+        let f = compare(fused, try cpu.siluGated(x, y).toFloats(), atol: 1e-6, rtol: 1e-6)
+        #expect(f.ok, "\(f)")
         // A weight the device holds: placed by the memory manager's Vulkan memory (mapped or staged).
         let memory = VulkanMemory(context: ctx)
         for dtype in [DType.bf16, .f16, .f8e4m3fn, .f8e5m2] {

@@ -84,6 +84,8 @@ int sk_vk_buffer_host_sync(sk_vk_context *ctx, sk_vk_buffer *b, char *error, siz
 void sk_vk_buffer_retire(sk_vk_context *ctx, sk_vk_buffer *b);
 /// The compute timeline's value that signals when everything recorded so far has finished.
 uint64_t sk_vk_compute_mark(sk_vk_context *ctx);
+/// The host waits until the device has finished what was recorded up to `sk_vk_compute_mark`'s `value`.
+int sk_vk_wait(sk_vk_context *ctx, uint64_t value, char *error, size_t error_len);
 /// Submits what is recorded and waits until the device has finished it all.
 int sk_vk_finish(sk_vk_context *ctx, char *error, size_t error_len);
 /// Bytes of host-visible staging memory held: the copy ring and the readback buffer.

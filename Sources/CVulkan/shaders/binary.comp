@@ -2,7 +2,9 @@
 // out = a (op) b with numpy broadcasting over up to 4 dims (the host merges adjacent dims first):
 // out index → coordinates in `dims` → element offsets through a's and b's strides (0 on a broadcast
 // axis), a's starting at element `offa` (a strided view inside a larger buffer). op: 0 add, 1 sub,
-// 2 mul, 3 div, 4 a + s·b (s: `scale`'s bits; `precise`: no fused multiply-add, the CPU's rounding).
+// 2 mul, 3 div, 4 a + s·b (s: `scale`'s bits; `precise`: no fused multiply-add, the CPU's rounding),
+// 5 silu(a)·b (a SwiGLU's gate and up projections in one pass; the same operations as unary.comp's
+// SiLU then op 2).
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
@@ -20,5 +22,6 @@ void main() {
     }
     float x = a[ia], y = b[ib];
     precise float axpy = x + uintBitsToFloat(p.scale) * y;
+    if (p.op == 5u) { float g = x / (1.0 + exp(-x)); o[i] = g * y; return; }
     o[i] = p.op == 0u ? x + y : p.op == 1u ? x - y : p.op == 2u ? x * y : p.op == 3u ? x / y : axpy;
 }

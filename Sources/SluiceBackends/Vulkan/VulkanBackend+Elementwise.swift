@@ -71,6 +71,13 @@ extension VulkanBackend {
         }
     }
 
+    public func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor {
+        guard gate.shape == up.shape, gate.dtype == .f32, up.dtype == .f32, gate.count > 0 else { return try mul(silu(gate), up) }
+        return try elementwise(gate.shape, [contiguous(gate), contiguous(up)]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in
+            try dispatchBinary(5, input(parts[0]), input(parts[1]), Self.broadcast([n], [n])!)
+        }
+    }
+
     public func axpy(_ x: Tensor, _ y: Tensor, scale: Float) throws(SluiceError) -> Tensor {
         guard x.shape == y.shape, x.dtype == .f32, y.dtype == .f32, x.count > 0 else { return try cpu.axpy(x, y, scale: scale) }
         return try elementwise(x.shape, [contiguous(x), contiguous(y)]) { (parts, n) throws(SluiceError) -> VulkanContext.Binding in

@@ -201,6 +201,12 @@ public final class VulkanContext: @unchecked Sendable {
     /// The compute timeline's value that signals when everything recorded so far has finished.
     public var computeMark: UInt64 { sk_vk_compute_mark(handle) }
 
+    /// The host waits until the device has finished what was recorded when `computeMark` gave `mark`.
+    public func wait(_ mark: UInt64) throws(SluiceError) {
+        var err = [CChar](repeating: 0, count: 512)
+        guard sk_vk_wait(handle, mark, &err, err.count) == 0 else { throw .invalidArgument(name: "vulkan", reason: Vulkan.message(err)) }
+    }
+
     /// Submits everything recorded and waits until the device has finished it.
     public func finish() throws(SluiceError) {
         var err = [CChar](repeating: 0, count: 512)

@@ -65,8 +65,8 @@ public struct ZImageBlock: Sendable {
 
     /// SwiGLU: w2(silu(w1 x) · w3 x).
     func feedForward(_ x: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
-        let gate = try b.silu(b.linear(x, weight: w("w1.weight"), bias: nil))
+        let gate = try b.linear(x, weight: w("w1.weight"), bias: nil)
         let up = try b.linear(x, weight: w("w3.weight"), bias: nil)
-        return try b.linear(b.mul(gate, up), weight: w("w2.weight"), bias: nil)
+        return try b.linear(b.siluGated(gate, up), weight: w("w2.weight"), bias: nil)
     }
 }
