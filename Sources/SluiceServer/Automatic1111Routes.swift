@@ -73,7 +73,7 @@ enum Automatic1111Routes {
                                       job_timestamp: current.map { String(Int($0.submitted)) } ?? "0", job_no: 0,
                                       sampling_step: event?.step ?? 0, sampling_steps: event?.steps ?? 0)
                 return json(Progress(progress: current == nil ? 0 : done / Double(steps * images), eta_relative: event?.etaSeconds ?? 0,
-                                     state: s, current_image: Nullable(event?.preview), textinfo: Nullable(nil)))
+                                     state: s, current_image: Nullable(current?.latestPreview), textinfo: Nullable(nil)))
             }
         }
         routes.post("interrupt") { _, _ in

@@ -18,6 +18,8 @@ public actor JobQueue {
         public var error: String?
         public var results: [String] = []
         public var last: JobEvent?
+        /// The latest live preview (events carry one only every `--preview-every` steps).
+        public var latestPreview: String?
     }
 
     public let capacity: Int
@@ -128,6 +130,7 @@ public actor JobQueue {
         guard let job = jobs[e.job] else { return }
         if e.state == .running, [JobState.done, .failed, .cancelled].contains(job.state) { return }
         jobs[e.job]?.last = e
+        if let p = e.preview { jobs[e.job]?.latestPreview = p }
     }
 
     /// Keeps the last 500 finished jobs' records.

@@ -246,6 +246,8 @@ import Testing
         let (id, _) = try await q.submit(JobParameters(prompt: "fox", seed: 3, steps: 2, width: 64, height: 64, guidance: 0))
         let job = await q.wait(id)
         #expect(job?.state == .done, "\(String(describing: job?.error))")
+        // The last preview stays with the job for /sdapi/v1/progress, whatever the latest event carries.
+        #expect(job?.latestPreview != nil && job?.last?.preview == nil)
         // The heap holds the tiny model whole: its weights stay on the device from job to job.
         let (next, _) = try await q.submit(JobParameters(prompt: "fox", seed: 4, steps: 2, width: 64, height: 64, guidance: 0))
         #expect(await q.wait(next)?.state == .done)
