@@ -313,8 +313,10 @@ int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst
     c->counters.bytes_out += bytes;
     int rc = 0;
     if (b->mapped) {
-        // The device finishes what it does with the buffer; then the host reads the mapping.
+        // The device finishes what it does with the buffer, and the copies into it; then the host
+        // reads the mapping.
         rc = sk_vk_wait_compute(c, b->last_use, error, len);
+        if (rc == 0) rc = wait_copy_timeline(c, b->last_copy, error, len);
         if (rc == 0) memcpy(dst, (char *)b->mapped + offset, bytes);
     } else {
         // Copied into cached host memory at the end of the batch (the host reads it at memory speed;
@@ -324,6 +326,11 @@ int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst
             c->readback = sk_vk_make_buffer(c, bytes, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT,
                                             VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, 1, error, len);
             if (!c->readback) rc = -1;
+        }
+        // What is read back includes every copy into the buffer: the batch waits for them on the device.
+        if (rc == 0 && b->last_copy > c->copy_visible) {
+            rc = sk_vk_flush(c, 0, error, len);
+            c->copy_visible = b->last_copy;
         }
         if (rc == 0) rc = sk_vk_begin(c, error, len);
         if (rc == 0) {

@@ -1,4 +1,6 @@
+import Foundation
 import SluiceCore
+import Synchronization
 
 /// Real device memory behind a `DeviceMemory`: with a backing, the device's allocations are real
 /// buffers on a real device (counted at the size the driver really gave), its copies run on the
@@ -32,6 +34,7 @@ public protocol DeviceMemoryBacking: AnyObject, Sendable {
 /// timeline semaphore.
 public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
     public let context: VulkanContext
+    private let shadows = Mutex<[ObjectIdentifier: ShadowMirror]>([:])
     public init(context: VulkanContext) {
         self.context = context
         granularity = context.allocationGranularity
@@ -43,9 +46,15 @@ public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
     public func allocate(bytes: Int, label: String) throws(SluiceError) -> (token: AnyObject, storage: HostStorage, realBytes: Int) {
         let buffer = try context.buffer(bytes: bytes)
         // Host-visible device memory (lavapipe, integrated GPUs, resizable BAR) is its own mirror;
-        // otherwise a host shadow keeps the bytes for the CPU's fallbacks.
-        let storage = buffer.mapped.map { HostStorage(external: $0, byteCount: bytes, owner: buffer) }
-            ?? HostStorage(byteCount: bytes, zeroed: false)
+        // otherwise a host shadow, filled from the device only when host code (a CPU fallback) reads it.
+        let storage: HostStorage
+        if let mapped = buffer.mapped {
+            storage = HostStorage(external: mapped, byteCount: bytes, owner: buffer)
+        } else {
+            let shadow = ShadowMirror(buffer: buffer, bytes: bytes)
+            storage = HostStorage(external: shadow.base, byteCount: bytes, owner: shadow)
+            shadows.withLock { $0[ObjectIdentifier(buffer)] = shadow }
+        }
         context.register(buffer, host: storage.baseAddress, bytes: bytes)
         return (buffer, storage, buffer.allocatedBytes)
     }
@@ -54,17 +63,17 @@ public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
         guard let buffer = token as? VulkanContext.Buffer else { return }
         context.arenaFreed(buffer)
         context.unregister(buffer)
+        shadows.withLock { $0[ObjectIdentifier(buffer)] = nil }
     }
 
     public func copy(_ tensors: [Tensor], into token: AnyObject, at offset: Int, after: UInt64) throws(SluiceError) -> UInt64 {
         guard let buffer = token as? VulkanContext.Buffer else { throw .invalidArgument(name: "vulkan copy", reason: "not a Vulkan allocation") }
-        // Without a mapping the host shadow gets the same bytes (the CPU's fallbacks read it).
-        let shadow = buffer.mapped == nil ? context.residentHost(buffer) : nil
+        // Without a mapping the host shadow is stale from now on (filled again if host code reads it).
+        shadows.withLock { $0[ObjectIdentifier(buffer)] }?.invalidate()
         let sources = tensors.map { $0.contiguous() }
         var at = offset, pieces: [(src: UnsafeRawPointer, bytes: Int, offset: Int)] = []
         for c in sources {
             pieces.append((UnsafeRawPointer(c.rawPointer), c.byteCount, at))
-            shadow.map { ($0 + at).copyMemory(from: c.rawPointer, byteCount: c.byteCount) }
             at += (c.byteCount + 63) & ~63
         }
         return try withExtendedLifetime(sources) { () throws(SluiceError) -> UInt64 in
@@ -77,4 +86,37 @@ public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
     public var computeMark: UInt64 { context.computeMark }
 
     public func useAsScratch(_ token: AnyObject?) { context.useArena(token as? VulkanContext.Buffer) }
+}
+
+/// The host mirror of a buffer the CPU cannot map: its pages are untouched (no RAM) until host code
+/// reads a tensor in it — a CPU fallback, an embedding lookup — and then the whole buffer comes back
+/// from the device, once per copy into it (weights are read-only).
+final class ShadowMirror: HostCoherence, @unchecked Sendable {
+    let buffer: VulkanContext.Buffer
+    let base: UnsafeMutableRawPointer
+    let bytes: Int
+    private let lock = NSLock()
+    private var stale = true
+
+    init(buffer: VulkanContext.Buffer, bytes: Int) {
+        self.buffer = buffer
+        self.bytes = bytes
+        var p: UnsafeMutableRawPointer?
+        precondition(posix_memalign(&p, 64, max(bytes, 64)) == 0 && p != nil, "host mirror of \(bytes) bytes")
+        base = p!
+    }
+
+    deinit { free(base) }
+
+    func invalidate() { lock.withLock { stale = true } }
+
+    func prepareHostAccess() {
+        lock.withLock {
+            guard stale else { return }
+            // A device that cannot give its bytes back is lost: nothing correct can follow.
+            do { try buffer.context.download(VulkanContext.Binding(buffer, offset: 0, bytes: bytes), to: base, bytes: bytes) }
+            catch { fatalError("Vulkan device lost reading weights back: \(error)") }
+            stale = false
+        }
+    }
 }

@@ -99,6 +99,27 @@ struct VulkanKernelTests {
         #expect(ctx.dispatchCount(kernel) - before == 24, "every product ran on the \(variant) kernel")
     }
 
+    /// On the discrete path weights have no host copy until host code reads one (a CPU fallback): then
+    /// the buffer comes back from the device once, and again only after another copy into it.
+    @Test func hostMirrorsOfUnmappedWeightsFillOnlyWhenRead() throws {
+        let ctx = try VulkanContext(forceUnmapped: true)
+        let memory = VulkanMemory(context: ctx)
+        var rng = SplitMix(seed: 13)
+        let first = Tensor((0..<256).map { _ in rng.uniform() }, shape: [256]), second = Tensor((0..<256).map { _ in rng.uniform() }, shape: [256])
+        let a = try memory.allocate(bytes: first.byteCount, label: "weights")
+        defer { memory.free(a.token) }
+        let view = Tensor(storage: a.storage, dtype: .f32, shape: [256])
+        for (round, t) in [first, second].enumerated() {
+            let before = ctx.counters
+            try memory.wait(try memory.copy([t], into: a.token, at: 0, after: 0))
+            #expect((ctx.counters - before).bytesOut == 0, "round \(round): nothing comes back until read")
+            #expect(try view.toFloats() == t.toFloats(), "round \(round)")
+            #expect((ctx.counters - before).bytesOut == t.byteCount, "round \(round): read back once")
+            _ = try view.toFloats()
+            #expect((ctx.counters - before).bytesOut == t.byteCount, "round \(round): and only once")
+        }
+    }
+
     /// The small kernels the sampler and the adaLN modulation run on: tanh (GLSL's, clamped to ±9:
     /// within 1e-6), a + s·b (no fused multiply-add: exactly the CPU's), and a weight in bf16/f16/fp8
     /// widened on the device as an operand (exact: the same bits the CPU's conversion gives).

@@ -12,11 +12,6 @@ extension VulkanContext {
         residents.withLock { $0.append(Resident(base: UInt(bitPattern: host), bytes: bytes, buffer: buffer)) }
     }
 
-    /// The host mirror registered for `buffer`.
-    func residentHost(_ buffer: Buffer) -> UnsafeMutableRawPointer? {
-        residents.withLock { $0.first { $0.buffer === buffer }.flatMap { UnsafeMutableRawPointer(bitPattern: $0.base) } }
-    }
-
     public func unregister(_ buffer: Buffer) { residents.withLock { $0.removeAll { $0.buffer === buffer } } }
 
     /// The device binding of a contiguous tensor that lies in a registered buffer (a weight) or in an
