@@ -48,6 +48,8 @@ public protocol Backend: Sendable {
     func axpy(_ x: Tensor, _ y: Tensor, scale: Float) throws(SluiceError) -> Tensor
     /// Element-wise tanh (adaLN gates).
     func tanh(_ x: Tensor) throws(SluiceError) -> Tensor
+    /// residual + rmsNorm(x) · weight: a block's norm and its residual add in one pass on a device.
+    func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float, adding residual: Tensor) throws(SluiceError) -> Tensor
     /// silu(gate) · up over same-shaped tensors: a SwiGLU feed-forward's middle, one pass on a device.
     func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor
 }
@@ -55,6 +57,9 @@ public protocol Backend: Sendable {
 extension Backend {
     public func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor { x.contiguous() }
     public func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor { try mul(silu(gate), up) }
+    public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float, adding residual: Tensor) throws(SluiceError) -> Tensor {
+        try add(residual, rmsNorm(x, weight: weight, eps: eps))
+    }
     public func tanh(_ x: Tensor) throws(SluiceError) -> Tensor {
         let a = try x.converted(to: .f32).contiguous()
         let out = Tensor(uninitialized: x.shape, dtype: .f32)

@@ -121,8 +121,9 @@ struct VulkanKernelTests {
     }
 
     /// The small kernels the sampler and the adaLN modulation run on: tanh (GLSL's, clamped to ±9:
-    /// within 1e-6), a + s·b (no fused multiply-add: exactly the CPU's), and a weight in bf16/f16/fp8
-    /// widened on the device as an operand (exact: the same bits the CPU's conversion gives).
+    /// within 1e-6), a + s·b (no fused multiply-add: exactly the CPU's), the fused SwiGLU middle and
+    /// norm + residual, and a weight in bf16/f16/fp8 widened on the device as an operand (exact: the
+    /// same bits the CPU's conversion gives).
     @Test func samplerAndModulationKernelsMatchTheCPU() throws {
         let ctx = try VulkanContext()
         let vk = try VulkanBackend(context: ctx)
@@ -139,6 +140,13 @@ struct VulkanKernelTests {
         #expect(fused == (try vk.mul(vk.silu(x), y).toFloats()))
         let f = compare(fused, try cpu.siluGated(x, y).toFloats(), atol: 1e-6, rtol: 1e-6)
         #expect(f.ok, "\(f)")
+        // A norm with its residual add in the norm's pass: exactly the two-pass result on the device,
+        // within 1e-5 of the CPU's (the reduction's order).
+        let nw = Tensor((0..<100).map { _ in rng.uniform() }, shape: [100])
+        let normed = try vk.rmsNorm(x, weight: nw, eps: 1e-6, adding: y).toFloats()
+        #expect(normed == (try vk.add(y, vk.rmsNorm(x, weight: nw, eps: 1e-6)).toFloats()))
+        let n = compare(normed, try cpu.rmsNorm(x, weight: nw, eps: 1e-6, adding: y).toFloats(), atol: 1e-5, rtol: 1e-5)
+        #expect(n.ok, "\(n)")
         // A weight the device holds: placed by the memory manager's Vulkan memory (mapped or staged).
         let memory = VulkanMemory(context: ctx)
         for dtype in [DType.bf16, .f16, .f8e4m3fn, .f8e5m2] {

@@ -1,6 +1,6 @@
 #version 450
 // Row-wise ops over the last dimension (one workgroup per row, 256 threads reducing in shared memory):
-//   mode 0  RMSNorm:   x · rsqrt(mean(x²) + eps) · w?
+//   mode 0  RMSNorm:   x · rsqrt(mean(x²) + eps) · w?  (+ a residual of x's shape: has_bias 2)
 //   mode 1  LayerNorm: (x − mean) · rsqrt(var + eps) · w? + b?
 //   mode 2  softmax:   exp(x − max) / Σ exp(x − max)
 //   mode 3  GroupNorm: a row is one (sample, group) of a contiguous NCHW tensor — its channels' planes
@@ -66,7 +66,8 @@ void main() {
         float v = (x[base + i] - mean) * inv;
         uint f = p.mode == 3u ? (row % p.groups) * (p.D / p.hw) + i / p.hw : i;
         if (p.has_weight != 0u) v *= w[f];
-        if (p.has_bias != 0u) v += bias[f];
+        if (p.has_bias == 1u) v += bias[f];
+        if (p.has_bias == 2u) v += bias[base + i];
         o[base + i] = v;
     }
 }

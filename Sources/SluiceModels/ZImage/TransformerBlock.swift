@@ -32,20 +32,21 @@ public struct ZImageBlock: Sendable {
             gateMLP = try b.tanh(chunk(3))
         }
         // A modulation or gate multiplies the norm's output column by column: folded into the norm's own
-        // weight (a [dim] product), it costs no pass over the tokens.
-        func norm(_ t: Tensor, _ weight: String, times m: Tensor?) throws(SluiceError) -> Tensor {
-            guard let m else { return try b.rmsNorm(t, weight: w(weight), eps: eps) }
-            return try b.rmsNorm(t, weight: b.mul(w(weight), m.reshaped([dim])), eps: eps)
+        // weight (a [dim] product), it costs no pass over the tokens; the residual add rides in the
+        // norm's pass too.
+        func norm(_ t: Tensor, _ weight: String, times m: Tensor?, adding residual: Tensor? = nil) throws(SluiceError) -> Tensor {
+            var g = try w(weight)
+            if let m { g = try b.mul(g, m.reshaped([dim])) }
+            guard let residual else { return try b.rmsNorm(t, weight: g, eps: eps) }
+            return try b.rmsNorm(t, weight: g, eps: eps, adding: residual)
         }
         var h = try norm(x, "attention_norm1.weight", times: scaleMSA)
         h = try attention(h, rope: rope, w.scoped("attention"), b)
-        h = try norm(h, "attention_norm2.weight", times: gateMSA)
-        let x1 = try b.add(x, h)
+        let x1 = try norm(h, "attention_norm2.weight", times: gateMSA, adding: x)
 
         var f = try norm(x1, "ffn_norm1.weight", times: scaleMLP)
         f = try feedForward(f, w.scoped("feed_forward"), b)
-        f = try norm(f, "ffn_norm2.weight", times: gateMLP)
-        return try b.add(x1, f)
+        return try norm(f, "ffn_norm2.weight", times: gateMLP, adding: x1)
     }
 
     /// Self-attention over all tokens: q/k RMS-normed per head, rotated by the 3-axis RoPE.
