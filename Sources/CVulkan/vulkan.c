@@ -35,7 +35,6 @@ uint64_t sk_vk_buffer_size(const sk_vk_buffer *b) { (void)b; return 0; }
 uint64_t sk_vk_buffer_allocated(const sk_vk_buffer *b) { (void)b; return 0; }
 uint64_t sk_vk_allocation_granularity(sk_vk_context *c) { (void)c; return 1; }
 void *sk_vk_buffer_mapped(const sk_vk_buffer *b) { (void)b; return NULL; }
-uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *d, uint64_t o, const void *s, uint64_t l, uint64_t a, char *e, size_t n) { (void)c; (void)d; (void)o; (void)s; (void)l; (void)a; sk_vk_available(e, n); return 0; }
 uint64_t sk_vk_copy_pieces(sk_vk_context *c, sk_vk_buffer *d, const sk_vk_piece *p, uint32_t k, uint64_t a, char *e, size_t n) { (void)c; (void)d; (void)p; (void)k; (void)a; sk_vk_available(e, n); return 0; }
 int sk_vk_buffer_host_sync(sk_vk_context *c, sk_vk_buffer *b, char *e, size_t n) { (void)c; (void)b; return sk_vk_available(e, n); }
 void sk_vk_buffer_retire(sk_vk_context *c, sk_vk_buffer *b) { (void)c; (void)b; }

@@ -151,11 +151,6 @@ static int wait_copy_timeline(sk_vk_context *c, uint64_t value, char *error, siz
     return sk_vk_check(c->vkWaitSemaphores(c->device, &wi, UINT64_MAX), "vkWaitSemaphores (copy)", error, len);
 }
 
-uint64_t sk_vk_copy_async(sk_vk_context *c, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, uint64_t after, char *error, size_t len) {
-    sk_vk_piece piece = { .src = src, .bytes = bytes, .offset = offset };
-    return sk_vk_copy_pieces(c, dst, &piece, 1, after, error, len);
-}
-
 /// A staging slot of at least `want` bytes whose previous copy has finished: a free one, else a new one
 /// within SK_STAGING_CAP, else the oldest once the host has waited for it.
 static staging_slot *take_slot(sk_vk_context *c, uint64_t want, char *error, size_t len) {
@@ -258,15 +253,20 @@ uint64_t sk_vk_copy_pieces(sk_vk_context *c, sk_vk_buffer *dst, const sk_vk_piec
     return last;
 }
 
+/// Commands recorded from now on wait on the device for copy `value`: what is recorded so far does not
+/// need it, so it goes now. Called with the lock held.
+static int make_copy_visible(sk_vk_context *c, uint64_t value, char *error, size_t len) {
+    if (value <= c->copy_visible) return 0;
+    int rc = sk_vk_flush(c, 0, error, len);
+    c->copy_visible = value;
+    return rc;
+}
+
 int sk_vk_copy_wait(sk_vk_context *c, uint64_t value, char *error, size_t len) {
     pthread_mutex_lock(&c->lock);
     int rc = 0;
     if (value > c->copy_value) { sk_vk_set_error(error, len, "waiting for a copy that was never submitted"); rc = -1; }
-    else if (value > c->copy_visible) {
-        // What is recorded so far does not need the copy: it goes now, and what follows waits for it.
-        rc = sk_vk_flush(c, 0, error, len);
-        c->copy_visible = value;
-    }
+    else rc = make_copy_visible(c, value, error, len);
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
@@ -328,10 +328,7 @@ int sk_vk_download(sk_vk_context *c, sk_vk_buffer *b, uint64_t offset, void *dst
             if (!c->readback) rc = -1;
         }
         // What is read back includes every copy into the buffer: the batch waits for them on the device.
-        if (rc == 0 && b->last_copy > c->copy_visible) {
-            rc = sk_vk_flush(c, 0, error, len);
-            c->copy_visible = b->last_copy;
-        }
+        if (rc == 0) rc = make_copy_visible(c, b->last_copy, error, len);
         if (rc == 0) rc = sk_vk_begin(c, error, len);
         if (rc == 0) {
             sk_range accesses[2] = { { .buffer = b->buffer, .lo = offset, .hi = offset + bytes, .write = 0 },

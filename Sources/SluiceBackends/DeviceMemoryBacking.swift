@@ -93,7 +93,8 @@ public final class VulkanMemory: DeviceMemoryBacking, @unchecked Sendable {
 /// from the device, once per copy into it (weights are read-only).
 final class ShadowMirror: HostCoherence, @unchecked Sendable {
     let buffer: VulkanContext.Buffer
-    let base: UnsafeMutableRawPointer
+    private let host: HostStorage
+    var base: UnsafeMutableRawPointer { host.baseAddress }
     let bytes: Int
     private let lock = NSLock()
     private var stale = true
@@ -101,12 +102,8 @@ final class ShadowMirror: HostCoherence, @unchecked Sendable {
     init(buffer: VulkanContext.Buffer, bytes: Int) {
         self.buffer = buffer
         self.bytes = bytes
-        var p: UnsafeMutableRawPointer?
-        precondition(posix_memalign(&p, 64, max(bytes, 64)) == 0 && p != nil, "host mirror of \(bytes) bytes")
-        base = p!
+        host = HostStorage(byteCount: bytes, zeroed: false)
     }
-
-    deinit { free(base) }
 
     func invalidate() { lock.withLock { stale = true } }
 

@@ -107,8 +107,7 @@ public struct DenoiseBench {
             activationBytes: { _ in ZImageTransformer.activationBytes(config: config, imageTokens: imageTokens, captionTokens: caption) },
             rows: { _ in Double(imageTokens + caption) })
         let components = PipelineComponents([runner], device: compute)
-        var options = MemoryOptions(deviceBudget: memory.budget, profile: memory.profile)
-        options.deviceBudget = memory.budget
+        let options = MemoryOptions(deviceBudget: memory.budget, profile: memory.profile)
         let run = try components.start([description], workload: Workload(width: width, height: height), memory: options)
         defer { run.end() }
 
@@ -123,11 +122,9 @@ public struct DenoiseBench {
         var seconds: [Double] = []
         for step in 0...steps {
             let t0 = Date()
+            // A phase ends when the device has finished its work (a device records and returns at once).
             output = try run.phase(.denoise) {
-                let out = try runner.run(ZImageTransformer.State(latents: latents, t: t, caption: cap)) { g, w, s in try transformer.run(group: g, w, s, backend) }.output
-                // A device records the step and returns at once: the step ends when the device has run it.
-                try compute.vulkan?.finish()
-                return out
+                try runner.run(ZImageTransformer.State(latents: latents, t: t, caption: cap)) { g, w, s in try transformer.run(group: g, w, s, backend) }.output
             }
             let s = Date().timeIntervalSince(t0)
             if step > 0 { seconds.append(s) }  // the first call uploads and warms up

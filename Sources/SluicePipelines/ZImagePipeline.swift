@@ -190,11 +190,10 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         let tr = transformer, be = device.backend
         try run.phase(.denoise) { () throws in
             let t0 = Date()
-            var pending: (step: Int, latents: Tensor, mark: UInt64)?
-            func stepDone(_ p: (step: Int, latents: Tensor, mark: UInt64)) throws {
-                try device.wait(for: p.mark)
-                afterStep(p.step, p.latents)
-                progress(run.withDevice(GenerationProgress(phase: .denoise, step: p.step + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
+            var pacer = StepPacer(device: device)
+            func report(_ step: Int, _ latents: Tensor) {
+                afterStep(step, latents)
+                progress(run.withDevice(GenerationProgress(phase: .denoise, step: step + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
             }
             for (i, timestep) in scheduler.timesteps.enumerated() {
                 // Between steps is where a cancelled job stops (its memory goes with `run.end()`).
@@ -213,16 +212,9 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                 if let negative { pred = try be.axpy(pred, be.sub(pred, velocity(negative)), scale: r.guidance) }
                 // diffusers negates the transformer's output to get the flow velocity.
                 latents = try scheduler.step(i, velocity: pred.reshaped(latents.shape), latents: latents, velocityScale: -1, on: be)
-                // A device runs a step behind the host: step i is reported once the device has finished
-                // it, while step i + 1 is being recorded (progress and cancellation stay within a step).
-                if device.recordsAhead {
-                    if let p = pending { try stepDone(p) }
-                    pending = (i, latents, device.mark())
-                } else {
-                    try stepDone((i, latents, 0))
-                }
+                try pacer.recorded(step: i, latents: latents, report: report)
             }
-            if let p = pending { try stepDone(p) }
+            try pacer.finish(report: report)
         }
 
         let tile = run.plan?.component(vaeRunner.name)?.tileLatent

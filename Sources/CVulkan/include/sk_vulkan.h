@@ -60,17 +60,14 @@ void *sk_vk_buffer_mapped(const sk_vk_buffer *b);
 int sk_vk_upload(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, const void *src, uint64_t bytes, char *error, size_t error_len);
 int sk_vk_download(sk_vk_context *ctx, sk_vk_buffer *b, uint64_t offset, void *dst, uint64_t bytes, char *error, size_t error_len);
 
-/// Copies `bytes` from host memory into `dst` at `offset` on the copy queue (the transfer-only family
-/// where the device has one, else the compute queue), through a ring of reused host-visible staging
-/// slots (the host waits only when every slot is still being read), after the compute timeline has
-/// reached `after` — on the device: the last kernel that reads what the copy overwrites (0: none).
-/// Returns the copy timeline's value that signals its completion (0 with a message on failure).
-uint64_t sk_vk_copy_async(sk_vk_context *ctx, sk_vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes, uint64_t after,
-                          char *error, size_t error_len);
 /// Host memory `src` (`bytes`) for `offset` in the destination.
 typedef struct sk_vk_piece { const void *src; uint64_t bytes; uint64_t offset; } sk_vk_piece;
-/// `sk_vk_copy_async` of many pieces into one buffer (a group's tensors): packed into staging slots
-/// together, one submission per slot.
+/// Copies `pieces` from host memory into `dst` on the copy queue (the transfer-only family where the
+/// device has one, else the compute queue), packed together into reused host-visible staging slots
+/// (one submission per slot; the host waits only when every slot is still being read), after the
+/// compute timeline has reached `after` — on the device: the last kernel that reads what the copy
+/// overwrites (0: none). Returns the copy timeline's value that signals its completion (0 with a
+/// message on failure).
 uint64_t sk_vk_copy_pieces(sk_vk_context *ctx, sk_vk_buffer *dst, const sk_vk_piece *pieces, uint32_t count, uint64_t after,
                            char *error, size_t error_len);
 /// Kernels recorded from now on wait on the device until the copy timeline reaches `value`; the host

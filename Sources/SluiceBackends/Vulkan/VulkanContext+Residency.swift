@@ -176,9 +176,10 @@ struct WeakActivation: @unchecked Sendable { weak var value: DeviceActivation? }
 final class DeviceActivation: HostCoherence, @unchecked Sendable {
     enum Newer { case device, host, neither }
     let context: VulkanContext
-    let shadow: UnsafeMutableRawPointer
+    /// The host copy, counted with the CPU's activations (host memory as any op output's).
+    private let host: HostStorage
+    var shadow: UnsafeMutableRawPointer { host.baseAddress }
     let bytes: Int
-    private let counter: AllocationCounter?
     private let lock = NSLock()
     /// Where its bytes live on the device (nil once brought home because its arena went away).
     private(set) var binding: VulkanContext.Binding?
@@ -188,18 +189,10 @@ final class DeviceActivation: HostCoherence, @unchecked Sendable {
         self.context = context
         self.binding = binding
         self.bytes = bytes
-        self.counter = counter
-        var p: UnsafeMutableRawPointer?
-        precondition(posix_memalign(&p, 64, max(bytes, 64)) == 0 && p != nil, "host shadow of \(bytes) bytes")
-        shadow = p!
-        counter?.add(bytes)
+        host = HostStorage(byteCount: bytes, zeroed: false, counter: counter)
     }
 
-    deinit {
-        context.release(self)
-        free(shadow)
-        counter?.remove(bytes)
-    }
+    deinit { context.release(self) }
 
     func prepareHostAccess() {
         lock.withLock {

@@ -157,11 +157,7 @@ public final class VulkanContext: @unchecked Sendable {
     /// reaches `after` (the last kernel reading what it overwrites; 0: none), and returns at once with the
     /// copy timeline's value that signals its completion.
     public func copyAsync(from src: UnsafeRawPointer, bytes: Int, to b: Buffer, offset: Int, after: UInt64 = 0) throws(SluiceError) -> UInt64 {
-        guard bytes > 0 else { return 0 }
-        var err = [CChar](repeating: 0, count: 512)
-        let v = sk_vk_copy_async(handle, b.handle, UInt64(offset), src, UInt64(bytes), after, &err, err.count)
-        guard v > 0 else { throw .invalidArgument(name: "vulkan copy", reason: Vulkan.message(err)) }
-        return v
+        try copyAsync(pieces: [(src, bytes, offset)], to: b, after: after)
     }
 
     /// `copyAsync` of many pieces (host source, bytes, offset in `b`) packed into the staging slots
@@ -245,8 +241,6 @@ public final class VulkanContext: @unchecked Sendable {
                        range: Int(e.lo)..<Int(e.hi), value: e.value)
         }
     }
-    /// The identity `trace` gives `b`.
-    public func traceID(_ b: Buffer) -> UInt { UInt(bitPattern: UnsafeRawPointer(b.handle)) }
     /// Test hook: weight copies stop waiting for the kernels that read what they overwrite.
     public func skipCopyWaits(_ on: Bool) { sk_vk_skip_copy_waits(handle, on ? 1 : 0) }
 

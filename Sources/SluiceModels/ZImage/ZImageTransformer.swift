@@ -155,21 +155,25 @@ public struct ZImageTransformer: Sendable {
         return try b.contiguous(hwc.reshaped([H * W, C]).permuted([1, 0])).reshaped([C, 1, H, W])
     }
 
-    /// x [n, d] padded to `rows` rows by repeating its last row (last row + 0, broadcast on the backend).
+    /// x [n, d] padded to `rows` rows by repeating its last row.
     func padByRepeatingLast(_ x: Tensor, to rows: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
         let n = x.shape[0]
         let src = try x.dtype == .f32 ? x : x.converted(to: .f32)
         if n == rows { return src }
-        let repeated = try b.add(src.sliced(dim: 0, (n - 1)..<n), Tensor([Float](repeating: 0, count: rows - n), shape: [rows - n, 1]))
-        return try b.concat([src, repeated], dim: 0)
+        return try b.concat([src, repeating(src.sliced(dim: 0, (n - 1)..<n), rows - n, b)], dim: 0)
     }
 
-    /// Rows `start...` of x [rows, d] replaced by the learned pad token [1, d] (broadcast on the backend).
+    /// Rows `start...` of x [rows, d] replaced by the learned pad token [1, d].
     func replaceRows(_ x: Tensor, from start: Int, with token: Tensor, _ b: any Backend) throws(SluiceError) -> Tensor {
         let rows = x.shape[0], d = x.shape[1]
         guard token.count == d else { throw .shapeMismatch(operation: "pad token", expected: "[1, \(d)]", found: "\(token.shape)") }
         if start == rows { return x }
-        let pads = try b.add(token.reshaped([1, d]), Tensor([Float](repeating: 0, count: rows - start), shape: [rows - start, 1]))
-        return try b.concat([x.sliced(dim: 0, 0..<start), pads], dim: 0)
+        return try b.concat([x.sliced(dim: 0, 0..<start), repeating(token.reshaped([1, d]), rows - start, b)], dim: 0)
+    }
+
+    /// `count` copies of one row [1, d] as [count, d]: row + 0 broadcast on the backend (a weight in
+    /// bf16 is widened there too).
+    func repeating(_ row: Tensor, _ count: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
+        try b.add(row, Tensor([Float](repeating: 0, count: count), shape: [count, 1]))
     }
 }
