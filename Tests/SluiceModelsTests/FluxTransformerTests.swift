@@ -21,12 +21,22 @@ import Testing
     /// Z-Image's transformer).
     @Test(arguments: ["dev", "schnell"])
     func tinyTransformerMatchesDiffusers(variant: String) throws {
+        try Self.check(variant, on: try CPUBackend())
+    }
+
+    /// The same on a Vulkan device (lavapipe in CI): every op of both block kinds as a kernel.
+    @Test(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0, "no Vulkan device"))
+    func vulkanTransformerMatchesDiffusers() throws {
+        try Self.check("dev", on: try ComputeDevice.select("vulkan").backend)
+    }
+
+    static func check(_ variant: String, on backend: any Backend) throws {
         let (model, ckpt) = try Self.load(variant)
         #expect(model.config.guidanceEmbeds == (variant == "dev"))
         let ref = try Fixtures.file("flux_transformer_reference.safetensors")
         let state = FluxTransformer.State(latents: try ref.tensor("x"), rows: 4, columns: 6, t: try ref.tensor("t").toFloats()[0],
                                           guidance: 3.5, context: try ref.tensor("context"), pooled: try ref.tensor("pooled"))
-        let out = try model.forward(state, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }, try CPUBackend())
+        let out = try model.forward(state, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }, backend)
         let c = compare(try out.toFloats(), try ref.tensor("\(variant)_out").toFloats(), atol: 2e-5, rtol: 1e-4)
         #expect(c.ok, "\(c)")
     }
