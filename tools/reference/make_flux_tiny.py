@@ -142,7 +142,8 @@ def run(pipe, out, tag, **kw):
     handle.remove()
     out[tag + "image"] = img[0]
     for i, lat in enumerate(latents_seen):
-        out[f"{tag}latents_{i}"] = lat[0]
+        # Unpacked to [16, H/8·…, W/…] as Sluice reports a step's latents (and previews them).
+        out[f"{tag}latents_{i}"] = FluxPipeline._unpack_latents(lat, HEIGHT, WIDTH, pipe.vae_scale_factor)[0]
     for name, call in (("first", calls[0]), ("last", calls[-1])):
         for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "out"):
             out[f"{tag}call_{name}_{k}"] = call[k][0] if call[k].ndim > 1 else call[k]
