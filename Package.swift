@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "SluiceModelsTests", dependencies: ["SluiceModels", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceMemoryTests", dependencies: ["SluiceMemory", "SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluicePipelinesTests", dependencies: [
-            "SluicePipelines", "CPNG", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport",
+            "SluicePipelines", "CPNG", "SluiceModels", "SluiceMemory", "SluiceText", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport",
         ]),
         // The command line as a user runs it: the `sluice` binary in a subprocess.
         .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceTestSupport"]),
