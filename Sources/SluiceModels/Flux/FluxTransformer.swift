@@ -56,6 +56,7 @@ public struct FluxTransformer: Sendable {
         var img: Tensor?
         var txt: Tensor?
         var joint: Tensor?
+        var textTokens = 0
         var rope: (cos: Tensor, sin: Tensor)?
         /// [rows·columns, out channels].
         public var output: Tensor?
@@ -84,7 +85,13 @@ public struct FluxTransformer: Sendable {
             s.img = out.img
             s.txt = out.txt
         } else if name.hasPrefix("single_transformer_blocks.") {
-            if s.joint == nil { s.joint = try b.concat([s.txt!, s.img!], dim: 0) }
+            if s.joint == nil {
+                // From here on the two streams are one: the separate ones go (device memory).
+                s.textTokens = s.txt!.shape[0]
+                s.joint = try b.concat([s.txt!, s.img!], dim: 0)
+                s.txt = nil
+                s.img = nil
+            }
             s.joint = try FluxSingleBlock(config: config).forward(s.joint!, siluTemb: s.siluTemb!, rope: s.rope!, w.scoped(name), b)
         } else {
             try final(&s, w, b)
@@ -134,7 +141,7 @@ public struct FluxTransformer: Sendable {
     /// AdaLayerNormContinuous (its linear gives scale, then shift) and the output projection, over the
     /// image tokens.
     func final(_ s: inout State, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) {
-        let lt = s.txt!.shape[0], n = s.rows * s.columns
+        let lt = s.textTokens, n = s.rows * s.columns
         let img = try s.joint.map { j throws(SluiceError) in try j.sliced(dim: 0, lt..<(lt + n)) } ?? s.img!
         let m = try FluxModulation(s.siluTemb!, w.scoped("norm_out"), count: 2, dim: config.dim, b)
         let h = try m.norm(b.contiguous(img), shift: 1, scale: 0, b)
