@@ -47,7 +47,7 @@ public struct CLIPTextConfig: Sendable, Decodable {
     }
 }
 
-/// transformers' CLIPTextModel (modeling_clip.py: CLIPTextTransformer, CLIPEncoderLayer): FLUX.1's and
+/// transformers' CLIPTextModel (modeling_clip.py: CLIPTextModel.forward, CLIPEncoderLayer): FLUX.1's and
 /// Stable Diffusion's text_encoder (CLIP-L). Token plus position embeddings, then pre-norm layers
 ///
 ///     x = x + out_proj(Attention(q_proj(n), k_proj(n), v_proj(n)))   n = layer_norm1(x)   causal, scale 1/√head_dim

@@ -72,7 +72,7 @@ import Testing
         try Self.check(hidden, ref.tensor("clip.short.last_hidden_state"))
         try Self.check(try #require(pooled), ref.tensor("clip.short.pooled_legacy"))
 
-        config.eosTokenId = try #require(Int(ref.header.metadata["clip_eos_token_id"] ?? ""))
+        config.eosTokenId = try textEncoderIds(ref.tensor("clip.short.eos_token_id"))[0]
         let withEos = CLIPTextEncoder(config: config)
         #expect(withEos.poolingPosition(ids: ids) == 8)
         #expect(withEos.poolingPosition(ids: [5, 6, 7]) == 0)

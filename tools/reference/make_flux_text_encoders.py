@@ -13,7 +13,7 @@ Writes:
                     and hidden_states[-2] (the penultimate layer SDXL reads)
       clip.short.*  12 ids whose largest id is not the eos: pooled at argmax(ids) for the legacy config
                     (eos_token_id 2, as FLUX.1's) and at the first eos for a config with a real eos id
-                    (metadata clip_eos_token_id; same weights)
+                    (clip.short.eos_token_id; same weights)
       t5.long.*     300 ids (words, eos 1, padding 0, unmasked as FLUX attends over it): relative
                     distances up to 299 reach the log-spaced buckets and the max_distance clamp
       t5.short.*    7 ids
@@ -106,6 +106,7 @@ def clip():
         assert torch.equal(r.pooler_output[0], r.last_hidden_state[0, 4])
         e = eos_model(input_ids=short[None])
         out["clip.short.pooled_eos"] = e.pooler_output
+        out["clip.short.eos_token_id"] = torch.tensor([CLIP_EOS])
         assert torch.allclose(e.pooler_output[0], r.last_hidden_state[0, 8], atol=1e-12), (e.pooler_output[0] - r.last_hidden_state[0, 8]).abs().max()
     return out
 
@@ -167,7 +168,7 @@ def main():
     tensors = {k: (v.to(torch.int32) if not v.is_floating_point() else v if v.dtype == torch.bfloat16 else v.to(torch.float32)).contiguous()
                for k, v in out.items()}
     save_file(tensors, os.path.join(FIX, "flux_text_encoders.safetensors"),
-              metadata={"clip_eos_token_id": str(CLIP_EOS), "t5_relu_config": relu_config})
+              metadata={"t5_relu_config": relu_config})  # one key: safetensors writes several in a random order
     for d in (CLIP_DIR, T5_DIR):
         for f in os.listdir(d):
             print(os.path.join(d, f), os.path.getsize(os.path.join(d, f)))
