@@ -87,7 +87,9 @@ public struct CLIPTokenizer: Sendable {
             throw .invalidArgument(name: path, reason: "has \(lines.count) lines; CLIP's merges list has \(count) after its header")
         }
         let merges = try Self.mergesText(lines[1...count].joined(separator: "\n"), file: path, firstLine: 2)
-        var tokens = ByteLevelBPE.byteToChar.map { String($0) }
+        // open_clip lists bytes_to_unicode()'s values in its insertion order: printable bytes, then the
+        // rest shifted past 255 — ascending code points either way.
+        var tokens = ByteLevelBPE.byteToChar.sorted { $0.unicodeScalars.first!.value < $1.unicodeScalars.first!.value }.map { String($0) }
         tokens += tokens.map { $0 + CLIPBPE.endOfWord }
         tokens += merges.map { $0.0 + $0.1 }
         tokens += ["<|startoftext|>", "<|endoftext|>"]
