@@ -7,12 +7,14 @@ import Testing
 /// The tiny CLIP tokenizer (Tests/Fixtures/tokenizers/clip-tiny: CLIP's first 1500 merges) against
 /// transformers 5.23's CLIPTokenizer: English, punctuation, contractions, digits, case, accents (composed
 /// and not), NFKC-looking characters (left alone by CLIP), spaces of all kinds, emoji, CJK, special
-/// tokens in the text, the empty string, text past 77 tokens.
+/// tokens in the text (FLUX's config makes them match case-insensitively), the empty string, text past 77
+/// tokens.
 @Suite struct CLIPTokenizerTests {
     static let folder = FluxTokenizerCases.folder("clip")
 
-    static func expectCases(_ tok: CLIPTokenizer, _ path: String = "cases", sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let cases = FluxTokenizerCases.cases("clip", path)
+    /// The main cases, or as `variant` gives them.
+    static func expectCases(_ tok: CLIPTokenizer, variant: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let cases = variant.map { FluxTokenizerCases.cases("clip", variant: $0) } ?? FluxTokenizerCases.cases("clip")
         #expect(cases.count >= 30, sourceLocation: sourceLocation)
         for c in cases {
             let got = try tok.encode(c.text)
@@ -68,14 +70,18 @@ import Testing
         }
     }
 
-    /// tokenizer.json's added tokens marked `normalized` are matched after lower-casing.
-    @Test func normalizedSpecialsAreMatchedInNormalizedText() throws {
-        let dir = try FluxTokenizerCases.scratchFolder(copying: ["tokenizer.json"], from: Self.folder)
-        defer { FluxTokenizerCases.cleanup(dir) }
-        try FluxTokenizerCases.editJSON(dir + "/tokenizer.json") { root in
-            root["added_tokens"] = (root["added_tokens"] as! [[String: Any]]).map { var t = $0; t["normalized"] = true; return t }
+    /// FLUX's config marks the specials `normalized`, so an upper-case <|ENDOFTEXT|> is one too; without
+    /// a config, or with tokenizer.json's added tokens not normalised, it is only text.
+    @Test func specialsAreMatchedInNormalizedTextOnlyWhenMarkedSo() throws {
+        let bare = try FluxTokenizerCases.scratchFolder(copying: ["vocab.json", "merges.txt"], from: Self.folder)
+        defer { FluxTokenizerCases.cleanup(bare) }
+        try Self.expectCases(try CLIPTokenizer(directory: bare), variant: "no_config")
+        let json = try FluxTokenizerCases.scratchFolder(copying: ["tokenizer.json"], from: Self.folder)
+        defer { FluxTokenizerCases.cleanup(json) }
+        try FluxTokenizerCases.editJSON(json + "/tokenizer.json") { root in
+            root["added_tokens"] = (root["added_tokens"] as! [[String: Any]]).map { var t = $0; t["normalized"] = false; return t }
         }
-        try Self.expectCases(try CLIPTokenizer(directory: dir), "variants.normalized_specials")
+        try Self.expectCases(try CLIPTokenizer(directory: json), variant: "raw_specials_json")
     }
 
     @Test func missingAndBrokenFilesAreNamedErrors() throws {

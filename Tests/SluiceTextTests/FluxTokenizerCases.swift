@@ -15,11 +15,19 @@ enum FluxTokenizerCases {
 
     static func folder(_ name: String) -> String { Fixtures.directory + "/" + (family(name)["folder"] as! String) }
 
-    /// `path` is a key of the family ("cases", "padded", …) or "variants.<name>".
-    static func cases(_ name: String, _ path: String = "cases") -> [Case] {
-        var node: Any = family(name)
-        for key in path.split(separator: ".") { node = (node as! [String: Any])[String(key)]! }
-        return (node as! [[String: Any]]).map {
+    /// `key` is a list of the family: "cases", "padded", …
+    static func cases(_ name: String, _ key: String = "cases") -> [Case] {
+        decode(family(name)[key]!)
+    }
+
+    /// The main cases as a variant gives them: the fixture lists only the strings whose ids differ.
+    static func cases(_ name: String, variant: String) -> [Case] {
+        let changed = decode((family(name)["variants"] as! [String: Any])[variant]!)
+        return cases(name).map { c in changed.first { $0.text == c.text } ?? c }
+    }
+
+    private static func decode(_ list: Any) -> [Case] {
+        (list as! [[String: Any]]).map {
             Case(text: $0["text"] as! String, ids: ($0["ids"] as! [NSNumber]).map(\.intValue), maxLength: ($0["max_length"] as? NSNumber)?.intValue)
         }
     }

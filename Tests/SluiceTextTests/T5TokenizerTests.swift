@@ -10,8 +10,9 @@ import Testing
 @Suite struct T5TokenizerTests {
     static let folder = FluxTokenizerCases.folder("t5")
 
-    static func expectCases(_ tok: T5Tokenizer, _ path: String = "cases", sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let cases = FluxTokenizerCases.cases("t5", path)
+    /// The main cases, or as `variant` gives them.
+    static func expectCases(_ tok: T5Tokenizer, variant: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let cases = variant.map { FluxTokenizerCases.cases("t5", variant: $0) } ?? FluxTokenizerCases.cases("t5")
         #expect(cases.count >= 30, sourceLocation: sourceLocation)
         for c in cases {
             let got = try tok.encode(c.text)
@@ -63,7 +64,7 @@ import Testing
             root["pre_tokenizer"] = ["type": "Metaspace", "replacement": "▁", "split": true,
                                      "prepend_scheme": variant == "flux_style" ? "always" : "first"]
         }
-        try Self.expectCases(try T5Tokenizer(directory: dir, pipeline: .declared), "variants.\(variant)")
+        try Self.expectCases(try T5Tokenizer(directory: dir, pipeline: .declared), variant: variant)
         // transformers' own pipeline ignores what the file declares.
         try Self.expectCases(try T5Tokenizer(directory: dir))
     }
