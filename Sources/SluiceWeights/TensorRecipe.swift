@@ -54,7 +54,13 @@ public struct TensorRecipe: Sendable, Equatable {
         case .asStored:
             return stored
         case .rows(let range):
-            return try stored.sliced(dim: 0, range)
+            let rows = try stored.sliced(dim: 0, range)
+            // A view spanning only these rows' bytes, so that handing a group's mapped pages back once
+            // copied (HostStorage.releaseMappedPages) leaves the other rows alone: a single block's q, k, v
+            // and MLP input come from one stored tensor but may sit in different groups.
+            guard case .view(let parent) = stored.storage.origin, rows.isContiguous else { return rows }
+            let view = HostStorage(viewOf: parent, offset: rows.address - parent.baseAddress, byteCount: rows.byteCount)
+            return Tensor(storage: view, dtype: rows.dtype, shape: rows.shape)
         case .halvesSwapped:
             let src = stored.contiguous()
             let out = Tensor(uninitialized: src.shape, dtype: src.dtype)

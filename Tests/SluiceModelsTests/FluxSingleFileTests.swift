@@ -24,10 +24,11 @@ import Testing
         return Array(UnsafeRawBufferPointer(start: c.rawPointer, count: c.byteCount))
     }
 
-    /// A copy of a fixture with its keys renamed (a prefix added) and some tensors left out, in a fresh folder.
-    static func rewritten(_ name: String, prefix: String = "", dropping drop: (String) -> Bool = { _ in false }) throws -> String {
+    /// A copy of a fixture with its keys renamed (a prefix added), some tensors left out and others added.
+    static func rewritten(_ name: String, prefix: String = "", dropping drop: (String) -> Bool = { _ in false },
+                          adding extra: [(String, Tensor)] = []) throws -> String {
         let f = try Fixtures.file("flux-single-file/" + name)
-        let tensors = try f.names.filter { !drop($0) }.map { (prefix + $0, try f.tensor($0)) }
+        let tensors = try f.names.filter { !drop($0) }.map { (prefix + $0, try f.tensor($0)) } + extra
         let path = NSTemporaryDirectory() + "sluice-flux-\(UUID().uuidString).safetensors"
         try SafetensorsWriter.write(tensors, metadata: f.metadata, to: path)
         return path
@@ -92,6 +93,8 @@ import Testing
             let offset: Int = file.header.dataStart + start
             #expect(t.address == file.mapping.baseAddress + offset, "\(key) is not at its rows' bytes")
             #expect(t.isContiguous && t.byteCount == rows.count * rowBytes, "\(key)")
+            // The view spans these rows only (releasing its pages leaves the other rows' alone).
+            #expect(t.storage.byteCount == t.byteCount && t.offset == 0, "\(key)")
             #expect(f.checkpoint.info(key)?.dataRange == start..<(start + t.byteCount), "\(key)")
             views += 1
         }
@@ -168,6 +171,16 @@ import Testing
         #expect(error?.file == Self.dir + "/" + name)
         #expect(error?.tensor == tensor, "\(String(describing: error))")
         for phrase in phrases { #expect(error?.reason.contains(phrase) == true, "\(name): '\(phrase)' not in \(String(describing: error))") }
+    }
+
+    /// An all-in-one file's other components (here a VAE tensor) are left out and listed.
+    @Test func otherComponentsAreListedAsUnused() throws {
+        let vae = "first_stage_model.decoder.conv_in.weight"
+        let f = try FluxSingleFile.open(path: try Self.rewritten("bfl_fp8.safetensors", prefix: "model.diffusion_model.",
+                                                                 adding: [(vae, Tensor([1, 2], shape: [2]))]))
+        #expect(f.layout == .bflComfyPrefix)
+        #expect(f.unusedKeys == [vae])
+        #expect(!f.checkpoint.names.contains(vae))
     }
 
     /// A block missing in the middle is named even though the depth is read from the highest index.

@@ -29,7 +29,7 @@ import Testing
         #expect(k.dtype == .bf16 && k.shape == [2, 4] && k.isContiguous)
         #expect(try k.toFloats() == (8..<16).map(Float.init))
         let stored = try #require(c.files[0].info("qkv"))
-        #expect(k.storage.mapping === c.files[0].mapping)
+        #expect(k.storage.mapping === c.files[0].mapping && k.storage.byteCount == k.byteCount)
         let kStart: Int = c.files[0].header.dataStart + stored.dataRange.lowerBound + 2 * 4 * 2  // 2 rows of 4 bf16
         #expect(k.address == c.files[0].mapping.baseAddress + kStart)
         #expect(c.info("k")?.dataRange == (stored.dataRange.lowerBound + 16)..<(stored.dataRange.lowerBound + 32))
