@@ -15,10 +15,11 @@ converter hard-codes it), in memory only, then writes Tests/Fixtures/flux-single
   diffusers_fp8.safetensors     the reference for both fp8 files: diffusers' names, the bf16 weights
                                 rounded through float8_e4m3fn by torch (stored as e4m3fn)
   hostile_unknown.safetensors       keys of no FLUX layout
-  hostile_missing_single.safetensors  BFL fp8 without single block 0
-  hostile_wrong_shape.safetensors     BFL fp8 with double block 1's txt_attn.qkv.weight 4 rows short
-  hostile_scaled_fp8.safetensors      ComfyUI "scaled fp8": per-tensor *.scale_weight and a scaled_fp8 marker
-The tiny config is in each file's metadata ("config").
+and, from a narrower schnell-like model (HOSTILE: one head, no guidance embedder), BFL layout, fp8:
+  hostile_missing_single.safetensors  without single block 0
+  hostile_wrong_shape.safetensors     double block 1's txt_attn.qkv.weight 4 rows short
+  hostile_scaled_fp8.safetensors      ComfyUI "scaled fp8": prefixed, per-tensor *.scale_weight, a scaled_fp8 marker
+Each file's config is in its metadata ("config").
 """
 import json
 import os
