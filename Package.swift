@@ -30,13 +30,15 @@ let package = Package(
         .target(name: "CVulkan", exclude: ["shaders"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
         // libpng from Debian (libpng-dev).
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        // zlib from the system (zlib1g-dev): gzip'd tokenizer files (open_clip's CLIP merges).
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "SluiceCore", dependencies: ["CKernels"]),
         .target(name: "SluiceBackends", dependencies: ["SluiceCore", "CKernels", "CVulkan"]),
         .target(name: "SluiceWeights", dependencies: ["SluiceCore"]),
         // The sluice: placement planning, streaming with prefetch, budgets, telemetry; the real models' tables.
         .target(name: "SluiceMemory", dependencies: ["SluiceCore", "SluiceBackends"], resources: [.copy("Tables")]),
         // Tokenizers and text encoders.
-        .target(name: "SluiceText", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights"]),
+        .target(name: "SluiceText", dependencies: ["CZlib", "SluiceCore", "SluiceBackends", "SluiceWeights"]),
         // One folder per model family; a model file reads like the paper's diagram.
         .target(name: "SluiceModels", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory"]),
         // The text-to-image protocol and registry, each family's pipeline, schedulers, torch's RNG, PNG output.
@@ -67,7 +69,7 @@ let package = Package(
         .testTarget(name: "SluiceModelsTests", dependencies: ["SluiceModels", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluiceMemoryTests", dependencies: ["SluiceMemory", "SluiceBackends", "SluiceCore", "SluiceWeights", "SluiceTestSupport"]),
         .testTarget(name: "SluicePipelinesTests", dependencies: [
-            "SluicePipelines", "CPNG", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport",
+            "SluicePipelines", "CPNG", "SluiceModels", "SluiceMemory", "SluiceText", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport",
         ]),
         // The command line as a user runs it: the `sluice` binary in a subprocess.
         .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceTestSupport"]),

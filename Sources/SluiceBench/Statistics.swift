@@ -31,3 +31,15 @@ public struct BenchRandom {
     }
     public mutating func floats(_ n: Int) -> [Float] { (0..<n).map { _ in next() } }
 }
+
+/// The machine a benchmark ran on: every result records it (CPUs differ between machines).
+public enum CPUInfo {
+    /// /proc/cpuinfo's "model name" (e.g. "AMD EPYC 9B45"), or "unknown".
+    public static let model: String = {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
+        for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+            if let colon = line.firstIndex(of: ":") { return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces) }
+        }
+        return "unknown"
+    }()
+}

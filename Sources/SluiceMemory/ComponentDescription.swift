@@ -37,10 +37,11 @@ public struct GroupDescription: Sendable, Hashable, Codable {
 public struct Tiling: Sendable {
     /// Tile sides to try, in latents, largest first, for this workload.
     public let tiles: @Sendable (Workload) -> [Int]
-    /// Activation bytes of one call on one square tile of this many latents (one image at a time).
-    public let activationBytes: @Sendable (Int) -> Int
+    /// Activation bytes of one call on the workload's image in square tiles of this many latents (one
+    /// image at a time): one tile's decode plus what the tiling holds (decoded tiles, the output).
+    public let activationBytes: @Sendable (Int, Workload) -> Int
 
-    public init(tiles: @escaping @Sendable (Workload) -> [Int], activationBytes: @escaping @Sendable (Int) -> Int) {
+    public init(tiles: @escaping @Sendable (Workload) -> [Int], activationBytes: @escaping @Sendable (Int, Workload) -> Int) {
         self.tiles = tiles; self.activationBytes = activationBytes
     }
 

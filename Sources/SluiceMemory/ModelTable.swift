@@ -98,7 +98,7 @@ public struct ModelTable: Codable, Sendable {
         let reference = Double(referenceWidth * referenceHeight)
         let tiling: Tiling? = c.phase == .decode ? Tiling(
             tiles: { Tiling.shrinking(fromLatentSide: max($0.width, $0.height) / latentScale) },
-            activationBytes: { t in Int((act * Double(t * latentScale * t * latentScale) / reference).rounded(.up)) }) : nil
+            activationBytes: { t, _ in Int((act * Double(t * latentScale * t * latentScale) / reference).rounded(.up)) }) : nil
         return ComponentDescription(
             name: c.name, phase: c.phase, groups: groups(c), followsStorage: c.phase != .decode,
             activationBytes: { w in pixels ? Int((act * table.pixelRatio(w) * Double(w.batch)).rounded(.up)) : c.activationBytes },

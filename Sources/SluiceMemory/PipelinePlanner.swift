@@ -74,7 +74,7 @@ public enum PipelinePlanner {
                 // and the component streams (the error, if even that fails, names the minimum).
                 for t in tiling.tiles(request.workload) {
                     tile = t
-                    activation = request.allocationSize(tiling.activationBytes(t))
+                    activation = request.allocationSize(tiling.activationBytes(t, request.workload))
                     if weights + activation <= budget { break }
                 }
             }

@@ -93,6 +93,14 @@ public struct FlowMatchEulerScheduler: Sendable {
         return (0..<n).map { i in i < half ? start + step * Float(i) : end - step * Float(n - i - 1) }
     }
 
+    /// numpy.linspace(1, 1/n, n) in f64, rounded to f32 (FluxPipeline's sigmas): start + i·step, the
+    /// last exactly `end`.
+    public static func numpyLinspace(_ start: Double, _ end: Double, _ n: Int) -> [Float] {
+        guard n > 1 else { return n == 1 ? [Float(start)] : [] }
+        let step = (end - start) / Double(n - 1)
+        return (0..<n).map { i in Float(i == n - 1 ? end : Double(i) * step + start) }
+    }
+
     /// diffusers' `calculate_shift`: μ grows linearly with the image's token count.
     public static func mu(imageSeqLen: Int, config: Config) -> Double {
         let m = (config.maxShift - config.baseShift) / Double(config.maxImageSeqLen - config.baseImageSeqLen)

@@ -103,8 +103,11 @@ public enum SluiceVersion { public static let string = "0.2.0" }
 public enum PNGParameters {
     public static func text(_ r: GenerationRequest, model: String, sampler: (name: String, schedule: String)) -> String {
         var s = r.prompt
-        if r.guidance > 0 && !r.negativePrompt.isEmpty { s += "\nNegative prompt: \(r.negativePrompt)" }
+        if (r.guidance > 0 || r.trueCFGScale > 1) && !r.negativePrompt.isEmpty { s += "\nNegative prompt: \(r.negativePrompt)" }
         s += "\nSteps: \(r.steps), Sampler: \(sampler.name), Schedule type: \(sampler.schedule), CFG scale: \(r.guidance), "
+        // Forge's names for FLUX's settings.
+        if r.trueCFGScale != 1 { s += "True CFG scale: \(r.trueCFGScale), " }
+        if let n = r.maxSequenceLength { s += "Max sequence length: \(n), " }
         s += "Seed: \(r.seed), Size: \(r.width)x\(r.height), Model: \(model), Version: Sluice \(SluiceVersion.string)"
         return s
     }

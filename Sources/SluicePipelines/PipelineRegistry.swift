@@ -17,11 +17,15 @@ public final class PipelineRegistry: Sendable {
         public let load: @Sendable (DiffusersFolder, ComputeDevice) throws -> any TextToImagePipeline
         /// The family's description of a model table with the formulas it plans a loaded model with.
         public let describeTable: (@Sendable (ModelTable) throws(SluiceError) -> [ComponentDescription])?
+        /// Components whose weights a single file may replace (`--transformer finetune.safetensors`).
+        public let singleFileComponents: Set<String>
 
         public init(name: String, pipelineClasses: Set<String>,
                     load: @escaping @Sendable (DiffusersFolder, ComputeDevice) throws -> any TextToImagePipeline,
-                    describeTable: (@Sendable (ModelTable) throws(SluiceError) -> [ComponentDescription])? = nil) {
+                    describeTable: (@Sendable (ModelTable) throws(SluiceError) -> [ComponentDescription])? = nil,
+                    singleFileComponents: Set<String> = []) {
             self.name = name; self.pipelineClasses = pipelineClasses; self.load = load; self.describeTable = describeTable
+            self.singleFileComponents = singleFileComponents
         }
     }
 
@@ -30,7 +34,7 @@ public final class PipelineRegistry: Sendable {
     public init(_ families: [Family]) { self.families = Mutex(families) }
 
     /// Every family this build runs.
-    public static let shared = PipelineRegistry([ZImagePipeline.family])
+    public static let shared = PipelineRegistry([ZImagePipeline.family, FluxPipeline.family])
 
     public func register(_ family: Family) { families.withLock { $0.append(family) } }
 
@@ -47,12 +51,23 @@ public final class PipelineRegistry: Sendable {
             let known = all.flatMap(\.pipelineClasses).sorted().joined(separator: ", ")
             throw SluiceError.invalidArgument(name: folder.indexPath, reason: "_class_name is \(cls); this build runs \(known)")
         }
+        for component in folder.singleFiles.keys.sorted() where !family.singleFileComponents.contains(component) {
+            throw SluiceError.invalidParameter(Parameter(rawValue: component) ?? .model,
+                reason: "\(family.name) cannot take its \(component) from a single file; give a diffusers folder")
+        }
         return try family.load(folder, device)
     }
 
-    /// Resolves `model` (a folder or a Hugging Face repo id), selects `device` and loads.
-    public func load(model: String, device: String) throws -> any TextToImagePipeline {
-        let folder = try DiffusersFolder(path: try ModelLocator.resolve(model))
+    /// Resolves `model` (a folder or a Hugging Face repo id), selects `device` and loads; `transformer`
+    /// is a single `.safetensors` file whose weights replace the folder's transformer (a finetune).
+    public func load(model: String, device: String, transformer: String? = nil) throws -> any TextToImagePipeline {
+        var folder = try DiffusersFolder(path: try ModelLocator.resolve(model))
+        if let transformer {
+            guard FileManager.default.fileExists(atPath: transformer) else {
+                throw SluiceError.invalidParameter(.transformer, reason: "\(transformer): no such file")
+            }
+            folder.singleFiles["transformer"] = transformer
+        }
         return try load(folder, device: try ComputeDevice.select(device))
     }
 

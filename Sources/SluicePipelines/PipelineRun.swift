@@ -155,6 +155,13 @@ public final class PipelineRun: @unchecked Sendable {
         return out
     }
 
+    /// A component is done for this phase before the phase ends (CLIP before T5): when the plan swaps
+    /// it, its device memory goes now, so the next component of the phase has the room the plan gave it.
+    public func finished(component name: String) {
+        guard let plan, plan.swappedBetweenPhases.contains(name) else { return }
+        components.runners.first { $0.name == name }?.release()
+    }
+
     /// The run's report, marking it complete: its placement may stay on the device for the next run.
     public func complete() -> RunReport {
         completed = true

@@ -10,8 +10,14 @@ public struct GenerationRequest: Sendable, Equatable {
     public var steps: Int
     public var width: Int = 1024
     public var height: Int = 1024
-    /// Classifier-free guidance scale (each pipeline says when it applies).
+    /// Classifier-free guidance scale (each pipeline says when it applies; FLUX.1-dev embeds it).
     public var guidance: Float
+    /// diffusers' `true_cfg_scale`: real CFG with the negative prompt when > 1, for models whose
+    /// `guidance` is embedded (FLUX.1). 1 = off.
+    public var trueCFGScale: Float = 1
+    /// diffusers' `max_sequence_length`: the text encoder's padded length where the model attends the
+    /// padding (FLUX's T5), or its cut-off; nil = the model's default.
+    public var maxSequenceLength: Int?
 
     public init(prompt: String, negativePrompt: String = "", seed: UInt64 = 42, steps: Int, width: Int = 1024, height: Int = 1024, guidance: Float) {
         self.prompt = prompt; self.negativePrompt = negativePrompt; self.seed = seed; self.steps = steps

@@ -80,6 +80,12 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     }
 
     public func validate(_ r: GenerationRequest) throws(SluiceError) {
+        guard r.trueCFGScale == 1 else {
+            throw .invalidParameter(.trueCfgScale, reason: "Z-Image has no embedded guidance: its CFG is --guidance (true_cfg_scale is for FLUX.1)")
+        }
+        if let n = r.maxSequenceLength, !(1...Self.maxPromptTokens).contains(n) {
+            throw .invalidParameter(.maxSequenceLength, reason: "\(n) must be 1…\(Self.maxPromptTokens) (Qwen3 tokens with the chat template)")
+        }
         do { try validateCommon(r) } catch .invalidParameter(let p, let reason) where (p == .width || p == .height) && max(r.width, r.height) > defaults.maxSide {
             // Say what such a size would take.
             throw .invalidParameter(p, reason: reason + "; \(r.width)×\(r.height) would need about "
@@ -90,8 +96,9 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     /// A prompt longer than the text encoder reads is cut, as diffusers cuts it: say so.
     public func warnings(_ r: GenerationRequest) -> [String] {
         [("prompt", r.prompt), ("negative prompt", r.guidance > 0 ? r.negativePrompt : "")].compactMap { what, text in
-            guard !text.isEmpty, let n = try? tokenizer.zImagePromptIDs(text, maxLength: .max).count, n > Self.maxPromptTokens else { return nil }
-            return "the \(what) is \(n) tokens with its template; the text encoder reads the first \(Self.maxPromptTokens)"
+            let limit = r.maxSequenceLength ?? Self.maxPromptTokens
+            guard !text.isEmpty, let n = try? tokenizer.zImagePromptIDs(text, maxLength: .max).count, n > limit else { return nil }
+            return "the \(what) is \(n) tokens with its template; the text encoder reads the first \(limit)"
         }
     }
 
@@ -160,8 +167,8 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     /// The latent tensor's spatial size for an image.
     func latentSize(_ r: GenerationRequest) -> (h: Int, w: Int) { (vae.latentSide(r.height), vae.latentSide(r.width)) }
 
-    public func encodePrompt(_ text: String) throws -> Tensor {
-        let ids = try tokenizer.zImagePromptIDs(text, maxLength: Self.maxPromptTokens)
+    public func encodePrompt(_ text: String, maxLength: Int = maxPromptTokens) throws -> Tensor {
+        let ids = try tokenizer.zImagePromptIDs(text, maxLength: maxLength)
         let enc = encoder, be = device.backend
         let s = try textRunner.run(Qwen3Encoder.State(ids: ids)) { i, w, s in try enc.run(group: i, w, s, be) }
         return s.hidden!
@@ -178,7 +185,8 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         let cfg = r.guidance > 0
         let (positive, negative) = try run.phase(.text) { () throws -> (Tensor, Tensor?) in
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
-            return (try encodePrompt(r.prompt), cfg ? try encodePrompt(r.negativePrompt) : nil)
+            let length = r.maxSequenceLength ?? Self.maxPromptTokens
+            return (try encodePrompt(r.prompt, maxLength: length), cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil)
         }
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 

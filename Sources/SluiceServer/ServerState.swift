@@ -56,6 +56,8 @@ public struct ServeOptions: Sendable {
     public var galleryMaxBytes = 5 << 30
     /// cpu, vulkan or vulkan:N (as `sluice generate --device`).
     public var device = "cpu"
+    /// A single file replacing the model's transformer (`--transformer`).
+    public var transformer: String?
     /// A live preview every this many denoising steps (0: none). On a GPU each preview reads the latents
     /// back and makes the host wait for the step; between previews the latents stay on the device.
     public var previewEvery = 1

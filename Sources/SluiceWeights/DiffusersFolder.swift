@@ -17,6 +17,10 @@ public struct DiffusersFolder: Sendable {
     /// Components the index lists with a class (a `[null, null]` entry is an unused slot), by name.
     public let components: [Component]
 
+    /// Single `.safetensors` files that replace a component's weights (a finetuned transformer), by
+    /// component name; the component's config still comes from the folder.
+    public var singleFiles: [String: String] = [:]
+
     public var indexPath: String { path + "/model_index.json" }
 
     public init(path: String) throws(SluiceError) {

@@ -9,7 +9,7 @@ import SluicePipelines
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Sluice against a reference implementation in the same run (JSON out).",
-        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self, ZImageBlock.self, Denoise.self]
+        subcommands: [Gemm.self, Attention.self, Conv2d.self, Offload.self, DiskTier.self, ZImageBlock.self, Block.self, Denoise.self]
     )
 }
 
@@ -18,6 +18,8 @@ struct BenchOutput: ParsableArguments {
     @Option(help: "Threads (default: every core).") var threads: Int?
 
     func finish(_ result: [String: Any]) throws {
+        var result = result
+        if result["cpu"] == nil { result["cpu"] = CPUInfo.model }
         let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
         if let json {
             try writeJSON(result, to: json)
@@ -147,6 +149,31 @@ extension Bench {
 
         func run() throws {
             try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
+        }
+    }
+}
+
+extension Bench {
+    struct Block: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "One full-size transformer block (4096 image + 512 text tokens), Sluice vs diffusers/torch CPU, same weights: --family flux --kind double|single, or --family zimage.")
+        @Option(help: "Model family: flux or zimage.") var family = "flux"
+        @Option(help: "FLUX block kind: double (FluxTransformerBlock) or single (FluxSingleTransformerBlock).") var kind = "double"
+        @Option(help: "Rounds (each times Sluice, then torch in a fresh process).") var rounds = 3
+        @Option(help: "Where the random weights and inputs are written (git-ignored).") var dir = "bench/out"
+        @OptionGroup var output: BenchOutput
+
+        func validate() throws {
+            guard ["flux", "zimage"].contains(family) else { throw ValidationError("--family must be flux or zimage") }
+            guard FluxBlockBench.Kind(rawValue: kind) != nil else { throw ValidationError("--kind must be double or single") }
+        }
+
+        func run() throws {
+            if family == "zimage" {
+                return try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
+            }
+            try output.finish(try FluxBlockBench(kind: FluxBlockBench.Kind(rawValue: kind)!, threads: output.threadCount, rounds: rounds,
+                                                 directory: dir).run(progress: stderrLine))
         }
     }
 }

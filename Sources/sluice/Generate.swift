@@ -30,14 +30,17 @@ struct Generate: ParsableCommand {
 
     @Option(name: [.customShort("m"), .long], help: "A diffusers folder, or a repo id in the Hugging Face cache (e.g. Tongyi-MAI/Z-Image-Turbo).") var model: String
     @Option(name: [.customShort("p"), .long], help: "What to draw.") var prompt: String
-    @Option(name: [.customShort("n"), .long], help: "What to steer away from (used when the guidance is > 0).") var negativePrompt = ""
+    @Option(name: [.customShort("n"), .long], help: "What to steer away from (Z-Image: used when the guidance is > 0; FLUX.1: with --true-cfg-scale > 1).") var negativePrompt = ""
     @Option(name: [.customShort("s"), .long], parsing: .unconditional,
             help: "Seed; -1 (the default) draws one, printed and stored in the PNG. The same seed gives diffusers' torch.Generator(\"cpu\").manual_seed(seed) noise.") var seed: Int64 = -1
     @Option(parsing: .unconditional, help: "Denoising steps (default: the model's; Z-Image-Turbo 8).") var steps: Int?
     @Option(name: [.customShort("W"), .long], parsing: .unconditional, help: "Image width in pixels (default: the model's; a multiple of its size step, 16 for Z-Image).") var width: Int?
     @Option(name: [.customShort("H"), .long], parsing: .unconditional, help: "Image height in pixels (default: the model's).") var height: Int?
     @Option(name: [.customLong("guidance"), .customLong("cfg-scale")], parsing: .unconditional,
-            help: "Classifier-free guidance scale (default: the model's; Z-Image-Turbo 0, and CFG runs whenever it is > 0).") var guidance: Float?
+            help: "Guidance scale (default: the model's). Z-Image: classifier-free guidance, run whenever it is > 0 (Turbo's default 0). FLUX.1-dev: the embedded (distilled) guidance, default 3.5; schnell ignores it.") var guidance: Float?
+    @Option(parsing: .unconditional, help: "FLUX.1: real classifier-free guidance with --negative-prompt when > 1 (diffusers' true_cfg_scale; two transformer calls a step). Default 1: off.") var trueCfgScale: Float = 1
+    @Option(parsing: .unconditional, help: "Text encoder length (diffusers' max_sequence_length): FLUX.1's T5 is padded to it and attends the padding, so it changes the image (default: dev 512, schnell 256); Z-Image's prompt cut-off (default 512).") var maxSequenceLength: Int?
+    @Option(help: "A single .safetensors file whose weights replace the model's transformer (FLUX.1 finetunes such as majicflus, in Black Forest Labs' or diffusers' key layout, bf16 or fp8); the folder gives the config and everything else.") var transformer: String?
     @Option(parsing: .unconditional, help: "Images to make, with seeds seed, seed+1, … (written as NAME-1.png, NAME-2.png, …).") var count = 1
     @OptionGroup var memory: MemoryFlags
     @Option(help: "Write the run's telemetry (docs/telemetry.md) as JSON here.") var report: String?
@@ -58,12 +61,14 @@ struct Generate: ParsableCommand {
         let seed = self.seed < 0 ? UInt64.random(in: 0...UInt64(UInt32.max)) : UInt64(self.seed)
         let started = Date()
         try withFlags {
-            let pipe = try PipelineRegistry.shared.load(model: model, device: device)
+            let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer)
             if let note = pipe.device.note { stderrLine(note) }
             stderrLine("computing on \(pipe.device.description)")
             let loaded = Date().timeIntervalSince(started)
             var request = pipe.request(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps,
                                        width: width, height: height, guidance: guidance)
+            request.trueCFGScale = trueCfgScale
+            request.maxSequenceLength = maxSequenceLength
             try pipe.validate(request)
             for w in pipe.warnings(request) { stderrLine("warning: " + w) }
             for i in 1...count {

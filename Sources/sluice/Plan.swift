@@ -46,6 +46,8 @@ struct PlanCommand: ParsableCommand {
         abstract: "Show where every weight group lives under a memory budget: the plan `generate` and `serve` run (--model), or a real model's (--table).")
     @Option(help: "A model to plan as `generate` runs it: a diffusers folder or a cached repo id.") var model: String?
     @Option(help: "A real model's table instead: a name (\(ModelTable.known.joined(separator: ", "))) or a JSON path.") var table: String?
+    @Option(help: "A single .safetensors file replacing --model's transformer (as `generate --transformer`).") var transformer: String?
+    @Option(parsing: .unconditional, help: "Text encoder length for --model (as `generate --max-sequence-length`; FLUX's T5 activations grow with it).") var maxSequenceLength: Int?
     @Option(help: "Compute device for --model (as `generate --device`; Vulkan plans with its heap and allocation sizes).") var device = "cpu"
     @OptionGroup var options: TableOptions
     @Flag(help: "Print the plan as JSON.") var json = false
@@ -73,10 +75,11 @@ struct PlanCommand: ParsableCommand {
 
     /// Exactly what `generate` would plan: the same pipeline, the same planner, the same request.
     func planModel() throws -> (String, Plan?) {
-        let pipe = try PipelineRegistry.shared.load(model: model!, device: device)
+        let pipe = try PipelineRegistry.shared.load(model: model!, device: device, transformer: transformer)
         if let note = pipe.device.note { stderrLine(note) }
         let memory = MemoryOptions(deviceBudget: options.vramLimit?.bytes, hostBudget: options.ramLimit?.bytes, profile: try options.deviceProfile())
-        let r = pipe.request(prompt: "plan", width: options.width, height: options.height)
+        var r = pipe.request(prompt: "plan", width: options.width, height: options.height)
+        r.maxSequenceLength = maxSequenceLength
         let plan = try pipe.plan(r, memory: memory)
         let budget = plan.map { ", device budget \(formatBytes($0.deviceBudget))" } ?? ""
         return ("\(pipe.family) \(model!) at \(r.width)×\(r.height) on \(pipe.device.description), weights as stored\(budget)", plan)

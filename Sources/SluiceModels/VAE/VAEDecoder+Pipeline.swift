@@ -43,10 +43,19 @@ extension VAEDecoder {
     }
 
     /// Tiles for `decodeTiled`: from three quarters of the image's longer latent side down (each tile
-    /// decoded alone, one image at a time).
+    /// decoded alone, one image at a time). Its activations: one tile's decode, beside every decoded
+    /// tile (they are blended once all are done, as diffusers does), the output and the image made
+    /// from it (f32).
     public var tiling: Tiling {
         let decoder = self
         return Tiling(tiles: { w in Tiling.shrinking(fromLatentSide: max(decoder.latentSide(w.width), decoder.latentSide(w.height))) },
-                      activationBytes: { t in decoder.activationBytes(pixels: (t * decoder.config.scale) * (t * decoder.config.scale)) })
+                      activationBytes: { t, w in decoder.tiledActivationBytes(tileLatent: t, width: w.width, height: w.height) })
+    }
+
+    public func tiledActivationBytes(tileLatent t: Int, width: Int, height: Int) -> Int {
+        let s = config.scale, step = max(1, t * 3 / 4), tileSample = t * s
+        let tiles = ((latentSide(height) + step - 1) / step) * ((latentSide(width) + step - 1) / step)
+        let outputBytes = 4 * config.outChannels * width * height
+        return activationBytes(pixels: tileSample * tileSample) + tiles * 4 * config.outChannels * tileSample * tileSample + 2 * outputBytes
     }
 }
