@@ -2,12 +2,20 @@ import Foundation
 import SluiceCore
 
 /// Several safetensors files read as one: a sharded checkpoint with its
-/// `*.safetensors.index.json`, a folder of shards, or a single file.
+/// `*.safetensors.index.json`, a folder of shards, or a single file. It may present its tensors under
+/// other names (`presenting`): a checkpoint in another project's key layout then reads as ours.
 public final class Checkpoint: Sendable {
     public let files: [SafetensorsFile]
     private let owner: [String: Int]
+    private let presentation: Presentation?
 
-    public init(files: [SafetensorsFile]) throws(SluiceError) {
+    /// The names a checkpoint presents, in order, and the recipe behind each.
+    private struct Presentation: Sendable {
+        let names: [String]
+        let recipes: [String: TensorRecipe]
+    }
+
+    public convenience init(files: [SafetensorsFile]) throws(SluiceError) {
         var owner: [String: Int] = [:]
         for (i, f) in files.enumerated() {
             for name in f.names {
@@ -17,8 +25,13 @@ public final class Checkpoint: Sendable {
                 owner[name] = i
             }
         }
+        self.init(files: files, owner: owner, presentation: nil)
+    }
+
+    private init(files: [SafetensorsFile], owner: [String: Int], presentation: Presentation?) {
         self.files = files
         self.owner = owner
+        self.presentation = presentation
     }
 
     /// Opens a `.safetensors` file, a `.safetensors.index.json`, or a folder holding either.
@@ -85,16 +98,60 @@ public final class Checkpoint: Sendable {
         }
     }
 
-    public var names: [String] { files.flatMap(\.names) }
+    /// The names `tensor` answers to: the presented ones when this checkpoint presents, else the stored ones.
+    public var names: [String] { presentation?.names ?? storedNames }
 
-    public func file(containing name: String) -> SafetensorsFile? { owner[name].map { files[$0] } }
+    /// The tensors' names as the files store them.
+    public var storedNames: [String] { files.flatMap(\.names) }
 
-    public func info(_ name: String) -> TensorInfo? { file(containing: name)?.info(name) }
+    /// How a presented name is made (nil for a stored name of a checkpoint that does not present).
+    public func recipe(for name: String) -> TensorRecipe? { presentation?.recipes[name] }
+
+    /// The file holding the named tensor (for a presented name, the file holding its source).
+    public func file(containing name: String) -> SafetensorsFile? {
+        guard let presentation else { return owner[name].map { files[$0] } }
+        return presentation.recipes[name].flatMap { owner[$0.source] }.map { files[$0] }
+    }
+
+    /// The named tensor's entry; for a presented name its dtype and presented shape, and the stored bytes
+    /// it reads (for swapped halves: all of its source's, in another order).
+    public func info(_ name: String) -> TensorInfo? {
+        guard let presentation else { return file(containing: name)?.info(name) }
+        guard let recipe = presentation.recipes[name], let stored = file(containing: name)?.info(recipe.source),
+              case .success(let shape) = recipe.presentedShape(from: stored.shape) else { return nil }
+        return TensorInfo(name: name, dtype: stored.dtype, shape: shape, dataRange: recipe.dataRange(in: stored))
+    }
 
     public func tensor(_ name: String) throws(SluiceError) -> Tensor {
         guard let f = file(containing: name) else {
             throw .missingTensor(key: name, file: files.map(\.path).joined(separator: ", "))
         }
-        return try f.tensor(name)
+        guard let recipe = presentation?.recipes[name] else { return try f.tensor(name) }
+        do {
+            return try recipe.apply(to: try f.tensor(recipe.source))
+        } catch {
+            throw .invalidCheckpoint(file: f.path, tensor: name, reason: "made from stored '\(recipe.source)': \(error)")
+        }
+    }
+
+    /// These files with their tensors presented under other names, each made by its recipe from a stored
+    /// tensor (recipes name the files' own tensors, even when this checkpoint already presents). Every
+    /// recipe is checked here: a missing source, a range outside it or a name given twice fails, naming
+    /// the presented tensor and the stored one.
+    public func presenting(_ recipes: [(name: String, recipe: TensorRecipe)]) throws(SluiceError) -> Checkpoint {
+        var table: [String: TensorRecipe] = [:]
+        for (name, recipe) in recipes {
+            guard let i = owner[recipe.source], let stored = files[i].info(recipe.source) else {
+                throw .invalidCheckpoint(file: files.map(\.path).joined(separator: ", "), tensor: name,
+                                         reason: "its source '\(recipe.source)' is not stored here")
+            }
+            if case .failure(let mismatch) = recipe.presentedShape(from: stored.shape) {
+                throw .invalidCheckpoint(file: files[i].path, tensor: name, reason: "made from stored '\(recipe.source)': \(mismatch.reason)")
+            }
+            guard table.updateValue(recipe, forKey: name) == nil else {
+                throw .invalidCheckpoint(file: files[i].path, tensor: name, reason: "presented twice (the second from '\(recipe.source)')")
+            }
+        }
+        return Checkpoint(files: files, owner: owner, presentation: Presentation(names: recipes.map(\.name), recipes: table))
     }
 }
