@@ -91,7 +91,9 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
         if let file = transformerFile {
             // A finetune's single file replaces the folder's transformer weights; the folder's config
             // says what the file must hold, and the file must hold exactly that.
-            throw SluiceError.invalidParameter(.transformer, reason: "TEMP \(file)")
+            let single = try FluxSingleFile.open(path: file)
+            try single.check(against: config)
+            checkpoint = single.checkpoint
         } else {
             checkpoint = try ModelLocator.checkpoint(component: folder.folder("transformer"))
         }

@@ -149,4 +149,74 @@ import Testing
         #expect(streamed.vaeTileLatent != nil)
         #expect(try streamed.latents.toFloats().map(\.bitPattern) == (try vk.latents.toFloats().map(\.bitPattern)))
     }
+
+    // MARK: - Single-file transformers
+
+    static let singleFiles = Fixtures.directory + "/flux-single-file"
+
+    static func run(_ c: Case, transformer file: String) throws -> (GenerationResult, [[Float]]) {
+        let pipe = try FluxPipeline(directory: c.model, transformerFile: file)
+        var steps: [[Float]] = []
+        let out = try pipe.generate(c.request, memory: MemoryOptions(), progress: { _ in }, afterStep: { _, t in steps.append((try? t.toFloats()) ?? []) },
+                                    isCancelled: { false })
+        return (out, steps)
+    }
+
+    /// The dev transformer saved in Black Forest Labs' layout (tools/reference/flux_bfl.py inverts
+    /// diffusers' converter), bf16: the folder's own run, bit for bit — q/k/v are row views of the fused
+    /// tensors, the final modulation's halves swapped back.
+    @Test func bflSingleFileGivesTheFoldersImage() throws {
+        let c = Self.cases[0]
+        let (folder, _) = try Self.run(c)
+        let (single, _) = try Self.run(c, transformer: Self.singleFiles + "/tiny-dev-bfl-bf16.safetensors")
+        #expect(try single.latents.toFloats().map(\.bitPattern) == (try folder.latents.toFloats().map(\.bitPattern)))
+        #expect(try single.image.toFloats().map(\.bitPattern) == (try folder.image.toFloats().map(\.bitPattern)))
+    }
+
+    /// The same in float8_e4m3fn, with ComfyUI's `model.diffusion_model.` prefix and without it:
+    /// diffusers' run with every transformer weight rounded through e4m3fn (tolerances as above), and the
+    /// two files alike bit for bit.
+    @Test func fp8SingleFilesGiveTheRoundedWeightsImage() throws {
+        let c = Self.cases[0]
+        let comfy = Self.singleFiles + "/tiny-dev-bfl-fp8-comfy.safetensors"
+        let ref = try Fixtures.file("flux_reference.safetensors")
+        let (out, steps) = try Self.run(c, transformer: comfy)
+        for i in 0..<c.steps {
+            let cmp = compare(steps[i], try ref.tensor("fp8_latents_\(i)").toFloats(), atol: 1e-4, rtol: 1e-4)
+            #expect(cmp.ok, "fp8 step \(i): \(cmp)")
+        }
+        let img = compare(try out.image.toFloats(), try ref.tensor("fp8_image").toFloats(), atol: 2e-4, rtol: 0)
+        #expect(img.ok, "fp8 image: \(img)")
+        // Not the bf16 image: the rounding shows.
+        #expect(compare(try out.image.toFloats(), try ref.tensor("dev_image").toFloats(), atol: 2e-4, rtol: 0).ok == false)
+
+        // The unprefixed file: the same tensors under BFL's bare names.
+        let file = try SafetensorsFile(path: comfy)
+        let prefix = "model.diffusion_model."
+        #expect(file.names.allSatisfy { $0.hasPrefix(prefix) })
+        let bare = FileManager.default.temporaryDirectory.path + "/sluice-flux-fp8-\(getpid()).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: bare) }
+        try SafetensorsWriter.write(try file.names.sorted().map { (String($0.dropFirst(prefix.count)), try file.tensor($0)) }, to: bare)
+        let (plain, _) = try Self.run(c, transformer: bare)
+        #expect(try plain.latents.toFloats().map(\.bitPattern) == (try out.latents.toFloats().map(\.bitPattern)))
+    }
+
+    /// `--transformer` through the registry; refused by a family that takes no single file, and a file
+    /// for another transformer (schnell's folder: no guidance embedder) refused naming the tensor.
+    @Test func singleFileOverridesAreCheckedAtLoad() throws {
+        let file = Self.singleFiles + "/tiny-dev-bfl-bf16.safetensors"
+        let pipe = try PipelineRegistry.shared.load(model: Self.dev, device: "cpu", transformer: file)
+        #expect((pipe as? FluxPipeline)?.transformerFile == file)
+        do {
+            _ = try PipelineRegistry.shared.load(model: Fixtures.directory + "/models/z-image-tiny", device: "cpu", transformer: file)
+            Issue.record("Z-Image took a single-file transformer")
+        } catch let SluiceError.invalidParameter(p, _) { #expect(p == .transformer) }
+        do {
+            _ = try PipelineRegistry.shared.load(model: Self.schnell, device: "cpu", transformer: file)
+            Issue.record("schnell's folder took dev's transformer")
+        } catch let SluiceError.invalidCheckpoint(_, tensor, reason) {
+            #expect(tensor?.contains("guidance") == true, "\(tensor ?? "nil"): \(reason)")
+        }
+        #expect(throws: SluiceError.self) { _ = try PipelineRegistry.shared.load(model: Self.dev, device: "cpu", transformer: "/nonexistent.safetensors") }
+    }
 }

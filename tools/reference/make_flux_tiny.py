@@ -9,7 +9,8 @@ Writes:
                                             tokenizers and VAE are symlinks into flux-tiny-dev (one copy)
   Tests/Fixtures/flux_transformer_reference.safetensors  direct calls of both transformers
   Tests/Fixtures/flux_reference.safetensors               whole-pipeline runs: every step's latents, images
-  Tests/Fixtures/flux-single-file/tiny-dev-*.safetensors  the dev transformer in Black Forest Labs' layout
+  Tests/Fixtures/flux-single-file/tiny-dev-bfl-*.safetensors  the dev transformer in Black Forest Labs'
+                                            layout (bf16; fp8 with ComfyUI's prefix)
 
 The classes are diffusers' and transformers' own (FluxTransformer2DModel, CLIPTextModel, T5EncoderModel,
 AutoencoderKL, FluxPipeline); only the sizes are tiny. The sizes are chosen so that no two widths
@@ -173,8 +174,12 @@ def pipelines():
         guidance_scale=3.5, max_sequence_length=24, seed=8)
     # The T5 length changes the image (padding is attended): the same as dev_ at 32 tokens.
     run(pipe, out, "len32_", prompt="a red fox", num_inference_steps=2, guidance_scale=3.5, max_sequence_length=32, seed=7)
+    # The vae is a symlink into z-image-tiny (written by an earlier run): never write through it.
+    if os.path.islink(os.path.join(DEV, "vae")):
+        os.remove(os.path.join(DEV, "vae"))
     pipe.to(torch.bfloat16).save_pretrained(DEV, safe_serialization=True)
     pipe.to(torch.float32)
+    round_bf16(dev)  # (already bf16 values: the float round trip above changes nothing)
 
     spipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**SCHNELL_SCHEDULER), vae=vae, text_encoder=clip,
                          tokenizer=clip_tok, text_encoder_2=t5, tokenizer_2=t5_tok, transformer=schnell)
@@ -186,20 +191,32 @@ def pipelines():
     # One copy of the shared components: the vae is z-image-tiny's, the text side is dev's.
     for name in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"):
         link(DEV, SCHNELL, name)
-    shutil.rmtree(os.path.join(DEV, "vae"))
     link(os.path.join(FIX, "models", "z-image-tiny"), DEV, "vae")
     link(DEV, SCHNELL, "vae")
     # The tokenizers: the tiny ones of make_flux_tokenizers.py, as FluxPipeline saved them.
+
+    single_files(dev, pipe, out)
     save_file({k: v.contiguous().float() for k, v in out.items()}, os.path.join(FIX, "flux_reference.safetensors"))
 
-    try:
-        import flux_bfl
-    except ImportError:
-        print("tools/reference/flux_bfl.py not found: single-file fixtures not written")
-        return
-    flux_bfl.write_single_files(dev, os.path.join(FIX, "flux-single-file"), TRANSFORMER["num_layers"],
-                                TRANSFORMER["num_single_layers"])
 
+def single_files(dev, pipe, out):
+    """The dev transformer as a finetune ships: one file in Black Forest Labs' layout (the inverse of
+    diffusers' converter, tools/reference/flux_bfl.py), bf16 and fp8 with ComfyUI's prefix (Sluice's
+    test derives the unprefixed fp8 file from it). The fp8 file's reference is the dev run with every
+    transformer weight rounded through float8_e4m3fn."""
+    import flux_bfl
+    sd = {k: v.to(torch.bfloat16) for k, v in dev.state_dict().items()}
+    bfl = flux_bfl.diffusers_to_bfl(sd, TRANSFORMER["num_layers"], TRANSFORMER["num_single_layers"])
+    folder = os.path.join(FIX, "flux-single-file")
+    os.makedirs(folder, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in bfl.items()}, os.path.join(folder, "tiny-dev-bfl-bf16.safetensors"))
+    save_file({flux_bfl.COMFY_PREFIX + k: v.to(torch.float8_e4m3fn).contiguous() for k, v in bfl.items()},
+              os.path.join(folder, "tiny-dev-bfl-fp8-comfy.safetensors"))
+    with torch.no_grad():
+        for p in dev.parameters():
+            p.copy_(p.to(torch.float8_e4m3fn).float())
+    pipe.transformer = dev.float()
+    run(pipe, out, "fp8_", prompt="a red fox", num_inference_steps=4, guidance_scale=3.5, max_sequence_length=24, seed=7)
 
 if __name__ == "__main__":
     torch.manual_seed(0)
