@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers, one way down (docs/architecture.md): CKernels/CVulkan → SluiceCore → SluiceBackends →
+// Layers, one way down (docs/architecture.md): CKernels/CVulkan/CZlib → SluiceCore → SluiceBackends →
 // SluiceWeights → SluiceMemory → SluiceText/SluiceModels → SluicePipelines → SluiceServer/SluiceBench → sluice
 let package = Package(
     name: "Sluice",

@@ -16,6 +16,28 @@ public enum Fixtures {
     /// without one fails instead (see the `…PresentInCI` tests).
     public static var inCI: Bool { ProcessInfo.processInfo.environment["CI"]?.lowercased() == "true" }
 
+    /// A file an installed Python package ships (`relative` under site-packages/dist-packages), or the
+    /// path the environment variable `variable` names: the real vocabularies tests check against
+    /// without running Python. Searched: the system's, ~/.local's and pyenv's Pythons.
+    public static func pythonPackageFile(_ relative: String, variable: String) -> String? {
+        let fm = FileManager.default
+        if let p = ProcessInfo.processInfo.environment[variable], fm.fileExists(atPath: p) { return p }
+        let home = fm.homeDirectoryForCurrentUser.path
+        var roots = ["/usr/lib", "/usr/local/lib", home + "/.local/lib"]
+        if let versions = try? fm.contentsOfDirectory(atPath: home + "/.pyenv/versions") {
+            roots += versions.map { home + "/.pyenv/versions/\($0)/lib" }
+        }
+        for root in roots {
+            for py in (try? fm.contentsOfDirectory(atPath: root)) ?? [] where py.hasPrefix("python3") {
+                for sub in ["site-packages", "dist-packages"] {
+                    let p = "\(root)/\(py)/\(sub)/\(relative)"
+                    if fm.fileExists(atPath: p) { return p }
+                }
+            }
+        }
+        return nil
+    }
+
     public static func file(_ name: String) throws -> SafetensorsFile {
         try SafetensorsFile(path: directory + "/" + name)
     }

@@ -4,14 +4,14 @@ import SluiceCore
 /// tokens transformers registers). As in the tokenizers library: a `normalized` token is looked for in
 /// the normalised text, any other in the raw text; `lstrip`/`rstrip` make it swallow the whitespace
 /// beside it.
-public struct AddedToken: Sendable, Equatable {
-    public var content: String
-    public var id: Int
-    public var normalized: Bool = false
-    public var lstrip: Bool = false
-    public var rstrip: Bool = false
+struct AddedToken: Sendable, Equatable {
+    var content: String
+    var id: Int
+    var normalized: Bool = false
+    var lstrip: Bool = false
+    var rstrip: Bool = false
 
-    public init(content: String, id: Int, normalized: Bool = false, lstrip: Bool = false, rstrip: Bool = false) {
+    init(content: String, id: Int, normalized: Bool = false, lstrip: Bool = false, rstrip: Bool = false) {
         self.content = content
         self.id = id
         self.normalized = normalized

@@ -5,6 +5,10 @@
 ///
 /// The text between matches (whitespace) is dropped. The input is already lower-cased, so the
 /// contractions are matched as written.
+///
+/// transformers follows the split with a ByteLevel pre-tokenizer that keeps GPT-2's regex on: it leaves
+/// every other match whole, but cuts a special-token literal that reached it (an upper-case
+/// `<|ENDOFTEXT|>`, lower-cased) into `<|`, `endoftext`, `|>`.
 enum CLIPPreTokenizer {
     private static let specials: [[Unicode.Scalar]] = [Array("<|startoftext|>".unicodeScalars), Array("<|endoftext|>".unicodeScalars)]
     private static let contractions: [[Unicode.Scalar]] = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map { Array($0.unicodeScalars) }
@@ -19,7 +23,11 @@ enum CLIPPreTokenizer {
             if n == 0 { i += 1; continue }
             var word = String.UnicodeScalarView()
             word.append(contentsOf: s[i..<(i + n)])
-            words.append(String(word))
+            if specials.contains(where: { $0.count == n && s[i..<(i + n)].elementsEqual($0) }) {
+                words += ["<|", String(word.dropFirst(2).dropLast(2)), "|>"]
+            } else {
+                words.append(String(word))
+            }
             i += n
         }
         return words

@@ -19,11 +19,11 @@ public struct CLIPTokenizer: Sendable {
     public let padID: Int
     public let vocabularySize: Int
 
-    init(vocab: [String: Int], merges: [(String, String)], addedTokens: [AddedToken], names: SpecialTokenNames,
+    init(vocab: [String: Int], merges: [(String, String)], addedTokens: [AddedToken], names: TokenizerConfig,
          padFallback: String?, file: String) throws(SluiceError) {
         func id(_ key: String, default name: String) throws(SluiceError) -> (String, Int) {
             let text = names[key] ?? name
-            guard let id = vocab[text] ?? addedTokens.first(where: { $0.content == text })?.id else {
+            guard let id = vocab[text] ?? (addedTokens + names.addedTokens).first(where: { $0.content == text })?.id else {
                 throw .invalidArgument(name: "\(file): \(key)", reason: "'\(text)' is not in the vocabulary")
             }
             return (text, id)
@@ -35,10 +35,7 @@ public struct CLIPTokenizer: Sendable {
         bpe = try CLIPBPE(vocab: vocab, merges: merges, unknownID: unk.1, file: file)
         // transformers registers the named special tokens as added tokens matched in the raw text (a
         // pad of "!" then turns every "!" of a prompt into that token, as it does for SD2).
-        var tokens = addedTokens
-        for (text, id) in [bos, eos, unk, pad] where !tokens.contains(where: { $0.content == text }) {
-            tokens.append(AddedToken(content: text, id: id))
-        }
+        let tokens = names.merging(addedTokens, specials: [bos, eos, unk, pad])
         added = AddedVocabulary(tokens)
         (bosID, eosID, padID) = (bos.1, eos.1, pad.1)
         vocabularySize = Set(vocab.values).union(tokens.map(\.id)).count
@@ -46,7 +43,7 @@ public struct CLIPTokenizer: Sendable {
 
     /// A tokenizer folder (FLUX's `tokenizer/`): tokenizer.json, or vocab.json and merges.txt.
     public init(directory: String) throws(SluiceError) {
-        let names = try SpecialTokenNames(directory: directory)
+        let names = try TokenizerConfig(directory: directory)
         let json = directory + "/tokenizer.json"
         if TokenizerFiles.exists(json) {
             let root = try TokenizerFiles.jsonObject(json)
@@ -87,13 +84,15 @@ public struct CLIPTokenizer: Sendable {
             throw .invalidArgument(name: path, reason: "has \(lines.count) lines; CLIP's merges list has \(count) after its header")
         }
         let merges = try Self.mergesText(lines[1...count].joined(separator: "\n"), file: path, firstLine: 2)
-        var tokens = ByteLevelBPE.byteToChar.map { String($0) }
+        // open_clip lists bytes_to_unicode()'s values in its insertion order: printable bytes, then the
+        // rest shifted past 255 — ascending code points either way.
+        var tokens = ByteLevelBPE.byteToChar.sorted { $0.unicodeScalars.first!.value < $1.unicodeScalars.first!.value }.map { String($0) }
         tokens += tokens.map { $0 + CLIPBPE.endOfWord }
         tokens += merges.map { $0.0 + $0.1 }
         tokens += ["<|startoftext|>", "<|endoftext|>"]
         var vocab: [String: Int] = [:]
         for (id, t) in tokens.enumerated() where vocab[t] == nil { vocab[t] = id }
-        try self.init(vocab: vocab, merges: merges, addedTokens: [], names: SpecialTokenNames(), padFallback: nil, file: path)
+        try self.init(vocab: vocab, merges: merges, addedTokens: [], names: TokenizerConfig(), padFallback: nil, file: path)
     }
 
     /// Ids with `<|startoftext|>` first and `<|endoftext|>` last; no truncation or padding.

@@ -35,7 +35,7 @@ public struct T5Tokenizer: Sendable {
     }
 
     public init(directory: String, pipeline kind: Pipeline) throws(SluiceError) {
-        let names = try SpecialTokenNames(directory: directory)
+        let names = try TokenizerConfig(directory: directory)
         let json = directory + "/tokenizer.json", spm = directory + "/spiece.model"
         var addedTokens: [AddedToken] = []
         let source: String
@@ -93,15 +93,13 @@ public struct T5Tokenizer: Sendable {
         let model = self.model
         func id(_ key: String, default text: String) throws(SluiceError) -> (String, Int) {
             let text = names[key] ?? text
-            guard let id = addedTokens.first(where: { $0.content == text })?.id ?? model.pieceIDs[text] else {
+            guard let id = (addedTokens + names.addedTokens).first(where: { $0.content == text })?.id ?? model.pieceIDs[text] else {
                 throw .invalidArgument(name: "\(source): \(key)", reason: "'\(text)' is not in the vocabulary")
             }
             return (text, id)
         }
         let eos = try id("eos_token", default: "</s>"), pad = try id("pad_token", default: "<pad>"), unk = try id("unk_token", default: "<unk>")
-        for (text, id) in [eos, pad, unk] where !addedTokens.contains(where: { $0.content == text }) {
-            addedTokens.append(AddedToken(content: text, id: id))
-        }
+        addedTokens = names.merging(addedTokens, specials: [eos, pad, unk])
         added = AddedVocabulary(addedTokens)
         (eosID, padID, unknownID) = (eos.1, pad.1, unk.1)
         vocabularySize = Set(0..<model.count).union(addedTokens.map(\.id)).count

@@ -38,15 +38,20 @@ enum TokenizerFiles {
     }
 }
 
-/// The special tokens a folder names in tokenizer_config.json, then special_tokens_map.json (transformers
-/// reads both; the config wins). A token is written either as its text or as an AddedToken object
-/// (`{"content": …}`, older saves add `"__type": "AddedToken"`).
-struct SpecialTokenNames {
-    var values: [String: String] = [:]
+/// What a folder's tokenizer_config.json and special_tokens_map.json say about special tokens
+/// (transformers reads both; the config wins). A token is written either as its text or as an
+/// AddedToken object (`{"content": …}`, older saves add `"__type": "AddedToken"`).
+struct TokenizerConfig {
+    /// bos_token, eos_token, unk_token, pad_token → their text.
+    var names: [String: String] = [:]
     /// `extra_ids` (T5's sentinel count), when the config gives it.
     var extraIDs: Int?
     /// `additional_special_tokens`, in order.
     var additional: [String] = []
+    /// tokenizer_config.json's `added_tokens_decoder` (id → token and its flags): transformers applies
+    /// these over tokenizer.json's own, so a `normalized: true` there makes the token match in the
+    /// normalised (for CLIP, lower-cased) text.
+    var addedTokens: [AddedToken] = []
 
     init() {}
 
@@ -60,11 +65,21 @@ struct SpecialTokenNames {
                 guard let s = Self.content(v) else {
                     throw .invalidArgument(name: "\(path): \(key)", reason: "is neither a string nor an object with 'content'")
                 }
-                values[key] = s
+                names[key] = s
             }
             if let n = TokenizerFiles.int(obj["extra_ids"]) { extraIDs = n }
             if let list = obj["additional_special_tokens"] as? [Any] {
                 additional = list.compactMap(Self.content)
+            }
+            if let decoder = obj["added_tokens_decoder"] as? [String: Any] {
+                addedTokens = []
+                for (key, value) in decoder.sorted(by: { $0.key < $1.key }) {
+                    guard var entry = value as? [String: Any], let id = Int(key) else {
+                        throw .invalidArgument(name: "\(path): added_tokens_decoder.\(key)", reason: "is not an id with a token object")
+                    }
+                    entry["id"] = NSNumber(value: id)
+                    addedTokens.append(try AddedToken(json: entry, file: "\(path): added_tokens_decoder", index: id))
+                }
             }
         }
     }
@@ -75,5 +90,16 @@ struct SpecialTokenNames {
         return nil
     }
 
-    subscript(key: String) -> String? { values[key] }
+    subscript(key: String) -> String? { names[key] }
+
+    /// `tokens` with the config's added tokens laid over them (same id: the config's flags win), then
+    /// each of `specials` that is still missing as a raw-text token (transformers registers every named
+    /// special token).
+    func merging(_ tokens: [AddedToken], specials: [(String, Int)]) -> [AddedToken] {
+        var out = tokens.filter { t in !addedTokens.contains { $0.id == t.id } } + addedTokens
+        for (text, id) in specials where !out.contains(where: { $0.content == text }) {
+            out.append(AddedToken(content: text, id: id))
+        }
+        return out
+    }
 }

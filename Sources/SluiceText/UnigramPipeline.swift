@@ -66,12 +66,32 @@ struct UnigramPipeline: Sendable {
 
     static func replace(_ s: String, _ pattern: ReplacePattern, _ content: String) -> String {
         switch pattern {
-        case let .literal(l): return l.isEmpty ? s : s.replacingOccurrences(of: l, with: content)
+        case let .literal(l): return replaceLiteral(s, l, content)
         case let .spaces(atLeast):
             return replaceRuns(s, content) { $0 == " " } keep: { $0 < atLeast }
         case .whitespace:
             return replaceRuns(s, content) { $0.properties.isWhitespace } keep: { _ in false }
         }
+    }
+
+    /// Every occurrence of `literal`, left to right, becomes `content` — compared scalar by scalar
+    /// (Foundation's search would match canonically equivalent text and whole grapheme clusters only).
+    static func replaceLiteral(_ s: String, _ literal: String, _ content: String) -> String {
+        let pattern = Array(literal.unicodeScalars)
+        guard !pattern.isEmpty else { return s }
+        let scalars = Array(s.unicodeScalars)
+        var out = String.UnicodeScalarView()
+        var i = 0
+        while i < scalars.count {
+            if scalars.count - i >= pattern.count && scalars[i..<(i + pattern.count)].elementsEqual(pattern) {
+                out.append(contentsOf: content.unicodeScalars)
+                i += pattern.count
+            } else {
+                out.append(scalars[i])
+                i += 1
+            }
+        }
+        return String(out)
     }
 
     /// Each maximal run of scalars in `run` becomes `content`, unless `keep(length)`.
@@ -104,8 +124,10 @@ struct UnigramPipeline: Sendable {
                     let words = scalars.split(whereSeparator: \.properties.isWhitespace)
                     for w in words { next.append((String(w), start && w.startIndex == scalars.startIndex)) }
                 case let .metaspace(replacement, scheme, split):
-                    var s = piece.replacingOccurrences(of: " ", with: replacement)
-                    if !s.hasPrefix(replacement) && (scheme == .always || (scheme == .first && start)) { s = replacement + s }
+                    var s = Self.replaceLiteral(piece, " ", replacement)
+                    // Scalars, not Characters: "▁" with a combining mark after it still starts the piece.
+                    let marked = s.unicodeScalars.first == replacement.unicodeScalars.first
+                    if !marked && (scheme == .always || (scheme == .first && start)) { s = replacement + s }
                     guard split else { next.append((s, start)); continue }
                     // Each replacement begins a piece (tokenizers' MergedWithNext).
                     var current = ""

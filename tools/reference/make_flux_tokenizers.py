@@ -19,9 +19,10 @@ instead of nmt_nfkc's 240 KB (it would be stored twice, in spiece.model and toke
 
 The ids are transformers 5's (CLIPTokenizer is CLIPTokenizerFast there; T5Tokenizer is T5TokenizerFast, loaded from
 tokenizer.json and, separately, from spiece.model alone). sentencepiece's own ids (what the slow T5Tokenizer gave)
-are kept beside them where they differ. "variants" are edits of the saved tokenizer.json that the Swift test repeats;
-their ids come from the tokenizers library reading the edited file (transformers 5 rebuilds T5's and CLIP's pipelines
-whatever the file declares, the library does not).
+are kept beside them where they differ. "variants" are other folders or edits of the saved tokenizer.json that the
+Swift test repeats, listing only the strings whose ids differ from the main cases'; T5's come from the tokenizers
+library reading the edited file (transformers 5 rebuilds T5's and CLIP's pipelines whatever the file declares, the
+library does not).
 """
 import copy
 import gzip
@@ -46,18 +47,24 @@ T5_DIR = os.path.join(FIX, "tokenizers", "t5-tiny")
 CLIP_MERGES = 1500
 T5_EXTRA_IDS = 100
 
-# openai/clip-vit-large-patch14's files, which FLUX.1's tokenizer/ folder carries (AddedToken dicts and all).
+# FLUX.1's tokenizer/ files as transformers 4 wrote them: the specials are AddedTokens with normalized=True in
+# added_tokens_decoder, so transformers matches them in the lower-cased text too.
 CLIP_SPECIAL = {"content": None, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
 CLIP_CONFIG = {
     "add_prefix_space": False,
-    "bos_token": dict(CLIP_SPECIAL, __type="AddedToken", content="<|startoftext|>"),
+    "added_tokens_decoder": {
+        str(CLIP_MERGES + 512): dict(CLIP_SPECIAL, content="<|startoftext|>", special=True),
+        str(CLIP_MERGES + 513): dict(CLIP_SPECIAL, content="<|endoftext|>", special=True),
+    },
+    "bos_token": "<|startoftext|>",
+    "clean_up_tokenization_spaces": True,
     "do_lower_case": True,
-    "eos_token": dict(CLIP_SPECIAL, __type="AddedToken", content="<|endoftext|>"),
+    "eos_token": "<|endoftext|>",
     "errors": "replace",
     "model_max_length": 77,
     "pad_token": "<|endoftext|>",
     "tokenizer_class": "CLIPTokenizer",
-    "unk_token": dict(CLIP_SPECIAL, __type="AddedToken", content="<|endoftext|>"),
+    "unk_token": "<|endoftext|>",
 }
 CLIP_SPECIAL_MAP = {
     "bos_token": dict(CLIP_SPECIAL, content="<|startoftext|>"),
@@ -175,17 +182,24 @@ def clip_ids(folder_tok):
     bang = CLIPTokenizer.from_pretrained(CLIP_DIR, pad_token="!")
     padded_bang = [{"text": STRINGS[i], "max_length": n, "ids": bang(STRINGS[i], padding="max_length", max_length=n,
                                                                      truncation=True).input_ids} for i, n in CLIP_PADDED]
-    # tokenizer.json whose specials are matched on normalised (lower-cased) text.
+    variants = {}
+    # vocab.json + merges.txt without any config: the specials are matched in the raw text only.
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in ["vocab.json", "merges.txt"]:
+            shutil.copy(os.path.join(CLIP_DIR, f), tmp)
+        bare = CLIPTokenizer.from_pretrained(tmp)
+        variants["no_config"] = [{"text": s, "ids": bare(s).input_ids} for s in STRINGS]
+    # tokenizer.json alone, its added tokens marked normalized=false.
     tj = json.load(open(os.path.join(CLIP_DIR, "tokenizer.json"), encoding="utf-8"))
     for t in tj["added_tokens"]:
-        t["normalized"] = True
+        t["normalized"] = False
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8") as f:
             json.dump(tj, f, ensure_ascii=False)
-        normalized = CLIPTokenizer.from_pretrained(tmp)
-        variant = [{"text": s, "ids": normalized(s).input_ids} for s in STRINGS]
+        raw = CLIPTokenizer.from_pretrained(tmp)
+        variants["raw_specials_json"] = [{"text": s, "ids": raw(s).input_ids} for s in STRINGS]
     return {"folder": "tokenizers/clip-tiny", "cases": cases, "padded": padded, "padded_pad_bang": padded_bang,
-            "variants": {"normalized_specials": variant}}
+            "variants": only_differences(variants, cases)}
 
 
 # --- T5 -------------------------------------------------------------------------------------------------------
@@ -270,8 +284,16 @@ def build_t5():
         with open(os.path.join(T5_DIR, "spiece.model"), "wb") as f:
             f.write(proto.SerializeToString())
     extra = [f"<extra_id_{i}>" for i in range(T5_EXTRA_IDS)]
-    config = {"additional_special_tokens": extra, "eos_token": "</s>", "extra_ids": T5_EXTRA_IDS,
-              "model_max_length": 512, "pad_token": "<pad>", "tokenizer_class": "T5Tokenizer", "unk_token": "<unk>"}
+    # As FLUX's tokenizer_2/tokenizer_config.json has it (transformers 4's save).
+    specials = {0: "<pad>", 1: "</s>", 2: "<unk>"}
+    pieces = spm.SentencePieceProcessor(model_file=os.path.join(T5_DIR, "spiece.model")).get_piece_size()
+    specials.update({pieces + T5_EXTRA_IDS - 1 - i: t for i, t in enumerate(extra)})
+    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                        "special": True} for i, t in sorted(specials.items())}
+    config = {"add_prefix_space": True, "added_tokens_decoder": decoder, "additional_special_tokens": extra,
+              "clean_up_tokenization_spaces": True, "eos_token": "</s>", "extra_ids": T5_EXTRA_IDS, "legacy": True,
+              "model_max_length": 512, "pad_token": "<pad>", "sp_model_kwargs": {}, "tokenizer_class": "T5Tokenizer",
+              "unk_token": "<unk>"}
     with open(os.path.join(T5_DIR, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(T5_DIR, "special_tokens_map.json"), "w", encoding="utf-8") as f:
@@ -309,7 +331,13 @@ def t5_ids(from_spm):
         tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}
         lib = Tokenizer.from_str(json.dumps(tj))
         variants[name] = [{"text": s, "ids": lib.encode(s).ids} for s in STRINGS]
-    return {"folder": "tokenizers/t5-tiny", "cases": cases, "padded": padded, "variants": variants}
+    return {"folder": "tokenizers/t5-tiny", "cases": cases, "padded": padded, "variants": only_differences(variants, cases)}
+
+
+def only_differences(variants, cases):
+    """Each variant keeps the strings whose ids differ from the main cases' (the others are the same)."""
+    main = {c["text"]: c["ids"] for c in cases}
+    return {name: [v for v in vs if v["ids"] != main[v["text"]]] for name, vs in variants.items()}
 
 
 def main():

@@ -69,9 +69,12 @@ public struct FluxTransformer: Sendable {
 
     /// Peak f32 activation bytes of one call over `imageTokens` + `textTokens`: the joint stream, a
     /// norm, q/k/v, the attention output, the two modulated copies and a residual (~9 × dim), plus a
-    /// single block's MLP (4 × dim) and its concatenation with the attention (5 × dim).
+    /// single block's MLP (4 × dim) and its concatenation with the attention (5 × dim); and per image
+    /// token the pipeline's own tensors that share the reservation on a device — the packed latents, a
+    /// step's unpacked copy, the positive and negative predictions, their difference and the step's
+    /// output (6 × in_channels, which a tiny model's dim may not dwarf).
     public static func activationBytes(config: FluxConfig, imageTokens: Int, textTokens: Int) -> Int {
-        4 * (imageTokens + textTokens) * (9 * config.dim + 2 * config.mlpDim + config.dim)
+        4 * (imageTokens + textTokens) * (9 * config.dim + 2 * config.mlpDim + config.dim) + 4 * imageTokens * 6 * config.inChannels
     }
 
     /// Runs group `index` (in `groupNames` order) with that group's weights.
