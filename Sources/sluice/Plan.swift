@@ -70,7 +70,24 @@ struct PlanCommand: ParsableCommand {
             if json { print(try prettyJSON(plan)); return }
             print(title)
             for line in plan.lines { print("  " + line) }
+            if table != nil { for line in try modelledTimes(plan) { print("  " + line) } }
         }
+    }
+
+    /// Each component's call on the profile's modelled clock under this plan (the executor run dry on
+    /// a simulated device) beside compute alone with everything resident: what streaming costs there.
+    func modelledTimes(_ plan: Plan) throws -> [String] {
+        let r = try options.request(), profile = try options.deviceProfile()
+        let descriptions = try PipelineRegistry.shared.describe(try ModelTable.resolve(table!))
+        var lines = ["modelled on \(profile.name) (a simulation, not a measurement):"]
+        for c in descriptions {
+            guard let p = plan.component(c.name) else { continue }
+            let k = OffloadModel.costs(c, r, activation: p.activationBytes)
+            let s = OffloadModel.sluiceStepSeconds(plan: p, costs: k, profile: profile), ideal = OffloadModel.computeSeconds(k, profile)
+            let per = c.phase == .denoise ? "per step" : "per call"
+            lines.append("  \(c.name): \(String(format: "%.3f", s)) s \(per) (all resident: \(String(format: "%.3f", ideal)) s)")
+        }
+        return lines
     }
 
     /// Exactly what `generate` would plan: the same pipeline, the same planner, the same request.
