@@ -21,6 +21,10 @@ public struct JobParameters: Sendable, Codable, Equatable {
     public var height: Int
     public var guidance: Float
     public var count: Int = 1
+    /// FLUX.1: diffusers' true_cfg_scale (real CFG with the negative prompt when > 1); nil = off.
+    public var trueCFGScale: Float?
+    /// diffusers' max_sequence_length; nil = the model's default.
+    public var maxSequenceLength: Int?
 
     public static let maxPromptCharacters = 8000
     public static let maxSide = 2048
@@ -33,11 +37,15 @@ public struct JobParameters: Sendable, Codable, Equatable {
     }
 
     public var request: GenerationRequest {
-        GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps, width: width, height: height, guidance: guidance)
+        var r = GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps, width: width, height: height, guidance: guidance)
+        r.trueCFGScale = trueCFGScale ?? 1
+        r.maxSequenceLength = maxSequenceLength
+        return r
     }
 
     enum CodingKeys: String, CodingKey {
         case prompt, negativePrompt = "negative_prompt", seed, steps, width, height, guidance, count
+        case trueCFGScale = "true_cfg_scale", maxSequenceLength = "max_sequence_length"
     }
 }
 
@@ -124,10 +132,12 @@ struct ParameterParser {
     }
 
     /// Sluice's own API (POST /api/jobs): prompt, negative_prompt, seed, steps, width, height, guidance
-    /// (or AUTOMATIC1111's cfg_scale), sampler/sampler_name (the model's own), count. Any other field
-    /// is refused, naming it: a misspelt option should not be silently ignored.
+    /// (or AUTOMATIC1111's cfg_scale), sampler/sampler_name (the model's own), count, and diffusers'
+    /// true_cfg_scale and max_sequence_length (FLUX.1; the model refuses what it cannot take). Any other
+    /// field is refused, naming it: a misspelt option should not be silently ignored.
     func sluice() throws(RequestError) -> JobParameters {
-        let known: Set<String> = ["prompt", "negative_prompt", "seed", "steps", "width", "height", "guidance", "cfg_scale", "sampler", "sampler_name", "count"]
+        let known: Set<String> = ["prompt", "negative_prompt", "seed", "steps", "width", "height", "guidance", "cfg_scale", "sampler", "sampler_name",
+                                  "count", "true_cfg_scale", "max_sequence_length"]
         if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
             throw RequestError(field: unknown, reason: "is not a field of this API (it takes \(known.sorted().joined(separator: ", ")))")
         }
@@ -136,13 +146,16 @@ struct ParameterParser {
         }
         try checkSamplers(["sampler", "sampler_name"])
         let prompt = try prompt()
-        return JobParameters(
+        var p = JobParameters(
             prompt: prompt, negativePrompt: try string("negative_prompt"), seed: try seed("seed"),
             steps: try int("steps", default: defaultSteps, range: 1...JobParameters.maxSteps)!,
             width: try side("width", try int("width", default: defaults.width, range: 0...100_000)!),
             height: try side("height", try int("height", default: defaults.height, range: 0...100_000)!),
             guidance: try float(fields["cfg_scale"] != nil ? "cfg_scale" : "guidance", default: defaultGuidance, range: 0...30),
             count: try int("count", default: 1, range: 1...JobParameters.maxCount)!)
+        p.trueCFGScale = fields["true_cfg_scale"] == nil ? nil : try float("true_cfg_scale", default: 1, range: 0...30)
+        p.maxSequenceLength = try int("max_sequence_length", default: nil, range: 1...512)
+        return p
     }
 
     /// Sampler fields must name the model's own sampler (any of its aliases).

@@ -121,7 +121,11 @@ import Testing
                 #expect(phase.peakHostBytes > 0 && phase.peakHostBytes <= reserved,
                         "budget \(budget) \(phase.phase): the compute allocated \(phase.peakHostBytes) bytes, the plan reserved \(reserved)")
             }
-            if plan.components.contains(where: { !$0.streamed.isEmpty }) { streamed = true }
+            if plan.components.contains(where: { !$0.streamed.isEmpty }) {
+                streamed = true
+                // T5 (and CLIP) leave the device before the transformer streams.
+                #expect(plan.swappedBetweenPhases.contains("text_encoder_2") && plan.swappedBetweenPhases.contains("text_encoder"), "\(plan.swappedBetweenPhases)")
+            }
         }
         #expect(streamed, "no budget made the transformer stream")
     }
