@@ -52,11 +52,18 @@ public protocol Backend: Sendable {
     func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float, adding residual: Tensor) throws(SluiceError) -> Tensor
     /// silu(gate) · up over same-shaped tensors: a SwiGLU feed-forward's middle, one pass on a device.
     func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor
+    /// concat(parts, last dim) · weightᵀ + bias, where the backend can without the concatenation (FLUX's
+    /// single blocks project attention and MLP through one weight).
+    func linear(concatenating parts: [Tensor], weight: Tensor, bias: Tensor?) throws(SluiceError) -> Tensor
 }
 
 extension Backend {
     public func contiguous(_ x: Tensor) throws(SluiceError) -> Tensor { x.contiguous() }
     public func siluGated(_ gate: Tensor, _ up: Tensor) throws(SluiceError) -> Tensor { try mul(silu(gate), up) }
+    public func linear(concatenating parts: [Tensor], weight: Tensor, bias: Tensor?) throws(SluiceError) -> Tensor {
+        guard let first = parts.first else { throw .invalidArgument(name: "linear(concatenating:)", reason: "no parts") }
+        return try linear(concat(parts, dim: first.shape.rank - 1), weight: weight, bias: bias)
+    }
     public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float, adding residual: Tensor) throws(SluiceError) -> Tensor {
         try add(residual, rmsNorm(x, weight: weight, eps: eps))
     }

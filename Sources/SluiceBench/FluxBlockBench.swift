@@ -124,40 +124,15 @@ public struct FluxBlockBench {
         save_file({"y": y[1][0].contiguous()}, "\(outPath)")
         print(json.dumps({"seconds": ts, "info": "torch " + torch.__version__ + ", " + str(torch.get_num_threads()) + " threads"}))
         """
-        var mine: [Double] = [], theirs: [Double] = []
-        var info = "unavailable", note: String?
-        for round in 0..<rounds {
-            mine.append(try Stopwatch.seconds(ours))
-            switch ReferenceRunner().run(script: script, threads: threads) {
-            case .ok(let json):
-                theirs += (json["seconds"] as? [Double]) ?? []
-                info = "\(json["info"] ?? "torch")"
-            case .unavailable(let why):
-                note = "reference unavailable (\(why)): no ratio recorded"
-            }
-            progress("round \(round + 1)/\(rounds): sluice \(String(format: "%.2f", mine.last!)) s, reference \(theirs.last.map { String(format: "%.2f", $0) } ?? "-") s")
-        }
+        let comparison = BlockComparison(rounds: rounds, threads: threads, script: script, referencePath: outPath)
+        let samples = try comparison.run(ours, progress: progress)
         var result: [String: Any] = [
             "benchmark": "block", "family": "flux", "kind": kind.rawValue, "simulated": false, "threads": threads,
             "image_tokens": imageTokens, "text_tokens": textTokens, "dim": d, "heads": Self.config.numAttentionHeads,
             "weights": "random bf16 (same file for both)", "compute_dtype": "f32",
-            "sluice_seconds": median(mine), "kernels": be.path.rawValue, "reference": info, "cpu": CPUInfo.model,
-            "samples": ["sluice": mine, "reference": theirs],
-            "method": "median of \(rounds) rounds, Sluice then torch each round (torch in a fresh process per round, one warm-up call, weights upcast to f32 before timing)",
+            "kernels": be.path.rawValue, "cpu": CPUInfo.model,
         ]
-        if !theirs.isEmpty {
-            result["reference_seconds"] = median(theirs)
-            result["ratio"] = median(mine) / median(theirs)
-            if let y = try? SafetensorsFile(path: outPath).tensor("y"), let out {
-                let a = try out.toFloats(), b = try y.toFloats()
-                result["max_abs_difference"] = Double(zip(a, b).map { abs($0 - $1) }.max() ?? .infinity)
-                result["max_abs_output"] = Double(b.map { abs($0) }.max() ?? 0)
-            }
-        } else {
-            result["reference_seconds"] = NSNull()
-            result["ratio"] = NSNull()
-        }
-        if let note { result["note"] = note }
+        result.merge(try comparison.fields(samples, output: out)) { $1 }
         return result
     }
 }

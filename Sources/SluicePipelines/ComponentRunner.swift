@@ -28,6 +28,13 @@ public final class ComponentRunner: @unchecked Sendable {
         _ = try execGroups()
     }
 
+    /// The component `component` of a diffusers folder, its weights from the component's folder.
+    public convenience init(folder: DiffusersFolder, component: String, phase: Phase, groupNames: [String],
+                            groupOf: @escaping (String) -> String?) throws {
+        try self.init(name: component, phase: phase, checkpoint: try ModelLocator.checkpoint(component: folder.folder(component)),
+                      groupNames: groupNames, groupOf: groupOf)
+    }
+
     /// "" when the keys are the model's module paths; else the one "x." prefix that makes them so.
     static func detectPrefix(_ names: [String], groupOf: (String) -> String?) -> String {
         if names.contains(where: { groupOf($0) != nil }) { return "" }

@@ -40,6 +40,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     let t5Runner: ComponentRunner
     let transformerRunner: ComponentRunner
     let vaeRunner: ComponentRunner
+    let vaeComponent: VAEComponent
     public let components: PipelineComponents
 
     /// dev (a guidance embedder): 28 steps, guidance 3.5, T5 512 tokens; schnell: 4 steps, no guidance,
@@ -65,25 +66,21 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     public init(folder: DiffusersFolder, device: ComputeDevice) throws {
         directory = folder.path
         self.device = device
-        var clock = Date()
-        var times: [(String, Double)] = []
-        func lap(_ name: String) { times.append((name, Date().timeIntervalSince(clock))); clock = Date() }
+        var clock = LoadClock()
         try folder.require(["scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae"])
         clipTokenizer = try CLIPTokenizer(directory: try folder.folder("tokenizer"))
         t5Tokenizer = try T5Tokenizer(directory: try folder.folder("tokenizer_2"))
         schedulerConfig = try folder.config(FlowMatchEulerScheduler.Config.self, "scheduler/scheduler_config.json")
-        lap("tokenizers + scheduler")
+        clock.lap("tokenizers + scheduler")
 
         clip = CLIPTextEncoder(config: try folder.config(CLIPTextConfig.self, "text_encoder/config.json"))
         let c = clip
-        clipRunner = try ComponentRunner(name: "text_encoder", phase: .text, checkpoint: try ModelLocator.checkpoint(component: folder.folder("text_encoder")),
-                                         groupNames: c.groupNames, groupOf: { c.group(of: $0) })
-        lap("text_encoder")
+        clipRunner = try ComponentRunner(folder: folder, component: "text_encoder", phase: .text, groupNames: c.groupNames, groupOf: { c.group(of: $0) })
+        clock.lap("text_encoder")
         t5 = T5Encoder(config: try folder.config(T5Config.self, "text_encoder_2/config.json"))
         let t = t5
-        t5Runner = try ComponentRunner(name: "text_encoder_2", phase: .text, checkpoint: try ModelLocator.checkpoint(component: folder.folder("text_encoder_2")),
-                                       groupNames: t.groupNames, groupOf: { t.group(of: $0) })
-        lap("text_encoder_2")
+        t5Runner = try ComponentRunner(folder: folder, component: "text_encoder_2", phase: .text, groupNames: t.groupNames, groupOf: { t.group(of: $0) })
+        clock.lap("text_encoder_2")
 
         let config = try folder.config(FluxConfig.self, "transformer/config.json")
         let checkpoint: Checkpoint
@@ -101,12 +98,10 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
         let tr = transformer
         transformerRunner = try ComponentRunner(name: "transformer", phase: .denoise, checkpoint: checkpoint,
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
-        lap("transformer")
-        vae = VAEDecoder(config: try folder.config(AutoencoderKLConfig.self, "vae/config.json"))
-        let v = vae
-        vaeRunner = try ComponentRunner(name: "vae", phase: .decode, checkpoint: try ModelLocator.checkpoint(component: folder.folder("vae")),
-                                        groupNames: v.groupNames, groupOf: { v.group(of: $0) })
-        try vae.checkWeights(try vaeRunner.execGroups()[0].tensors.map(\.key), file: folder.path + "/vae")
+        clock.lap("transformer")
+        vaeComponent = try VAEComponent(folder)
+        vae = vaeComponent.decoder
+        vaeRunner = vaeComponent.runner
         guard config.inChannels == 4 * vae.config.latentChannels, config.out == config.inChannels else {
             throw SluiceError.invalidArgument(name: folder.path + "/transformer/config.json",
                 reason: "in_channels \(config.inChannels) must be 4 × the VAE's latent_channels \(vae.config.latentChannels) (2×2 packed latents)")
@@ -115,9 +110,9 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
             throw SluiceError.invalidArgument(name: folder.path + "/transformer/config.json",
                 reason: "joint_attention_dim \(config.jointAttentionDim) / pooled_projection_dim \(config.pooledProjectionDim) must equal T5's d_model \(t5.config.dModel) / CLIP's hidden_size \(clip.config.hiddenSize)")
         }
-        lap("vae")
+        clock.lap("vae")
         components = PipelineComponents([clipRunner, t5Runner, transformerRunner, vaeRunner], device: device)
-        loadSeconds = times.map { (component: $0.0, seconds: $0.1) }
+        loadSeconds = clock.laps
     }
 
     /// The T5 length a request runs with: its own, else the model's default.
@@ -301,16 +296,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
         }
 
         let final = try unpack(latents, height: lh, width: lw, be)
-        let tile = run.plan?.component(vaeRunner.name)?.tileLatent
-        let image = try run.phase(.decode) { () throws -> Tensor in
-            progress(run.withDevice(GenerationProgress(phase: .decode, step: 0, total: 1, elapsed: 0)))
-            let v = vae
-            let decoded = try vaeRunner.run(v.unscale(final)) { _, w, z in
-                if let tile { return try v.decodeTiled(z, tileLatent: tile, w, be) }
-                return try v.decode(z, w, be)
-            }
-            return try ImageOutput.fromDecoder(decoded)
-        }
+        let image = try vaeComponent.decode(final, run: run, on: be, progress: progress)
         return GenerationResult(image: image, latents: final, report: run.complete())
     }
 }

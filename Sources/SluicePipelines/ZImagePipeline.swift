@@ -31,6 +31,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     let textRunner: ComponentRunner
     let transformerRunner: ComponentRunner
     let vaeRunner: ComponentRunner
+    let vaeComponent: VAEComponent
     /// The components in phase order (their runners, the device).
     public let components: PipelineComponents
 
@@ -51,32 +52,27 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public init(folder: DiffusersFolder, device: ComputeDevice) throws {
         directory = folder.path
         self.device = device
-        var clock = Date()
-        var times: [(String, Double)] = []
-        func lap(_ name: String) { times.append((name, Date().timeIntervalSince(clock))); clock = Date() }
+        var clock = LoadClock()
         try folder.require(["scheduler", "text_encoder", "tokenizer", "transformer", "vae"])
         tokenizer = try QwenTokenizer(directory: try folder.folder("tokenizer"))
         schedulerConfig = try folder.config(FlowMatchEulerScheduler.Config.self, "scheduler/scheduler_config.json")
-        lap("tokenizer + scheduler")
+        clock.lap("tokenizer + scheduler")
         encoder = Qwen3Encoder(config: try folder.config(Qwen3Config.self, "text_encoder/config.json"))
         let enc = encoder
-        textRunner = try ComponentRunner(name: "text_encoder", phase: .text, checkpoint: try ModelLocator.checkpoint(component: folder.folder("text_encoder")),
-                                         groupNames: enc.groupNames, groupOf: { enc.group(of: $0) })
-        lap("text_encoder")
+        textRunner = try ComponentRunner(folder: folder, component: "text_encoder", phase: .text, groupNames: enc.groupNames, groupOf: { enc.group(of: $0) })
+        clock.lap("text_encoder")
         transformer = ZImageTransformer(config: try folder.config(ZImageConfig.self, "transformer/config.json"))
         let tr = transformer
         transformerRunner = try ComponentRunner(name: "transformer", phase: .denoise,
                                                 checkpoint: try ModelLocator.checkpoint(component: folder.folder("transformer")),
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
-        lap("transformer")
-        vae = VAEDecoder(config: try folder.config(AutoencoderKLConfig.self, "vae/config.json"))
-        let v = vae
-        vaeRunner = try ComponentRunner(name: "vae", phase: .decode, checkpoint: try ModelLocator.checkpoint(component: folder.folder("vae")),
-                                        groupNames: v.groupNames, groupOf: { v.group(of: $0) })
-        try vae.checkWeights(try vaeRunner.execGroups()[0].tensors.map(\.key), file: folder.path + "/vae")
-        lap("vae")
+        clock.lap("transformer")
+        vaeComponent = try VAEComponent(folder)
+        vae = vaeComponent.decoder
+        vaeRunner = vaeComponent.runner
+        clock.lap("vae")
         components = PipelineComponents([textRunner, transformerRunner, vaeRunner], device: device)
-        loadSeconds = times.map { (component: $0.0, seconds: $0.1) }
+        loadSeconds = clock.laps
     }
 
     public func validate(_ r: GenerationRequest) throws(SluiceError) {
@@ -225,16 +221,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
             try pacer.finish(report: report)
         }
 
-        let tile = run.plan?.component(vaeRunner.name)?.tileLatent
-        let image = try run.phase(.decode) { () throws -> Tensor in
-            progress(run.withDevice(GenerationProgress(phase: .decode, step: 0, total: 1, elapsed: 0)))
-            let v = vae
-            let decoded = try vaeRunner.run(v.unscale(latents)) { _, w, z in
-                if let tile { return try v.decodeTiled(z, tileLatent: tile, w, be) }
-                return try v.decode(z, w, be)
-            }
-            return try ImageOutput.fromDecoder(decoded)
-        }
+        let image = try vaeComponent.decode(latents, run: run, on: be, progress: progress)
         return GenerationResult(image: image, latents: latents, report: run.complete())
     }
 }

@@ -86,6 +86,18 @@ struct Case: CustomTestStringConvertible, Sendable {
         }
     }
 
+    // The same products with x given as two column blocks (FLUX's single blocks): each block against
+    // its columns of the weight, summed — torch's result for the whole x, same tolerance.
+    @Test(arguments: Case.all) func linearOfAConcatenation(c: Case) throws {
+        let be = try c.backend()
+        for tag in ["deep", "wide"] {
+            let x = try t("linear.\(tag).x"), k = x.shape[-1], split = k / 3 + 1
+            let parts = [try x.sliced(dim: x.shape.rank - 1, 0..<split).contiguous(), try x.sliced(dim: x.shape.rank - 1, split..<k).contiguous()]
+            try check(try be.linear(concatenating: parts, weight: t("linear.\(tag).w"), bias: t("linear.\(tag).bias")),
+                      "linear.\(tag).out", atol: 2e-4, rtol: 1e-5, tag)
+        }
+    }
+
     // K = Cin/g·kh·kw ≤ 54: same reasoning as matmul.
     @Test(arguments: Case.all) func conv2dGroupedStridedPadded(c: Case) throws {
         let be = try c.backend()

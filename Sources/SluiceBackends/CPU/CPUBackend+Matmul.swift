@@ -116,4 +116,33 @@ extension CPUBackend {
              accumulate: false)
         return out
     }
+
+    /// Each part against its own columns of the weight, accumulating into one output: the
+    /// concatenation is never made (a 4608 × 15360 f32 copy per FLUX single block at 1024²).
+    public func linear(concatenating parts: [Tensor], weight: Tensor, bias: Tensor?) throws(SluiceError) -> Tensor {
+        let widths = parts.map { $0.shape.rank >= 1 ? $0.shape[-1] : 0 }
+        guard let first = parts.first, weight.shape.rank == 2, widths.reduce(0, +) == weight.shape[1],
+              parts.allSatisfy({ $0.shape.rank == first.shape.rank && $0.count / max($0.shape[-1], 1) == first.count / max(first.shape[-1], 1) }) else {
+            throw .shapeMismatch(operation: "linear(concatenating:)", expected: "parts [..., k_i] with Σ k_i = weight's in",
+                                 found: "parts \(parts.map(\.shape)), weight \(weight.shape)")
+        }
+        guard weight.dtype.isFloatStorage else { throw .unsupportedDType(operation: "linear", dtype: weight.dtype.rawValue) }
+        let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
+        var biasF32: Tensor?
+        if let bias {
+            guard bias.shape.count == outFeatures else { throw .shapeMismatch(operation: "linear bias", expected: "[\(outFeatures)]", found: "\(bias.shape)") }
+            biasF32 = try f32(bias)
+        }
+        let W = weight.contiguous(), rows = first.count / max(widths[0], 1)
+        let out = output(Shape(Array(first.shape.dims.dropLast()) + [outFeatures]))
+        var column = 0
+        for (i, part) in parts.enumerated() {
+            let X = try f32(part)
+            gemm(M: rows, N: outFeatures, K: widths[i], a: X.f32, lda: widths[i], b: W.rawPointer + column * W.dtype.byteSize, btype: W.dtype,
+                 ldb: inFeatures, transB: true, c: out.f32, ldc: outFeatures, bias: i == 0 ? biasF32.map { UnsafePointer($0.f32) } : nil,
+                 accumulate: i > 0)
+            column += widths[i]
+        }
+        return out
+    }
 }

@@ -43,6 +43,13 @@ public struct SimulatedBackend: Backend {
         }
     }
 
+    public func linear(concatenating parts: [Tensor], weight: Tensor, bias: Tensor?) throws(SluiceError) -> Tensor {
+        let rows = parts.first.map { $0.count / max($0.shape.rank > 0 ? $0.shape[-1] : 1, 1) } ?? 0
+        return try run("linear", flops: 2 * Double(rows) * Double(weight.count), inputs: parts + [weight]) { () throws(SluiceError) in
+            try cpu.linear(concatenating: parts, weight: weight, bias: bias)
+        }
+    }
+
     public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, groups: Int) throws(SluiceError) -> Tensor {
         // Output pixels × 2 × weight elements (each output channel sees Cin/groups·kh·kw inputs).
         var pixels = 0.0

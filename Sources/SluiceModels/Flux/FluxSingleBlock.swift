@@ -23,7 +23,8 @@ public struct FluxSingleBlock: Sendable {
                                      k: fluxHeads(n, a, "to_k", norm: "norm_k", heads: H, headDim: D, b),
                                      v: fluxHeads(n, a, "to_v", norm: nil, heads: H, headDim: D, b), rope: rope, b)
         let mlp = try b.gelu(b.linear(n, weight: w("proj_mlp.weight"), bias: w("proj_mlp.bias")), approximateTanh: true)
-        let out = try b.linear(b.concat([attn, mlp], dim: 1), weight: w("proj_out.weight"), bias: w("proj_out.bias"))
+        // proj_out reads [attention, MLP] concatenated; a backend that can never builds the concatenation.
+        let out = try b.linear(concatenating: [attn, mlp], weight: w("proj_out.weight"), bias: w("proj_out.bias"))
         return try m.gated(x, out, gate: 2, b)
     }
 }
