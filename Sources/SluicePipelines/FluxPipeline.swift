@@ -207,6 +207,8 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
         ]
     }
 
+    public func componentDescriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { try descriptions(r) }
+
     public func plan(_ r: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan? {
         try validate(r)
         return try components.plan(descriptions(r), workload: r.workload, memory: memory)

@@ -119,6 +119,9 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
     func warnings(_ request: GenerationRequest) -> [String]
     /// The plan `generate` will run `request` with under `memory`: nil when there is no device budget.
     func plan(_ request: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan?
+    /// The components as the planner sees them for `request` (groups, activations, FLOPs), in runner
+    /// order: what `sluice plan` times on the modelled clock. Empty where a family does not say.
+    func componentDescriptions(_ request: GenerationRequest) throws(SluiceError) -> [ComponentDescription]
     func generate(_ request: GenerationRequest, memory: MemoryOptions, progress: (GenerationProgress) -> Void,
                   afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult
 }
@@ -136,6 +139,8 @@ extension TextToImagePipeline {
     }
 
     public func warnings(_ request: GenerationRequest) -> [String] { [] }
+
+    public func componentDescriptions(_ request: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { [] }
 
     /// The checks every family shares: sizes in multiples of `sizeMultiple` up to `maxSide`, steps, guidance.
     public func validateCommon(_ r: GenerationRequest) throws(SluiceError) {

@@ -153,6 +153,8 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         ]
     }
 
+    public func componentDescriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { try descriptions() }
+
     public func plan(_ r: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan? {
         try validate(r)
         return try components.plan(descriptions(), workload: r.workload, memory: memory)

@@ -61,7 +61,7 @@ struct PlanCommand: ParsableCommand {
 
     func run() throws {
         try withFlags {
-            let (title, plan) = try model != nil ? planModel() : planTable()
+            let (title, plan, timing) = try model != nil ? planModel() : planTable()
             guard let plan else {
                 // Without a budget `generate` plans nothing: the CPU reads the weights from the mapped files.
                 print(json ? "null" : title + "\n  no device budget (--vram-limit): everything runs on the CPU from the memory-mapped files")
@@ -70,28 +70,30 @@ struct PlanCommand: ParsableCommand {
             if json { print(try prettyJSON(plan)); return }
             print(title)
             for line in plan.lines { print("  " + line) }
-            if table != nil { for line in try modelledTimes(plan) { print("  " + line) } }
+            for line in Self.modelledTimes(plan, timing.descriptions, timing.request) { print("  " + line) }
         }
     }
 
+    /// What the modelled clock needs: the components as planned and the request they were planned for.
+    typealias Timing = (descriptions: [ComponentDescription], request: PlanRequest)
+
     /// Each component's call on the profile's modelled clock under this plan (the executor run dry on
     /// a simulated device) beside compute alone with everything resident: what streaming costs there.
-    func modelledTimes(_ plan: Plan) throws -> [String] {
-        let r = try options.request(), profile = try options.deviceProfile()
-        let descriptions = try PipelineRegistry.shared.describe(try ModelTable.resolve(table!))
+    static func modelledTimes(_ plan: Plan, _ descriptions: [ComponentDescription], _ r: PlanRequest) -> [String] {
+        guard let profile = r.profile, !descriptions.isEmpty else { return [] }
         var lines = ["modelled on \(profile.name) (a simulation, not a measurement):"]
         for c in descriptions {
             guard let p = plan.component(c.name) else { continue }
             let k = OffloadModel.costs(c, r, activation: p.activationBytes)
             let s = OffloadModel.sluiceStepSeconds(plan: p, costs: k, profile: profile), ideal = OffloadModel.computeSeconds(k, profile)
             let per = c.phase == .denoise ? "per step" : "per call"
-            lines.append("  \(c.name): \(String(format: "%.3f", s)) s \(per) (all resident: \(String(format: "%.3f", ideal)) s)")
+            lines.append("  \(c.name): \(String(format: "%.3g", s)) s \(per) (all resident: \(String(format: "%.3g", ideal)) s)")
         }
         return lines
     }
 
     /// Exactly what `generate` would plan: the same pipeline, the same planner, the same request.
-    func planModel() throws -> (String, Plan?) {
+    func planModel() throws -> (String, Plan?, Timing) {
         let pipe = try PipelineRegistry.shared.load(model: model!, device: device, transformer: transformer)
         if let note = pipe.device.note { stderrLine(note) }
         let memory = MemoryOptions(deviceBudget: options.vramLimit?.bytes, hostBudget: options.ramLimit?.bytes, profile: try options.deviceProfile())
@@ -99,16 +101,21 @@ struct PlanCommand: ParsableCommand {
         r.maxSequenceLength = maxSequenceLength
         let plan = try pipe.plan(r, memory: memory)
         let budget = plan.map { ", device budget \(formatBytes($0.deviceBudget))" } ?? ""
-        return ("\(pipe.family) \(model!) at \(r.width)×\(r.height) on \(pipe.device.description), weights as stored\(budget)", plan)
+        // The modelled clock needs a budget: without one there is no plan to time.
+        let request = try pipe.components.planRequest(r.workload, memory: memory) ?? options.request()
+        let descriptions = plan == nil ? [] : try pipe.componentDescriptions(r)
+        return ("\(pipe.family) \(model!) at \(r.width)×\(r.height) on \(pipe.device.description), weights as stored\(budget)", plan,
+                (descriptions, request))
     }
 
-    func planTable() throws -> (String, Plan?) {
+    func planTable() throws -> (String, Plan?, Timing) {
         let t = try ModelTable.resolve(table!)
         let r = try options.request()
         let plan: Plan
         do { plan = try PipelinePlanner.plan(try PipelineRegistry.shared.describe(t), r, allowOneByOne: true) } catch let e as PlanError {
             throw CommandError(message: "--vram-limit: \(e)")
         }
-        return ("\(t.model) at \(r.width)×\(r.height), \(r.storage.rawValue) weights, device budget \(formatBytes(plan.deviceBudget))", plan)
+        return ("\(t.model) at \(r.width)×\(r.height), \(r.storage.rawValue) weights, device budget \(formatBytes(plan.deviceBudget))", plan,
+                (try PipelineRegistry.shared.describe(t), r))
     }
 }
