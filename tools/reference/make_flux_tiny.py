@@ -125,8 +125,7 @@ def link(src_folder, dst_folder, name):
 
 
 def run(pipe, out, tag, **kw):
-    """One pipeline run: the latents after every step, each transformer call's inputs and output for
-    the first and the last step, the image."""
+    """One pipeline run: the latents after every step, the number of transformer calls, the image."""
     latents_seen, calls = [], []
 
     def on_step(p, i, t, k):
@@ -145,9 +144,6 @@ def run(pipe, out, tag, **kw):
     for i, lat in enumerate(latents_seen):
         # Unpacked to [16, H/8·…, W/…] as Sluice reports a step's latents (and previews them).
         out[f"{tag}latents_{i}"] = FluxPipeline._unpack_latents(lat, HEIGHT, WIDTH, pipe.vae_scale_factor)[0]
-    for name, call in (("first", calls[0]), ("last", calls[-1])):
-        for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "out"):
-            out[f"{tag}call_{name}_{k}"] = call[k][0] if call[k].ndim > 1 else call[k]
     out[tag + "calls"] = torch.tensor([float(len(calls))])
 
 
