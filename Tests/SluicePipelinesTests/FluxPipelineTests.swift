@@ -152,6 +152,12 @@ import Testing
         let (streamed, _) = try Self.run(c, device: "vulkan", memory: memory)
         #expect(streamed.vaeTileLatent != nil)
         #expect(try streamed.latents.toFloats().map(\.bitPattern) == (try vk.latents.toFloats().map(\.bitPattern)))
+        // An fp8 single file in BFL's layout: e4m3fn weights widened on the device, q/k/v from row views.
+        let file = Self.singleFiles + "/tiny-dev-bfl-fp8-comfy.safetensors"
+        let fp8 = try FluxPipeline(directory: Self.dev, device: "vulkan", transformerFile: file).generate(c.request)
+        let fp8CPU = try FluxPipeline(directory: Self.dev, transformerFile: file).generate(c.request)
+        let f = compare(try fp8.image.toFloats(), try fp8CPU.image.toFloats(), atol: 1e-4, rtol: 0)
+        #expect(f.ok, "fp8 single file: \(f)")
     }
 
     // MARK: - Single-file transformers
