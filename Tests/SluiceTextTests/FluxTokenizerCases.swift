@@ -1,5 +1,6 @@
 import Foundation
 import SluiceTestSupport
+import Testing
 
 /// Tests/Fixtures/flux_tokenizer_ids.json (tools/reference/make_flux_tokenizers.py): transformers 5.23's ids
 /// for the tiny CLIP and T5 tokenizers under Tests/Fixtures/tokenizers/.
@@ -16,6 +17,16 @@ enum FluxTokenizerCases {
     static func folder(_ name: String) -> String { Fixtures.directory + "/" + (family(name)["folder"] as! String) }
 
     /// `key` is a list of the family: "cases", "padded", …
+    /// Every case of `family` (or of its `variant`) encoded by `encode` gives transformers' ids.
+    static func expect(_ family: String, variant: String? = nil, sourceLocation: SourceLocation, _ encode: (String) throws -> [Int]) throws {
+        let cases = variant.map { Self.cases(family, variant: $0) } ?? Self.cases(family)
+        #expect(cases.count >= 30, sourceLocation: sourceLocation)
+        for c in cases {
+            let got = try encode(c.text)
+            #expect(got == c.ids, "\(c.text.debugDescription): got \(got)", sourceLocation: sourceLocation)
+        }
+    }
+
     static func cases(_ name: String, _ key: String = "cases") -> [Case] {
         decode(family(name)[key]!)
     }

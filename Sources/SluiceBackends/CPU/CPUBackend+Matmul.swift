@@ -98,23 +98,7 @@ extension CPUBackend {
             throw .shapeMismatch(operation: "linear", expected: "x [..., \(weight.shape.rank == 2 ? weight.shape[1] : -1)], weight [out, in]",
                                  found: "x \(x.shape), weight \(weight.shape)")
         }
-        guard weight.dtype.isFloatStorage else { throw .unsupportedDType(operation: "linear", dtype: weight.dtype.rawValue) }
-        let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
-        var biasF32: Tensor?
-        if let bias {
-            guard bias.shape.count == outFeatures else {
-                throw .shapeMismatch(operation: "linear bias", expected: "[\(outFeatures)]", found: "\(bias.shape)")
-            }
-            biasF32 = try f32(bias)
-        }
-        let X = try f32(x)
-        let W = weight.contiguous()
-        let rows = x.count / max(inFeatures, 1)
-        let out = output(Shape(Array(x.shape.dims.dropLast()) + [outFeatures]))
-        gemm(M: rows, N: outFeatures, K: inFeatures, a: X.f32, lda: inFeatures, b: W.rawPointer, btype: W.dtype,
-             ldb: inFeatures, transB: true, c: out.f32, ldc: outFeatures, bias: biasF32.map { UnsafePointer($0.f32) },
-             accumulate: false)
-        return out
+        return try linear(concatenating: [x], weight: weight, bias: bias)
     }
 
     /// Each part against its own columns of the weight, accumulating into one output: the
