@@ -1,0 +1,111 @@
+// bf16 GEMM on AVX512-BF16 (VDPBF16PS): C = bf16(A) · bf16(B)ᵀ-or-not (+ bias), products of bf16
+// pairs accumulated in f32 — the rounding torch's bf16 CPU matmul makes at its inputs (its output
+// is then rounded to bf16 as well; here C stays f32). A (activations, f32) and B (weights, any float
+// storage) are rounded to bf16 with round-to-nearest-even while they are packed: B into slivers of
+// 32 columns holding, per pair of k, the two values of each column side by side (one zmm = 16
+// columns × 2 k), A into slivers of 12 rows holding each row's pair of k as one 32-bit word that the
+// micro-kernel broadcasts. Odd K is padded with a zero. Single-threaded over a row range; the caller
+// splits rows.
+#include "ckernels.h"
+#include "simd.h"
+
+#define SK_BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+enum { BF_MR = 12, BF_NR = 32, BF_KC = 512, BF_MC = 240 };
+
+static inline uint16_t bf16_of(int dtype, const char *base, int64_t index) {
+    switch (dtype) {
+    case SK_DT_BF16: { uint16_t h; memcpy(&h, base + index * 2, 2); return h; }
+    case SK_DT_F32: { float f; memcpy(&f, base + index * 4, 4); return sk_f32_to_bf16(f); }
+    case SK_DT_F16: { uint16_t h; memcpy(&h, base + index * 2, 2); return sk_f32_to_bf16(sk_f16_to_f32(h)); }
+    case SK_DT_F8E4M3FN: return sk_f32_to_bf16(sk_f8e4m3fn_table[(uint8_t)base[index]]);
+    default: return sk_f32_to_bf16(sk_f8e5m2_table[(uint8_t)base[index]]);
+    }
+}
+
+// B(k0 + 0..<kc, n0 + 0..<NR) → kc/2 (rounded up) groups of NR pairs; columns past nvalid are zero.
+static void pack_b(const void *B, int btype, int64_t ldb, int transB, int64_t k0, int64_t kc, int64_t K,
+                   int64_t n0, int64_t nvalid, uint16_t *dst) {
+    const char *base = B;
+    for (int64_t p = 0; p < kc; p += 2)
+        for (int64_t j = 0; j < BF_NR; j++)
+            for (int64_t q = 0; q < 2; q++) {
+                int64_t k = k0 + p + q, n = n0 + j;
+                uint16_t v = 0;
+                if (j < nvalid && k < K) v = bf16_of(btype, base, transB ? n * ldb + k : k * ldb + n);
+                dst[(p / 2) * BF_NR * 2 + j * 2 + q] = v;
+            }
+}
+
+// A(m0 + 0..<MR, k0 + 0..<kc) (f32) → kc/2 groups of MR pairs; rows past mvalid are zero.
+static void pack_a(const float *A, int64_t lda, int64_t m0, int64_t mvalid, int64_t k0, int64_t kc, int64_t K, uint16_t *dst) {
+    for (int64_t p = 0; p < kc; p += 2)
+        for (int64_t i = 0; i < BF_MR; i++)
+            for (int64_t q = 0; q < 2; q++) {
+                int64_t k = k0 + p + q;
+                dst[(p / 2) * BF_MR * 2 + i * 2 + q] = i < mvalid && k < K ? sk_f32_to_bf16(A[(m0 + i) * lda + k]) : 0;
+            }
+}
+
+SK_BF16 static void ukernel(int64_t pairs, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc, int64_t rows,
+                            int64_t cols, int accumulate) {
+    __m512 acc0[BF_MR], acc1[BF_MR];
+#pragma unroll
+    for (int i = 0; i < BF_MR; i++) { acc0[i] = _mm512_setzero_ps(); acc1[i] = _mm512_setzero_ps(); }
+    for (int64_t p = 0; p < pairs; p++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)b), b1 = (__m512bh)_mm512_load_si512((const void *)(b + 32));
+#pragma unroll
+        for (int i = 0; i < BF_MR; i++) {
+            int32_t pair;
+            memcpy(&pair, a + 2 * i, 4);
+            __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
+            acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
+            acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
+        }
+        a += 2 * BF_MR;
+        b += 2 * BF_NR;
+    }
+    float tile[BF_MR * BF_NR];
+#pragma unroll
+    for (int i = 0; i < BF_MR; i++) {
+        _mm512_storeu_ps(tile + i * BF_NR, acc0[i]);
+        _mm512_storeu_ps(tile + i * BF_NR + 16, acc1[i]);
+    }
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + tile[i * BF_NR + j];
+}
+
+size_t sk_gemm_bf16_workspace_bytes(void) {
+    // packed A block (MC x KC bf16) + one packed B sliver (KC x NR bf16) + alignment
+    return (size_t)(BF_MC * BF_KC + BF_KC * BF_NR) * 2 + 128;
+}
+
+int sk_gemm_bf16(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int btype,
+                 int64_t ldb, int transB, float *C, int64_t ldc, const float *bias, void *workspace) {
+    if (!(sk_cpu_features() & SK_FEATURE_AVX512BF16)) return 0;
+    uint16_t *packA = (uint16_t *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    uint16_t *packB = (uint16_t *)(((uintptr_t)(packA + BF_MC * BF_KC) + 63) & ~(uintptr_t)63);
+    for (int64_t pc = 0; pc < K || (K == 0 && pc == 0); pc += BF_KC) {
+        int64_t kc = K - pc < BF_KC ? K - pc : BF_KC, pairs = (kc + 1) / 2;
+        int acc = pc > 0;
+        for (int64_t ic = m0; ic < m1; ic += BF_MC) {
+            int64_t mvalid = m1 - ic < BF_MC ? m1 - ic : BF_MC;
+            for (int64_t ir = 0; ir < mvalid; ir += BF_MR)
+                pack_a(A, lda, ic + ir, mvalid - ir < BF_MR ? mvalid - ir : BF_MR, pc, kc, K, packA + ir * pairs * 2);
+            for (int64_t jr = 0; jr < N; jr += BF_NR) {
+                int64_t cols = N - jr < BF_NR ? N - jr : BF_NR;
+                pack_b(B, btype, ldb, transB, pc, kc, K, jr, cols, packB);
+                for (int64_t ir = 0; ir < mvalid; ir += BF_MR) {
+                    int64_t rows = mvalid - ir < BF_MR ? mvalid - ir : BF_MR;
+                    if (kc > 0) ukernel(pairs, packA + ir * pairs * 2, packB, C + (ic + ir) * ldc + jr, ldc, rows, cols, acc);
+                    else for (int64_t i = 0; i < rows; i++) for (int64_t j = 0; j < cols; j++) C[(ic + ir + i) * ldc + jr + j] = 0;
+                }
+            }
+        }
+        if (K == 0) break;
+    }
+    if (bias)
+        for (int64_t i = m0; i < m1; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] += bias[j];
+    return 1;
+}

@@ -1,0 +1,37 @@
+import CKernels
+import Foundation
+import SluiceCore
+
+extension CPUBackend {
+    /// x · weightᵀ + bias computed in bf16 where the CPU has AVX512-BF16 (VDPBF16PS): x and the weight
+    /// rounded to bf16 (nearest even) as they are packed, products accumulated in f32 — the rounding
+    /// torch's bf16 matmul makes at its inputs; the output stays f32. nil where the CPU lacks the
+    /// instructions. The first piece of issue 16's `--compute bf16`: not yet chosen by any pipeline.
+    public func linearBF16(_ x: Tensor, weight: Tensor, bias: Tensor?) throws(SluiceError) -> Tensor? {
+        guard KernelPath.hasAVX512BF16 else { return nil }
+        guard weight.shape.rank == 2, x.shape.rank >= 1, x.shape[-1] == weight.shape[1] else {
+            throw .shapeMismatch(operation: "linearBF16", expected: "x [..., \(weight.shape.rank == 2 ? weight.shape[1] : -1)], weight [out, in]",
+                                 found: "x \(x.shape), weight \(weight.shape)")
+        }
+        guard weight.dtype.isFloatStorage else { throw .unsupportedDType(operation: "linearBF16", dtype: weight.dtype.rawValue) }
+        let n = weight.shape[0], k = weight.shape[1], rows = x.count / max(k, 1)
+        var biasF32: Tensor?
+        if let bias {
+            guard bias.shape.count == n else { throw .shapeMismatch(operation: "linearBF16 bias", expected: "[\(n)]", found: "\(bias.shape)") }
+            biasF32 = try f32(bias)
+        }
+        let X = try f32(x), W = weight.contiguous(), out = output(Shape(Array(x.shape.dims.dropLast()) + [n]))
+        let p = UnsafeSendable((X.f32, W.rawPointer, out.f32, biasF32?.f32))
+        let dtype = W.dtype.kernelCode!, wsBytes = sk_gemm_bf16_workspace_bytes()
+        // Row bands of 240 (the kernel's A block), one workspace per band.
+        let band = 240, bands = (rows + band - 1) / band
+        parallel(chunks: bands) { b, _ in
+            let (xp, wp, op, bp) = p.value
+            let ws = UnsafeMutableRawPointer.allocate(byteCount: wsBytes, alignment: 64)
+            defer { ws.deallocate() }
+            _ = sk_gemm_bf16(Int64(b * band), Int64(min(rows, (b + 1) * band)), Int64(n), Int64(k), xp, Int64(k), wp, dtype,
+                             Int64(k), 1, op, Int64(n), bp.map { UnsafePointer($0) }, ws)
+        }
+        return out
+    }
+}
