@@ -75,17 +75,53 @@ SK_BF16 static void ukernel(int64_t pairs, const uint16_t *a, const uint16_t *b,
         for (int64_t j = 0; j < cols; j++) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + tile[i * BF_NR + j];
 }
 
-size_t sk_gemm_bf16_workspace_bytes(void) {
-    // packed A block (MC x KC bf16) + one packed B sliver (KC x NR bf16) + alignment
-    return (size_t)(BF_MC * BF_KC + BF_KC * BF_NR) * 2 + 128;
+// The whole of B, packed once per call and shared by every thread: for each k block of KC, for each
+// sliver of NR columns, the block's pairs (K rounded up to even, N to NR, with zeros).
+size_t sk_gemm_bf16_packed_b_bytes(int64_t K, int64_t N) {
+    int64_t blocks = (K + BF_KC - 1) / BF_KC, slivers = (N + BF_NR - 1) / BF_NR;
+    return (size_t)(blocks * slivers * (BF_KC / 2) * BF_NR * 2) * 2 + 128;
 }
 
-int sk_gemm_bf16(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int btype,
-                 int64_t ldb, int transB, float *C, int64_t ldc, const float *bias, void *workspace) {
+// Where block pc's sliver jr starts in the packed B.
+static inline int64_t packed_offset(int64_t pc, int64_t jr, int64_t N) {
+    int64_t slivers = (N + BF_NR - 1) / BF_NR;
+    return ((pc / BF_KC) * slivers + jr / BF_NR) * (BF_KC / 2) * BF_NR * 2;
+}
+
+void sk_gemm_bf16_pack_b(const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, int64_t s0, int64_t s1,
+                         void *dst) {
+    uint16_t *packed = (uint16_t *)(((uintptr_t)dst + 63) & ~(uintptr_t)63);
+    for (int64_t pc = 0; pc < K; pc += BF_KC) {
+        int64_t kc = K - pc < BF_KC ? K - pc : BF_KC;
+        for (int64_t s = s0; s < s1; s++) {
+            int64_t jr = s * BF_NR, cols = N - jr < BF_NR ? N - jr : BF_NR;
+            uint16_t *d = packed + packed_offset(pc, jr, N);
+            if (transB && btype == SK_DT_BF16 && cols == BF_NR && kc % 2 == 0) {
+                // Each column's pair (k, k+1) already sits side by side in its weight row: copy 32-bit words.
+                for (int64_t j = 0; j < BF_NR; j++) {
+                    const uint32_t *src = (const uint32_t *)((const uint16_t *)B + (jr + j) * ldb + pc);
+                    uint32_t *col = (uint32_t *)d + j;
+                    for (int64_t p = 0; p < kc / 2; p++) col[p * BF_NR] = src[p];
+                }
+            } else {
+                pack_b(B, btype, ldb, transB, pc, kc, K, jr, cols, d);
+            }
+        }
+    }
+}
+
+size_t sk_gemm_bf16_workspace_bytes(void) { return (size_t)(BF_MC * BF_KC) * 2 + 128; }
+
+int sk_gemm_bf16(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t lda, const void *packedB,
+                 float *C, int64_t ldc, const float *bias, void *workspace) {
     if (!(sk_cpu_features() & SK_FEATURE_AVX512BF16)) return 0;
     uint16_t *packA = (uint16_t *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
-    uint16_t *packB = (uint16_t *)(((uintptr_t)(packA + BF_MC * BF_KC) + 63) & ~(uintptr_t)63);
-    for (int64_t pc = 0; pc < K || (K == 0 && pc == 0); pc += BF_KC) {
+    const uint16_t *packed = (const uint16_t *)(((uintptr_t)packedB + 63) & ~(uintptr_t)63);
+    if (K == 0) {
+        for (int64_t i = m0; i < m1; i++) for (int64_t j = 0; j < N; j++) C[i * ldc + j] = bias ? bias[j] : 0.0f;
+        return 1;
+    }
+    for (int64_t pc = 0; pc < K; pc += BF_KC) {
         int64_t kc = K - pc < BF_KC ? K - pc : BF_KC, pairs = (kc + 1) / 2;
         int acc = pc > 0;
         for (int64_t ic = m0; ic < m1; ic += BF_MC) {
@@ -94,15 +130,13 @@ int sk_gemm_bf16(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, i
                 pack_a(A, lda, ic + ir, mvalid - ir < BF_MR ? mvalid - ir : BF_MR, pc, kc, K, packA + ir * pairs * 2);
             for (int64_t jr = 0; jr < N; jr += BF_NR) {
                 int64_t cols = N - jr < BF_NR ? N - jr : BF_NR;
-                pack_b(B, btype, ldb, transB, pc, kc, K, jr, cols, packB);
+                const uint16_t *b = packed + packed_offset(pc, jr, N);
                 for (int64_t ir = 0; ir < mvalid; ir += BF_MR) {
                     int64_t rows = mvalid - ir < BF_MR ? mvalid - ir : BF_MR;
-                    if (kc > 0) ukernel(pairs, packA + ir * pairs * 2, packB, C + (ic + ir) * ldc + jr, ldc, rows, cols, acc);
-                    else for (int64_t i = 0; i < rows; i++) for (int64_t j = 0; j < cols; j++) C[(ic + ir + i) * ldc + jr + j] = 0;
+                    ukernel(pairs, packA + ir * pairs * 2, b, C + (ic + ir) * ldc + jr, ldc, rows, cols, acc);
                 }
             }
         }
-        if (K == 0) break;
     }
     if (bias)
         for (int64_t i = m0; i < m1; i++)

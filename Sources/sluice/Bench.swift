@@ -41,16 +41,18 @@ extension Bench {
         static let configuration = CommandConfiguration(abstract: "Square matmul: Sluice vs numpy (OpenBLAS).")
         @Option(help: "Matrix size N (N×N · N×N).") var size = 2048
         @Option(help: "Weight storage dtype: f32, bf16, f16, f8e4m3fn.") var dtype: DType = .f32
+        @Option(help: "Compute type: f32 (against numpy/OpenBLAS), or bf16 (AVX512-BF16, against torch's bf16 matmul).") var compute: DType = .f32
         @Option(help: "Rounds (each times Sluice then the reference).") var rounds = 5
         @OptionGroup var output: BenchOutput
 
         func validate() throws {
             guard size >= 1 && size <= 16384 else { throw ValidationError("--size must be in 1...16384") }
             guard dtype.isFloatStorage else { throw ValidationError("--dtype must be a float storage type") }
+            guard compute == .f32 || compute == .bf16 else { throw ValidationError("--compute must be f32 or bf16") }
         }
 
         func run() throws {
-            try output.finish(try GemmBench(size: size, threads: output.threadCount, dtype: dtype, rounds: rounds).run(progress: stderrLine))
+            try output.finish(try GemmBench(size: size, threads: output.threadCount, dtype: dtype, compute: compute, rounds: rounds).run(progress: stderrLine))
         }
     }
 

@@ -80,12 +80,16 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
 // B packed once (all of it: N must not exceed the path's panel width, 4096 columns) and reused by
 // several GEMMs with different A: C[M, N] = (accumulate ? C : 0) + A[M, K] · B.
 // bf16 compute on AVX512-BF16: C[m0..<m1, 0..<N] = bf16(A) · bf16(B) (+ bias), products accumulated in
-// f32, A f32 and B any float storage, both rounded to bf16 (nearest even) as they are packed.
-// Returns 0 (and does nothing) where the CPU lacks AVX512-BF16. `workspace` holds
-// sk_gemm_bf16_workspace_bytes() bytes; one per thread.
+// f32; A (f32) is rounded to bf16 (nearest even) as it is packed, B (any float storage) once per call
+// by sk_gemm_bf16_pack_b into sk_gemm_bf16_packed_b_bytes(K, N) bytes (slivers s0..<s1 of 32 columns,
+// so threads can share the work), then read by every thread. sk_gemm_bf16 returns 0 (and does
+// nothing) where the CPU lacks AVX512-BF16; its `workspace` holds sk_gemm_bf16_workspace_bytes().
+size_t sk_gemm_bf16_packed_b_bytes(int64_t K, int64_t N);
+void sk_gemm_bf16_pack_b(const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, int64_t s0, int64_t s1,
+                         void *dst);
 size_t sk_gemm_bf16_workspace_bytes(void);
-int sk_gemm_bf16(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int btype,
-                 int64_t ldb, int transB, float *C, int64_t ldc, const float *bias, void *workspace);
+int sk_gemm_bf16(int64_t m0, int64_t m1, int64_t N, int64_t K, const float *A, int64_t lda, const void *packedB,
+                 float *C, int64_t ldc, const float *bias, void *workspace);
 size_t sk_gemm_packed_b_floats(int isa, int64_t K, int64_t N);
 void sk_gemm_pack_b(int isa, const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, float *dst);
 size_t sk_gemm_prepacked_workspace_floats(int isa);

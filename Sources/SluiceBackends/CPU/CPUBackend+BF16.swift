@@ -21,16 +21,25 @@ extension CPUBackend {
             biasF32 = try f32(bias)
         }
         let X = try f32(x), W = weight.contiguous(), out = output(Shape(Array(x.shape.dims.dropLast()) + [n]))
-        let p = UnsafeSendable((X.f32, W.rawPointer, out.f32, biasF32?.f32))
-        let dtype = W.dtype.kernelCode!, wsBytes = sk_gemm_bf16_workspace_bytes()
-        // Row bands of 240 (the kernel's A block), one workspace per band.
+        // B packed once into the kernel's pair layout (threads share the slivers), then row bands of 240
+        // (the kernel's A block), one workspace per band.
+        let packedBytes = sk_gemm_bf16_packed_b_bytes(Int64(k), Int64(n))
+        let packed = UnsafeMutableRawPointer.allocate(byteCount: packedBytes, alignment: 64)
+        defer { packed.deallocate() }
+        let dtype = W.dtype.kernelCode!, wsBytes = sk_gemm_bf16_workspace_bytes(), slivers = (n + 31) / 32
+        let p = UnsafeSendable((X.f32, W.rawPointer, out.f32, biasF32?.f32, packed))
+        let chunk = max(1, slivers / (4 * max(threads, 1)))
+        parallel(chunks: (slivers + chunk - 1) / chunk) { c, _ in
+            let (_, wp, _, _, pk) = p.value
+            sk_gemm_bf16_pack_b(wp, dtype, Int64(k), 1, Int64(k), Int64(n), Int64(c * chunk), Int64(min(slivers, (c + 1) * chunk)), pk)
+        }
         let band = 240, bands = (rows + band - 1) / band
         parallel(chunks: bands) { b, _ in
-            let (xp, wp, op, bp) = p.value
+            let (xp, _, op, bp, pk) = p.value
             let ws = UnsafeMutableRawPointer.allocate(byteCount: wsBytes, alignment: 64)
             defer { ws.deallocate() }
-            _ = sk_gemm_bf16(Int64(b * band), Int64(min(rows, (b + 1) * band)), Int64(n), Int64(k), xp, Int64(k), wp, dtype,
-                             Int64(k), 1, op, Int64(n), bp.map { UnsafePointer($0) }, ws)
+            _ = sk_gemm_bf16(Int64(b * band), Int64(min(rows, (b + 1) * band)), Int64(n), Int64(k), xp, Int64(k), pk,
+                             op, Int64(n), bp.map { UnsafePointer($0) }, ws)
         }
         return out
     }
