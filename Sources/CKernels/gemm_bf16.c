@@ -65,6 +65,19 @@ SK_BF16 static void ukernel(int64_t pairs, const uint16_t *a, const uint16_t *b,
         a += 2 * BF_MR;
         b += 2 * BF_NR;
     }
+    if (rows == BF_MR && cols == BF_NR) {
+#pragma unroll
+        for (int i = 0; i < BF_MR; i++) {
+            float *ci = c + i * ldc;
+            if (accumulate) {
+                acc0[i] = _mm512_add_ps(acc0[i], _mm512_loadu_ps(ci));
+                acc1[i] = _mm512_add_ps(acc1[i], _mm512_loadu_ps(ci + 16));
+            }
+            _mm512_storeu_ps(ci, acc0[i]);
+            _mm512_storeu_ps(ci + 16, acc1[i]);
+        }
+        return;
+    }
     float tile[BF_MR * BF_NR];
 #pragma unroll
     for (int i = 0; i < BF_MR; i++) {

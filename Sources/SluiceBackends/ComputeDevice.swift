@@ -26,11 +26,15 @@ public struct ComputeDevice: @unchecked Sendable {
     /// `spec`: cpu, vulkan or vulkan:N (the number `sluice devices` shows). Plain `vulkan` falls back
     /// to the CPU with a note when no Vulkan device can be used; a numbered device that cannot be is an
     /// error (it was asked for by name).
-    public static func select(_ spec: String) throws(SluiceError) -> ComputeDevice {
+    /// `compute`: what linear layers compute in (f32, or bf16 on a CPU with AVX512-BF16).
+    public static func select(_ spec: String, compute: DType = .f32) throws(SluiceError) -> ComputeDevice {
         let counter = AllocationCounter()
-        let cpu = try CPUBackend(allocations: counter)
         let lower = spec.lowercased()
-        if lower == "cpu" { return ComputeDevice(backend: cpu, activations: counter) }
+        if lower == "cpu" { return ComputeDevice(backend: try CPUBackend(allocations: counter, compute: compute), activations: counter) }
+        guard compute == .f32 else {
+            throw .invalidParameter(.compute, reason: "\(compute.rawValue) compute runs on the CPU only (AVX512-BF16); \(spec) computes in f32")
+        }
+        let cpu = try CPUBackend(allocations: counter)
         guard lower == "vulkan" || lower.hasPrefix("vulkan:") else {
             throw .invalidParameter(.device, reason: "'\(spec)' must be cpu, vulkan or vulkan:N")
         }
@@ -56,6 +60,9 @@ public struct ComputeDevice: @unchecked Sendable {
             return ComputeDevice(backend: cpu, activations: counter, note: "vulkan unavailable (\(error)); using the CPU")
         }
     }
+
+    /// What linear layers compute in ("f32" or "bf16").
+    public var compute: String { ((backend as? CPUBackend)?.compute ?? .f32).rawValue }
 
     /// The Vulkan device the backend computes on, if it does.
     public var vulkan: VulkanContext? { (backend as? VulkanBackend)?.context }

@@ -15,9 +15,12 @@ public struct ZImageBlockBench {
     public var threads: Int
     public var rounds: Int
     public var directory: String
+    /// f32: both compute in f32 (torch upcasts the weights). bf16: Sluice's AVX512-BF16 linear layers
+    /// against torch running the block in bf16 (no upcast).
+    public var compute: DType
 
-    public init(threads: Int, rounds: Int = 3, directory: String = "bench/out") {
-        self.threads = threads; self.rounds = rounds; self.directory = directory
+    public init(threads: Int, rounds: Int = 3, directory: String = "bench/out", compute: DType = .f32) {
+        self.threads = threads; self.rounds = rounds; self.directory = directory; self.compute = compute
     }
 
     public func run(progress: (String) -> Void = { _ in }) throws -> [String: Any] {
@@ -34,7 +37,8 @@ public struct ZImageBlockBench {
         let inputsPath = directory + "/zimage-block-inputs.safetensors", outPath = directory + "/zimage-block-reference.safetensors"
         try SafetensorsWriter.write([("x", x), ("t", t), ("cos", rope.cos), ("sin", rope.sin)], to: inputsPath)
 
-        let be = try CPUBackend(threads: threads)
+        let be = try CPUBackend(threads: threads, compute: compute)
+        let torchType = compute == .bf16 ? "bfloat16" : "float32"
         let file = try SafetensorsFile(path: weightsPath)
         var ram: [String: Tensor] = [:]
         for name in file.names { ram[name] = try file.tensor(name).ownedCopy() }
@@ -59,7 +63,8 @@ public struct ZImageBlockBench {
         inp = load_file("\(inputsPath)")
         blk = ZImageTransformerBlock(0, \(d), \(DiskTierBench.heads), \(DiskTierBench.heads), 1e-5, True, modulation=True).eval()
         blk.load_state_dict({k[len("layers.0."):]: v.float() for k, v in w.items()})
-        x = inp["x"][None]; t = inp["t"]; f = torch.complex(inp["cos"], inp["sin"])[None]
+        blk = blk.to(torch.\(torchType))
+        x = inp["x"][None].to(torch.\(torchType)); t = inp["t"].to(torch.\(torchType)); f = torch.complex(inp["cos"], inp["sin"])[None]
         def call():
             with torch.no_grad():
                 return blk(x, None, f, t)
@@ -67,7 +72,7 @@ public struct ZImageBlockBench {
         ts = []
         for _ in range(1):
             s = time.perf_counter(); y = call(); ts.append(time.perf_counter() - s)
-        save_file({"y": y[0].contiguous()}, "\(outPath)")
+        save_file({"y": y[0].float().contiguous()}, "\(outPath)")
         print(json.dumps({"seconds": ts, "info": "torch " + torch.__version__ + ", " + str(torch.get_num_threads()) + " threads"}))
         """
         let comparison = BlockComparison(rounds: rounds, threads: threads, script: script, referencePath: outPath)
@@ -75,8 +80,8 @@ public struct ZImageBlockBench {
         var result: [String: Any] = [
             "benchmark": "zimage-block", "simulated": false, "threads": threads, "tokens": L,
             "image_tokens": imageTokens, "caption_tokens": captionTokens, "dim": d, "heads": DiskTierBench.heads,
-            "weights": "random bf16 (same file for both)", "compute_dtype": "f32",
-            "kernels": be.path.rawValue,
+            "weights": "random bf16 (same file for both)", "compute_dtype": compute.rawValue,
+            "kernels": be.path.rawValue + (compute == .bf16 ? " + avx512bf16" : ""),
         ]
         result.merge(try comparison.fields(samples, output: out)) { $1 }
         return result

@@ -74,12 +74,15 @@ public struct DeviceTraffic: Codable, Sendable, Equatable {
 public struct RunReport: Codable, Sendable {
     public let schema: String
     public let device: String
+    /// What the linear layers computed in: "f32", or "bf16" (operands rounded to bf16, f32 sums).
+    public let compute: String
     public let plan: Plan?
     public let phases: [PhaseReport]
 
-    public init(device: String, plan: Plan?, phases: [PhaseReport]) {
+    public init(device: String, compute: String = "f32", plan: Plan?, phases: [PhaseReport]) {
         schema = "sluice.report/1"
         self.device = device
+        self.compute = compute
         self.plan = plan
         self.phases = phases
     }

@@ -60,7 +60,7 @@ public final class PipelineRegistry: Sendable {
 
     /// Resolves `model` (a folder or a Hugging Face repo id), selects `device` and loads; `transformer`
     /// is a single `.safetensors` file whose weights replace the folder's transformer (a finetune).
-    public func load(model: String, device: String, transformer: String? = nil) throws -> any TextToImagePipeline {
+    public func load(model: String, device: String, transformer: String? = nil, compute: DType = .f32) throws -> any TextToImagePipeline {
         var folder = try DiffusersFolder(path: try ModelLocator.resolve(model))
         if let transformer {
             guard FileManager.default.fileExists(atPath: transformer) else {
@@ -68,7 +68,7 @@ public final class PipelineRegistry: Sendable {
             }
             folder.singleFiles["transformer"] = transformer
         }
-        return try load(folder, device: try ComputeDevice.select(device))
+        return try load(folder, device: try ComputeDevice.select(device, compute: compute))
     }
 
     /// A table's components: with its family's formulas when the family is registered, else with the

@@ -175,6 +175,6 @@ public final class PipelineRun: @unchecked Sendable {
     }
 
     public var report: RunReport {
-        RunReport(device: memory?.name ?? "cpu", plan: plan, phases: phases)
+        RunReport(device: memory?.name ?? "cpu", compute: components.device.compute, plan: plan, phases: phases)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import Synchronization
 
 /// Everything the routes need: the engine once loaded (nil while loading), the queue, the gallery.
@@ -58,6 +59,8 @@ public struct ServeOptions: Sendable {
     public var device = "cpu"
     /// A single file replacing the model's transformer (`--transformer`).
     public var transformer: String?
+    /// What linear layers compute in (`--compute`).
+    public var compute: DType = .f32
     /// A live preview every this many denoising steps (0: none). On a GPU each preview reads the latents
     /// back and makes the host wait for the step; between previews the latents stay on the device.
     public var previewEvery = 1

@@ -147,10 +147,11 @@ extension Bench {
             abstract: "One full-size Z-Image block (4096 image + 512 caption tokens), Sluice vs diffusers/torch CPU, same weights.")
         @Option(help: "Rounds (each times Sluice, then torch in a fresh process).") var rounds = 3
         @Option(help: "Where the random weights and inputs are written (git-ignored).") var dir = "bench/out"
+        @Option(help: "f32 (both upcast), or bf16: Sluice's AVX512-BF16 linear layers against torch running the block in bf16.") var compute: DType = .f32
         @OptionGroup var output: BenchOutput
 
         func run() throws {
-            try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
+            try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir, compute: compute).run(progress: stderrLine))
         }
     }
 }

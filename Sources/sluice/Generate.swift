@@ -40,6 +40,7 @@ struct Generate: ParsableCommand {
             help: "Guidance scale (default: the model's). Z-Image: classifier-free guidance, run whenever it is > 0 (Turbo's default 0). FLUX.1-dev: the embedded (distilled) guidance, default 3.5; schnell ignores it.") var guidance: Float?
     @Option(parsing: .unconditional, help: "FLUX.1: real classifier-free guidance with --negative-prompt when > 1 (diffusers' true_cfg_scale; two transformer calls a step). Default 1: off.") var trueCfgScale: Float = 1
     @Option(parsing: .unconditional, help: "Text encoder length (diffusers' max_sequence_length): FLUX.1's T5 is padded to it and attends the padding, so it changes the image (default: dev 512, schnell 256); Z-Image's prompt cut-off (default 512).") var maxSequenceLength: Int?
+    @Option(help: "What linear layers compute in: f32 (default; the image matches diffusers' f32 output) or bf16 (CPU with AVX512-BF16: operands rounded to bf16, sums in f32, as torch's bf16 matmul — faster, slightly different image).") var compute: DType = .f32
     @Option(help: "A single .safetensors file whose weights replace the model's transformer (FLUX.1 finetunes such as majicflus, in Black Forest Labs' or diffusers' key layout, bf16 or fp8); the folder gives the config and everything else.") var transformer: String?
     @Option(parsing: .unconditional, help: "Images to make, with seeds seed, seed+1, … (written as NAME-1.png, NAME-2.png, …).") var count = 1
     @OptionGroup var memory: MemoryFlags
@@ -61,7 +62,7 @@ struct Generate: ParsableCommand {
         let seed = self.seed < 0 ? UInt64.random(in: 0...UInt64(UInt32.max)) : UInt64(self.seed)
         let started = Date()
         try withFlags {
-            let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer)
+            let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer, compute: compute)
             if let note = pipe.device.note { stderrLine(note) }
             stderrLine("computing on \(pipe.device.description)")
             let loaded = Date().timeIntervalSince(started)

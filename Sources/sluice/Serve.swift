@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceBackends
+import SluiceCore
 import SluiceMemory
 import SluicePipelines
 import SluiceServer
@@ -14,6 +15,7 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Port (1…65535).") var port = 7860
     @Option(help: "Compute device: cpu, vulkan or vulkan:N (as `sluice generate --device`).") var device = "cpu"
     @Option(help: "A single .safetensors file replacing the model's transformer (as `sluice generate --transformer`).") var transformer: String?
+    @Option(help: "What linear layers compute in: f32 or bf16 (as `sluice generate --compute`).") var compute: DType = .f32
     @OptionGroup var memory: MemoryFlags
     @Option(parsing: .unconditional, help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
     @Option(help: "Gallery folder (default: $XDG_DATA_HOME/sluice/gallery or ~/.local/share/sluice/gallery).") var gallery: String?
@@ -51,6 +53,7 @@ struct Serve: AsyncParsableCommand {
         o.galleryMaxBytes = galleryMaxBytes?.bytes ?? o.galleryMaxBytes
         o.device = device
         o.transformer = transformer
+        o.compute = compute
         o.previewEvery = previewEvery
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }
         if apiKey != nil { stderrLine("note: --api-key is visible to other users of this machine (ps); $SLUICE_API_KEY or --api-key-file are not") }

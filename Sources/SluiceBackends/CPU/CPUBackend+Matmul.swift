@@ -111,6 +111,9 @@ extension CPUBackend {
                                  found: "parts \(parts.map(\.shape)), weight \(weight.shape)")
         }
         guard weight.dtype.isFloatStorage else { throw .unsupportedDType(operation: "linear", dtype: weight.dtype.rawValue) }
+        if compute == .bf16, let out = try linearBF16(parts.count == 1 ? first : concat(parts, dim: first.shape.rank - 1), weight: weight, bias: bias) {
+            return out
+        }
         let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
         var biasF32: Tensor?
         if let bias {

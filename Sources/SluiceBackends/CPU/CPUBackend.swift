@@ -6,6 +6,9 @@ import SluiceCore
 public struct CPUBackend: Backend {
     public let path: KernelPath
     public let threads: Int
+    /// What linear layers compute in: f32, or bf16 (AVX512-BF16; operands rounded to bf16 at the GEMM's
+    /// input, sums in f32, as torch's bf16 matmul). Attention, convolutions and norms stay f32.
+    public let compute: DType
     /// Counts the activations this backend allocates: every op's output, live until it is dropped
     /// (what a device backend would hold in device memory too).
     public let allocations: AllocationCounter
@@ -15,11 +18,16 @@ public struct CPUBackend: Backend {
     public let scratchAllocations: AllocationCounter
     let scratch: ScratchPool
 
-    public var name: String { "cpu(\(path.rawValue), \(threads) threads)" }
+    public var name: String { "cpu(\(path.rawValue), \(threads) threads\(compute == .f32 ? "" : ", \(compute.rawValue) compute"))" }
 
     /// `threads` defaults to every core; `path` to `SLUICE_KERNELS` or the best the CPU supports.
     public init(path: KernelPath? = nil, threads: Int? = nil, allocations: AllocationCounter = AllocationCounter(),
-                scratchAllocations: AllocationCounter = AllocationCounter()) throws(SluiceError) {
+                scratchAllocations: AllocationCounter = AllocationCounter(), compute: DType = .f32) throws(SluiceError) {
+        guard compute == .f32 || compute == .bf16 else { throw .invalidParameter(.compute, reason: "\(compute.rawValue): must be f32 or bf16") }
+        if compute == .bf16 && !KernelPath.hasAVX512BF16 {
+            throw .invalidParameter(.compute, reason: "bf16 needs a CPU with AVX512-BF16 (Zen 4 and later, Cooper Lake and Sapphire Rapids Xeons); this one has none — use f32")
+        }
+        self.compute = compute
         let chosen: KernelPath
         if let path { chosen = path } else { chosen = try KernelPath.fromEnvironment() }
         guard KernelPath.supported.contains(chosen) else {
