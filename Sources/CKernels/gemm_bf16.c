@@ -37,14 +37,42 @@ static void pack_b(const void *B, int btype, int64_t ldb, int transB, int64_t k0
             }
 }
 
-// A(m0 + 0..<MR, k0 + 0..<kc) (f32) → kc/2 groups of MR pairs; rows past mvalid are zero.
-static void pack_a(const float *A, int64_t lda, int64_t m0, int64_t mvalid, int64_t k0, int64_t kc, int64_t K, uint16_t *dst) {
-    for (int64_t p = 0; p < kc; p += 2)
-        for (int64_t i = 0; i < BF_MR; i++)
-            for (int64_t q = 0; q < 2; q++) {
-                int64_t k = k0 + p + q;
-                dst[(p / 2) * BF_MR * 2 + i * 2 + q] = i < mvalid && k < K ? sk_f32_to_bf16(A[(m0 + i) * lda + k]) : 0;
+// 16 floats → 16 bf16 as sk_f32_to_bf16 rounds them (nearest even; every NaN 0xFFFF), in 16-bit lanes
+// of the low half of a 32-bit-lane vector.
+SK_BF16 static inline __m512i round16_bf16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0xffff));
+}
+
+// A(m0 + 0..<MR, k0 + 0..<kc) (f32) → kc/2 groups of MR pairs; rows past mvalid are zero. Each row's
+// pairs are rounded 16 at a time (32 floats → 16 words of two bf16) and written at their places.
+SK_BF16 static void pack_a(const float *A, int64_t lda, int64_t m0, int64_t mvalid, int64_t k0, int64_t kc, int64_t K,
+                           uint16_t *dst) {
+    uint32_t *d32 = (uint32_t *)dst;
+    int64_t pairs = (kc + 1) / 2;
+    for (int64_t i = 0; i < BF_MR; i++) {
+        const float *row = A + (m0 + i) * lda + k0;
+        int64_t p = 0;
+        if (i < mvalid) {
+            for (; 2 * p + 32 <= kc && k0 + 2 * p + 32 <= K; p += 16) {
+                __m512i lo = round16_bf16(_mm512_loadu_ps(row + 2 * p)), hi = round16_bf16(_mm512_loadu_ps(row + 2 * p + 16));
+                // lanes: lo = k 0..15, hi = k 16..31 (each a bf16 in a 32-bit lane) → 16 pairs (k even | k odd << 16)
+                __m512i even = _mm512_permutex2var_epi32(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi);
+                __m512i odd = _mm512_permutex2var_epi32(lo, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), hi);
+                uint32_t w[16];
+                _mm512_storeu_si512((void *)w, _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
+                for (int q = 0; q < 16; q++) d32[(p + q) * BF_MR + i] = w[q];
             }
+        }
+        for (; p < pairs; p++) {
+            int64_t k = k0 + 2 * p;
+            uint32_t lo = i < mvalid && k < K ? sk_f32_to_bf16(row[2 * p]) : 0;
+            uint32_t hi = i < mvalid && k + 1 < K && 2 * p + 1 < kc ? sk_f32_to_bf16(row[2 * p + 1]) : 0;
+            d32[p * BF_MR + i] = lo | (hi << 16);
+        }
+    }
 }
 
 SK_BF16 static void ukernel(int64_t pairs, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc, int64_t rows,
