@@ -21,8 +21,8 @@ extension CPUBackend {
             biasF32 = try f32(bias)
         }
         let X = try f32(x), W = weight.contiguous(), out = output(Shape(Array(x.shape.dims.dropLast()) + [n]))
-        // B packed once into the kernel's pair layout (threads share the slivers), then row bands of 240
-        // (the kernel's A block), one workspace per band.
+        // B packed once into the kernel's pair layout (threads share the slivers), then row bands, one
+        // workspace per band.
         let packedBytes = sk_gemm_bf16_packed_b_bytes(Int64(k), Int64(n))
         let packed = UnsafeMutableRawPointer.allocate(byteCount: packedBytes, alignment: 64)
         defer { packed.deallocate() }
@@ -33,7 +33,8 @@ extension CPUBackend {
             let (_, wp, _, _, pk) = p.value
             sk_gemm_bf16_pack_b(wp, dtype, Int64(k), 1, Int64(k), Int64(n), Int64(c * chunk), Int64(min(slivers, (c + 1) * chunk)), pk)
         }
-        let band = 240, bands = (rows + band - 1) / band
+        // Row bands in multiples of the micro-tile's 12 rows, four per thread so a busier core takes fewer.
+        let band = max(12, ((rows + 4 * threads - 1) / (4 * threads) + 11) / 12 * 12), bands = (rows + band - 1) / band
         parallel(chunks: bands) { b, _ in
             let (xp, _, op, bp, pk) = p.value
             let ws = UnsafeMutableRawPointer.allocate(byteCount: wsBytes, alignment: 64)
