@@ -78,6 +78,24 @@ public struct ModelTable: Codable, Sendable {
         Double(w.width * w.height) / Double(referenceWidth * referenceHeight)
     }
 
+    /// The component `name`, with the config a family decodes it by; an error names the table and what
+    /// it lacks.
+    public func configuredComponent(_ name: String) throws(SluiceError) -> Component {
+        guard let c = components.first(where: { $0.name == name }) else {
+            throw .invalidArgument(name: "table \(model)", reason: "has no '\(name)' component")
+        }
+        guard c.config != nil else { throw .invalidArgument(name: "table \(model): \(name)", reason: "has no config") }
+        return c
+    }
+
+    /// The table's own FLOPs of each of `components`, by name (a family's description uses them in place
+    /// of its rows-based estimate).
+    public func flops(of components: [Component]) -> [String: @Sendable (Workload) -> [Double]] {
+        var out: [String: @Sendable (Workload) -> [Double]] = [:]
+        for c in components { out[c.name] = { self.flops(c, $0) } }
+        return out
+    }
+
     /// A component's groups for the planner (a table's bytes follow the requested storage type).
     public func groups(_ c: Component) -> [GroupDescription] {
         c.groups.map { GroupDescription(name: $0.name, parameters: $0.parameters) }

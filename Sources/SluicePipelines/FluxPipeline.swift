@@ -30,7 +30,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     public let clip: CLIPTextEncoder
     public let t5: T5Encoder
     public let transformer: FluxTransformer
-    public let vae: VAEDecoder
+    public var vae: VAEDecoder { vaeComponent.decoder }
     public let schedulerConfig: FlowMatchEulerScheduler.Config
     public let device: ComputeDevice
     /// The transformer's weights came from this single file (BFL or diffusers layout), not the folder.
@@ -39,7 +39,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     let clipRunner: ComponentRunner
     let t5Runner: ComponentRunner
     let transformerRunner: ComponentRunner
-    let vaeRunner: ComponentRunner
+    var vaeRunner: ComponentRunner { vaeComponent.runner }
     let vaeComponent: VAEComponent
     public let components: PipelineComponents
 
@@ -100,18 +100,16 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
         clock.lap("transformer")
         vaeComponent = try VAEComponent(folder)
-        vae = vaeComponent.decoder
-        vaeRunner = vaeComponent.runner
-        guard config.inChannels == 4 * vae.config.latentChannels, config.out == config.inChannels else {
+        guard config.inChannels == 4 * vaeComponent.decoder.config.latentChannels, config.out == config.inChannels else {
             throw SluiceError.invalidArgument(name: folder.path + "/transformer/config.json",
-                reason: "in_channels \(config.inChannels) must be 4 × the VAE's latent_channels \(vae.config.latentChannels) (2×2 packed latents)")
+                reason: "in_channels \(config.inChannels) must be 4 × the VAE's latent_channels \(vaeComponent.decoder.config.latentChannels) (2×2 packed latents)")
         }
         guard config.jointAttentionDim == t5.config.dModel, config.pooledProjectionDim == clip.config.hiddenSize else {
             throw SluiceError.invalidArgument(name: folder.path + "/transformer/config.json",
                 reason: "joint_attention_dim \(config.jointAttentionDim) / pooled_projection_dim \(config.pooledProjectionDim) must equal T5's d_model \(t5.config.dModel) / CLIP's hidden_size \(clip.config.hiddenSize)")
         }
         clock.lap("vae")
-        components = PipelineComponents([clipRunner, t5Runner, transformerRunner, vaeRunner], device: device)
+        components = PipelineComponents([clipRunner, t5Runner, transformerRunner, vaeComponent.runner], device: device)
         loadSeconds = clock.laps
     }
 
@@ -163,16 +161,9 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     /// A table of a real FLUX.1 model (`sluice plan --table flux1-dev`), with the formulas a loaded
     /// model is planned with and the table's own group sizes and FLOPs.
     public static func describe(table: ModelTable) throws(SluiceError) -> [ComponentDescription] {
-        func component(_ name: String) throws(SluiceError) -> ModelTable.Component {
-            guard let c = table.components.first(where: { $0.name == name }), c.config != nil else {
-                throw .invalidArgument(name: "table \(table.model)", reason: "has no '\(name)' component with a config")
-            }
-            return c
-        }
-        let c = try component("text_encoder"), t = try component("text_encoder_2"), tr = try component("transformer"), v = try component("vae")
-        let flops: [String: @Sendable (Workload) -> [Double]] = [
-            c.name: { table.flops(c, $0) }, t.name: { table.flops(t, $0) }, tr.name: { table.flops(tr, $0) }, v.name: { table.flops(v, $0) },
-        ]
+        let c = try table.configuredComponent("text_encoder"), t = try table.configuredComponent("text_encoder_2")
+        let tr = try table.configuredComponent("transformer"), v = try table.configuredComponent("vae")
+        let flops = table.flops(of: [c, t, tr, v])
         let config = try tr.config!.decode(FluxConfig.self, what: "table \(table.model): transformer config")
         return describe(clip: (try c.config!.decode(CLIPTextConfig.self, what: "table \(table.model): text_encoder config"), table.groups(c)),
                         t5: (try t.config!.decode(T5Config.self, what: "table \(table.model): text_encoder_2 config"), table.groups(t)),
@@ -269,35 +260,29 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
         let scheduler = try FlowMatchEulerScheduler(config: schedulerConfig, baseSigmas: steps,
                                                     mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
         let tr = transformer
-        try run.phase(.denoise) { () throws in
-            let t0 = Date()
-            var pacer = StepPacer(device: device)
-            func report(_ step: Int, _ latents: Tensor) {
-                afterStep(step, latents)
-                progress(run.withDevice(GenerationProgress(phase: .denoise, step: step + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
+        // Each step also unpacks its latents for progress and previews; the last of them is what the VAE decodes.
+        var unpacked: Tensor?
+        let timesteps = scheduler.timesteps
+        try run.denoise(steps: r.steps, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { i in
+            // diffusers passes t/1000 (f32); the model multiplies it back.
+            let timestep = timesteps[i], x = latents
+            func velocity(_ text: (pooled: Tensor, hidden: Tensor)) throws -> Tensor {
+                let state = FluxTransformer.State(latents: x, rows: lh / 2, columns: lw / 2, t: timestep / 1000, guidance: r.guidance,
+                                                  context: text.hidden, pooled: text.pooled)
+                return try transformerRunner.run(state) { g, w, s in try tr.run(group: g, w, s, be) }.output!
             }
-            for (i, timestep) in scheduler.timesteps.enumerated() {
-                if isCancelled() { throw SluiceError.cancelled(stage: "before step \(i + 1) of \(r.steps)") }
-                // diffusers passes t/1000 (f32); the model multiplies it back.
-                let x = latents
-                func velocity(_ text: (pooled: Tensor, hidden: Tensor)) throws -> Tensor {
-                    let state = FluxTransformer.State(latents: x, rows: lh / 2, columns: lw / 2, t: timestep / 1000, guidance: r.guidance,
-                                                      context: text.hidden, pooled: text.pooled)
-                    return try transformerRunner.run(state) { g, w, s in try tr.run(group: g, w, s, be) }.output!
-                }
-                var pred = try velocity(positive)
-                if let negative {
-                    // neg + scale · (pos − neg), as diffusers combines them.
-                    let neg = try velocity(negative)
-                    pred = try be.axpy(neg, be.sub(pred, neg), scale: r.trueCFGScale)
-                }
-                latents = try scheduler.step(i, velocity: pred, latents: latents, on: be)
-                try pacer.recorded(step: i, latents: unpack(latents, height: lh, width: lw, be), report: report)
+            var pred = try velocity(positive)
+            if let negative {
+                // neg + scale · (pos − neg), as diffusers combines them.
+                let neg = try velocity(negative)
+                pred = try be.axpy(neg, be.sub(pred, neg), scale: r.trueCFGScale)
             }
-            try pacer.finish(report: report)
+            latents = try scheduler.step(i, velocity: pred, latents: latents, on: be)
+            unpacked = try unpack(latents, height: lh, width: lw, be)
+            return unpacked!
         }
 
-        let final = try unpack(latents, height: lh, width: lw, be)
+        let final = try unpacked ?? unpack(latents, height: lh, width: lw, be)
         let image = try vaeComponent.decode(final, run: run, on: be, progress: progress)
         return GenerationResult(image: image, latents: final, report: run.complete())
     }

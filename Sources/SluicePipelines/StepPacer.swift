@@ -1,3 +1,4 @@
+import Foundation
 import SluiceBackends
 import SluiceCore
 
@@ -25,5 +26,27 @@ struct StepPacer {
         pending = nil
         try device.wait(for: p.mark)
         try report(p.step, p.latents)
+    }
+}
+
+extension PipelineRun {
+    /// The denoise phase every family runs: `steps` steps, a cancelled job stopping between two (its
+    /// memory goes with `end()`), each step's latents — what `step(i)` returns — reported to
+    /// `afterStep` and `progress` as the device finishes that step.
+    func denoise(steps: Int, progress: (GenerationProgress) -> Void, afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool,
+                 step: (Int) throws -> Tensor) throws {
+        try phase(.denoise) { () throws in
+            let t0 = Date()
+            var pacer = StepPacer(device: components.device)
+            func report(_ i: Int, _ latents: Tensor) {
+                afterStep(i, latents)
+                progress(withDevice(GenerationProgress(phase: .denoise, step: i + 1, total: steps, elapsed: Date().timeIntervalSince(t0))))
+            }
+            for i in 0..<steps {
+                if isCancelled() { throw SluiceError.cancelled(stage: "before step \(i + 1) of \(steps)") }
+                try pacer.recorded(step: i, latents: step(i), report: report)
+            }
+            try pacer.finish(report: report)
+        }
     }
 }

@@ -24,13 +24,13 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public let tokenizer: QwenTokenizer
     public let encoder: Qwen3Encoder
     public let transformer: ZImageTransformer
-    public let vae: VAEDecoder
+    public var vae: VAEDecoder { vaeComponent.decoder }
     public let schedulerConfig: FlowMatchEulerScheduler.Config
     public let device: ComputeDevice
     public private(set) var loadSeconds: [(component: String, seconds: Double)] = []
     let textRunner: ComponentRunner
     let transformerRunner: ComponentRunner
-    let vaeRunner: ComponentRunner
+    var vaeRunner: ComponentRunner { vaeComponent.runner }
     let vaeComponent: VAEComponent
     /// The components in phase order (their runners, the device).
     public let components: PipelineComponents
@@ -68,10 +68,8 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
         clock.lap("transformer")
         vaeComponent = try VAEComponent(folder)
-        vae = vaeComponent.decoder
-        vaeRunner = vaeComponent.runner
         clock.lap("vae")
-        components = PipelineComponents([textRunner, transformerRunner, vaeRunner], device: device)
+        components = PipelineComponents([textRunner, transformerRunner, vaeComponent.runner], device: device)
         loadSeconds = clock.laps
     }
 
@@ -111,17 +109,9 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     /// A table of a real Z-Image model (`sluice plan --table z-image-turbo`), described with the
     /// formulas a loaded model is planned with; the table's finer groups and FLOPs.
     public static func describe(table: ModelTable) throws(SluiceError) -> [ComponentDescription] {
-        func component(_ name: String) throws(SluiceError) -> ModelTable.Component {
-            guard let c = table.components.first(where: { $0.name == name }) else {
-                throw .invalidArgument(name: "table \(table.model)", reason: "has no '\(name)' component")
-            }
-            guard c.config != nil else { throw .invalidArgument(name: "table \(table.model): \(name)", reason: "has no config") }
-            return c
-        }
-        let text = try component("text_encoder"), tr = try component("transformer"), v = try component("vae")
-        let flops: [String: @Sendable (Workload) -> [Double]] = [
-            text.name: { table.flops(text, $0) }, tr.name: { table.flops(tr, $0) }, v.name: { table.flops(v, $0) },
-        ]
+        let text = try table.configuredComponent("text_encoder"), tr = try table.configuredComponent("transformer")
+        let v = try table.configuredComponent("vae")
+        let flops = table.flops(of: [text, tr, v])
         return describe(text: (try text.config!.decode(Qwen3Config.self, what: "table \(table.model): text_encoder config"), table.groups(text)),
                         transformer: (try tr.config!.decode(ZImageConfig.self, what: "table \(table.model): transformer config"), table.groups(tr)),
                         vae: (VAEDecoder(config: try v.config!.decode(AutoencoderKLConfig.self, what: "table \(table.model): vae config")), table.groups(v)),
@@ -194,33 +184,23 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
             baseSigmas: FlowMatchEulerScheduler.linspace(1, 1 / Float(r.steps), r.steps),
             mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
         let tr = transformer, be = device.backend
-        try run.phase(.denoise) { () throws in
-            let t0 = Date()
-            var pacer = StepPacer(device: device)
-            func report(_ step: Int, _ latents: Tensor) {
-                afterStep(step, latents)
-                progress(run.withDevice(GenerationProgress(phase: .denoise, step: step + 1, total: r.steps, elapsed: Date().timeIntervalSince(t0))))
-            }
-            for (i, timestep) in scheduler.timesteps.enumerated() {
-                // Between steps is where a cancelled job stops (its memory goes with `run.end()`).
-                if isCancelled() { throw SluiceError.cancelled(stage: "before step \(i + 1) of \(r.steps)") }
-                let t = (1000 - timestep) / 1000
-                let x = try latents.reshaped([tr.config.inChannels, 1, lh, lw])
-                func velocity(_ caption: Tensor) throws -> Tensor {
-                    let s = try transformerRunner.run(ZImageTransformer.State(latents: x, t: t, caption: caption)) { g, w, s in
-                        try tr.run(group: g, w, s, be)
-                    }
-                    return s.output!
+        let timesteps = scheduler.timesteps
+        try run.denoise(steps: r.steps, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { i in
+            let t = (1000 - timesteps[i]) / 1000
+            let x = try latents.reshaped([tr.config.inChannels, 1, lh, lw])
+            func velocity(_ caption: Tensor) throws -> Tensor {
+                let s = try transformerRunner.run(ZImageTransformer.State(latents: x, t: t, caption: caption)) { g, w, s in
+                    try tr.run(group: g, w, s, be)
                 }
-                // The CFG combine and the Euler step run on the backend: on a device the latents stay
-                // there from step to step, and the host reads them only for a preview and at the end.
-                var pred = try velocity(positive)
-                if let negative { pred = try be.axpy(pred, be.sub(pred, velocity(negative)), scale: r.guidance) }
-                // diffusers negates the transformer's output to get the flow velocity.
-                latents = try scheduler.step(i, velocity: pred.reshaped(latents.shape), latents: latents, velocityScale: -1, on: be)
-                try pacer.recorded(step: i, latents: latents, report: report)
+                return s.output!
             }
-            try pacer.finish(report: report)
+            // The CFG combine and the Euler step run on the backend: on a device the latents stay
+            // there from step to step, and the host reads them only for a preview and at the end.
+            var pred = try velocity(positive)
+            if let negative { pred = try be.axpy(pred, be.sub(pred, velocity(negative)), scale: r.guidance) }
+            // diffusers negates the transformer's output to get the flow velocity.
+            latents = try scheduler.step(i, velocity: pred.reshaped(latents.shape), latents: latents, velocityScale: -1, on: be)
+            return latents
         }
 
         let image = try vaeComponent.decode(latents, run: run, on: be, progress: progress)
