@@ -4,55 +4,7 @@
 // SluiceBackends splits the columns across threads.
 #include "ckernels.h"
 #include "simd.h"
-
-typedef struct {
-    int mr, w, nv;      // micro-tile: mr rows x (nv * w) columns
-    int64_t kc, mc, nc; // cache blocking
-} sk_gemm_shape;
-
-// Sizes: an A block (mc x kc) fits L2, a B sliver (kc x nr) fits L1, a B panel (kc x nc) sits in L3.
-// nc is a multiple of every nr, and large, so A is packed once per (kc, mc) block for most widths.
-// The scalar and AVX2 sizes were chosen by interleaved runs against OpenBLAS on Zen 3
-// (bench/README.md); the AVX-512 ones are set at first use (tune_shapes).
-static sk_gemm_shape shapes[3] = {
-    [SK_ISA_SCALAR] = {4, 4, 2, 256, 128, 1024},
-    [SK_ISA_AVX2] = {6, 8, 2, 512, 72, 4096},
-    [SK_ISA_AVX512] = {12, 16, 2, 384, 144, 4096},
-};
-
-#include <pthread.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-static pthread_once_t shapes_once = PTHREAD_ONCE_INIT;
-
-static int64_t env_int(const char *name, int64_t fallback) {
-    const char *v = getenv(name);
-    long long x = v ? atoll(v) : 0;
-    return x > 0 ? (int64_t)x : fallback;
-}
-
-// AVX-512 blocking. kc = 512: each C tile is read and written once per 512 steps of k (measured on
-// Zen 5, 2048² f32 against OpenBLAS in the same runs: kc 256 → 0.84×, 384 → 0.90×, 512–1024 → 0.94×,
-// flat in mc), its B sliver streaming from L2. mc from the L2 this CPU reports (sysconf): the A block
-// (mc x kc) in half of it, a multiple of the micro-tile's 12 rows. SLUICE_GEMM_KC / SLUICE_GEMM_MC
-// override both (tuning runs).
-static void tune_shapes(void) {
-    sk_gemm_shape *s = &shapes[SK_ISA_AVX512];
-    s->kc = 512;
-    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    if (l2 >= 262144) {
-        int64_t mc = l2 / 2 / (s->kc * 4) / s->mr * s->mr;
-        s->mc = mc < 48 ? 48 : mc > 960 ? 960 : mc;
-    }
-    s->kc = env_int("SLUICE_GEMM_KC", s->kc);
-    s->mc = (env_int("SLUICE_GEMM_MC", s->mc) + s->mr - 1) / s->mr * s->mr;
-}
-
-static inline const sk_gemm_shape *shape_for(int isa) {
-    pthread_once(&shapes_once, tune_shapes);
-    return &shapes[isa];
-}
+#include "gemm_shapes.h"
 
 // ---- micro-kernels ----
 #define UK_NAME ukernel_scalar
@@ -136,12 +88,15 @@ static const ukernel_fn ukernels[3] = {ukernel_scalar, ukernel_avx2, ukernel_avx
 
 static int clamp_isa(int isa) { return isa < 0 ? 0 : isa > SK_ISA_AVX512 ? SK_ISA_AVX512 : isa; }
 
-int sk_gemm_nr(int isa) { return shape_for(clamp_isa(isa))->nv * shape_for(clamp_isa(isa))->w; }
+int sk_gemm_nr(int isa) {
+    const sk_gemm_shape *s = sk_gemm_shape_for(clamp_isa(isa));
+    return s->nv * s->w;
+}
 
 size_t sk_gemm_workspace_floats(int isa) { return sk_gemm_workspace_floats_for(isa, INT64_MAX); }
 
 size_t sk_gemm_workspace_floats_for(int isa, int64_t columns) {
-    const sk_gemm_shape *s = shape_for(clamp_isa(isa));
+    const sk_gemm_shape *s = sk_gemm_shape_for(clamp_isa(isa));
     int64_t nr = s->nv * s->w;
     int64_t panel = columns < s->nc ? (columns + nr - 1) / nr * nr : s->nc;
     // packed A block + packed B panel (no wider than the columns asked for) + alignment slack
@@ -298,7 +253,7 @@ void sk_gemm(int isa, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
              const void *A, int atype, int64_t lda, const void *B, int btype, int64_t ldb, int transB,
              float *C, int64_t ldc, const float *bias, int accumulate, float *workspace) {
     isa = clamp_isa(isa);
-    const sk_gemm_shape *s = shape_for(isa);
+    const sk_gemm_shape *s = sk_gemm_shape_for(isa);
     const ukernel_fn kernel = ukernels[isa];
     const int nr = s->nv * s->w;
     if (m1 <= m0 || n1 <= n0) return;
@@ -359,14 +314,14 @@ void sk_gemm_team_init(void *team, int size, float *panel) {
 }
 
 size_t sk_gemm_team_panel_floats(int isa, int64_t columns) {
-    const sk_gemm_shape *s = shape_for(clamp_isa(isa));
+    const sk_gemm_shape *s = sk_gemm_shape_for(clamp_isa(isa));
     int64_t nr = s->nv * s->w;
     int64_t panel = columns < s->nc ? (columns + nr - 1) / nr * nr : s->nc;
     return (size_t)(s->kc * panel + 16);
 }
 
 size_t sk_gemm_team_private_floats(int isa) {
-    const sk_gemm_shape *s = shape_for(clamp_isa(isa));
+    const sk_gemm_shape *s = sk_gemm_shape_for(clamp_isa(isa));
     return (size_t)(s->mc * s->kc + 16);
 }
 
@@ -390,7 +345,7 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
                   float *C, int64_t ldc, const float *bias, int accumulate, float *private_ws) {
     sk_team *t = team;
     isa = clamp_isa(isa);
-    const sk_gemm_shape *s = shape_for(isa);
+    const sk_gemm_shape *s = sk_gemm_shape_for(isa);
     const ukernel_fn kernel = ukernels[isa];
     const int mr = s->mr, nr = s->nv * s->w;
     float *packA = (float *)(((uintptr_t)private_ws + 63) & ~(uintptr_t)63), *packB = t->panel;
@@ -432,14 +387,14 @@ void sk_gemm_team(void *team, int rank, int isa, int64_t m0, int64_t m1, int64_t
 
 // ---- B packed once, used by many GEMMs (attention reuses a key/value tile across query blocks) ----
 size_t sk_gemm_packed_b_floats(int isa, int64_t K, int64_t N) {
-    const sk_gemm_shape *s = shape_for(clamp_isa(isa));
+    const sk_gemm_shape *s = sk_gemm_shape_for(clamp_isa(isa));
     int64_t nr = s->nv * s->w;
     return (size_t)(K * ((N + nr - 1) / nr * nr) + 16);
 }
 
 void sk_gemm_pack_b(int isa, const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, float *dst) {
     isa = clamp_isa(isa);
-    const sk_gemm_shape *s = shape_for(isa);
+    const sk_gemm_shape *s = sk_gemm_shape_for(isa);
     int64_t nr = s->nv * s->w, ncp = (N + nr - 1) / nr * nr;
     for (int64_t pc = 0; pc < K; pc += s->kc) {
         int64_t kc = K - pc < s->kc ? K - pc : s->kc;
@@ -450,7 +405,7 @@ void sk_gemm_pack_b(int isa, const void *B, int btype, int64_t ldb, int transB, 
 void sk_gemm_prepacked(int isa, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *packedB,
                        float *C, int64_t ldc, int accumulate, float *workspace) {
     isa = clamp_isa(isa);
-    const sk_gemm_shape *s = shape_for(isa);
+    const sk_gemm_shape *s = sk_gemm_shape_for(isa);
     const ukernel_fn kernel = ukernels[isa];
     const int nr = s->nv * s->w;
     int64_t ncp = (N + nr - 1) / nr * nr;
@@ -467,6 +422,6 @@ void sk_gemm_prepacked(int isa, int64_t M, int64_t N, int64_t K, const float *A,
 }
 
 size_t sk_gemm_prepacked_workspace_floats(int isa) {
-    const sk_gemm_shape *s = shape_for(clamp_isa(isa));
+    const sk_gemm_shape *s = sk_gemm_shape_for(clamp_isa(isa));
     return (size_t)(s->mc * s->kc + 16);
 }

@@ -115,11 +115,7 @@ extension CPUBackend {
             return out
         }
         let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
-        var biasF32: Tensor?
-        if let bias {
-            guard bias.shape.count == outFeatures else { throw .shapeMismatch(operation: "linear bias", expected: "[\(outFeatures)]", found: "\(bias.shape)") }
-            biasF32 = try f32(bias)
-        }
+        let biasF32 = try linearBias(bias, outFeatures)
         let W = weight.contiguous(), rows = first.count / max(widths[0], 1)
         let out = output(Shape(Array(first.shape.dims.dropLast()) + [outFeatures]))
         var column = 0
@@ -131,5 +127,12 @@ extension CPUBackend {
             column += widths[i]
         }
         return out
+    }
+
+    /// A linear layer's bias as contiguous f32, checked against the layer's output width.
+    func linearBias(_ bias: Tensor?, _ outFeatures: Int) throws(SluiceError) -> Tensor? {
+        guard let bias else { return nil }
+        guard bias.shape.count == outFeatures else { throw .shapeMismatch(operation: "linear bias", expected: "[\(outFeatures)]", found: "\(bias.shape)") }
+        return try f32(bias)
     }
 }
