@@ -12,6 +12,38 @@ struct BlockComparison {
     let script: String
     let referencePath: String
 
+    /// The reference around one diffusers block: `imports` brings its class; `build` makes `blk` from the
+    /// weights `w` and its inputs from `inp` (both safetensors dicts); `call` is one forward and `output`
+    /// the tensor of its result `y` to compare. torch gets one warm-up call, then one timed.
+    init(rounds: Int, threads: Int, weights: String, inputs: String, referencePath: String,
+         imports: String, build: String, call: String, output: String) {
+        self.rounds = rounds
+        self.threads = threads
+        self.referencePath = referencePath
+        script = """
+        import json, time
+        try:
+            import torch
+            \(imports)
+            from safetensors.torch import load_file, save_file
+        except ImportError as e:
+            print(json.dumps({"unavailable": str(e)})); raise SystemExit
+        torch.set_num_threads(\(threads))
+        w = load_file("\(weights)")
+        inp = load_file("\(inputs)")
+        \(build)
+        def call():
+            with torch.no_grad():
+                return \(call)
+        y = call()
+        ts = []
+        for _ in range(1):
+            s = time.perf_counter(); y = call(); ts.append(time.perf_counter() - s)
+        save_file({"y": (\(output)).float().contiguous()}, "\(referencePath)")
+        print(json.dumps({"seconds": ts, "info": "torch " + torch.__version__ + ", " + str(torch.get_num_threads()) + " threads"}))
+        """
+    }
+
     struct Samples {
         var mine: [Double] = []
         var theirs: [Double] = []

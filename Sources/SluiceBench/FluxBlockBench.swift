@@ -99,32 +99,16 @@ public struct FluxBlockBench {
         let make = kind == .double
             ? "FluxTransformerBlock(\(d), \(Self.config.numAttentionHeads), \(Self.config.headDim))"
             : "FluxSingleTransformerBlock(\(d), \(Self.config.numAttentionHeads), \(Self.config.headDim))"
-        let script = """
-        import json, time
-        try:
-            import torch
-            from diffusers.models.transformers.transformer_flux import FluxTransformerBlock, FluxSingleTransformerBlock
-            from safetensors.torch import load_file, save_file
-        except ImportError as e:
-            print(json.dumps({"unavailable": str(e)})); raise SystemExit
-        torch.set_num_threads(\(threads))
-        w = load_file("\(weightsPath)")
-        inp = load_file("\(inputsPath)")
-        blk = \(make).eval()
-        blk.load_state_dict({k[len("block."):]: v.float() for k, v in w.items()})
-        rope = (inp["cos"].repeat_interleave(2, dim=1), inp["sin"].repeat_interleave(2, dim=1))
-        img, txt, temb = inp["img"][None], inp["txt"][None], inp["temb"]
-        def call():
-            with torch.no_grad():
-                return blk(hidden_states=img, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
-        y = call()
-        ts = []
-        for _ in range(1):
-            s = time.perf_counter(); y = call(); ts.append(time.perf_counter() - s)
-        save_file({"y": y[1][0].contiguous()}, "\(outPath)")
-        print(json.dumps({"seconds": ts, "info": "torch " + torch.__version__ + ", " + str(torch.get_num_threads()) + " threads"}))
-        """
-        let comparison = BlockComparison(rounds: rounds, threads: threads, script: script, referencePath: outPath)
+        let comparison = BlockComparison(
+            rounds: rounds, threads: threads, weights: weightsPath, inputs: inputsPath, referencePath: outPath,
+            imports: "from diffusers.models.transformers.transformer_flux import FluxTransformerBlock, FluxSingleTransformerBlock",
+            build: """
+            blk = \(make).eval()
+            blk.load_state_dict({k[len("block."):]: v.float() for k, v in w.items()})
+            rope = (inp["cos"].repeat_interleave(2, dim=1), inp["sin"].repeat_interleave(2, dim=1))
+            img, txt, temb = inp["img"][None], inp["txt"][None], inp["temb"]
+            """,
+            call: "blk(hidden_states=img, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)", output: "y[1][0]")
         let samples = try comparison.run(ours, progress: progress)
         var result: [String: Any] = [
             "benchmark": "block", "family": "flux", "kind": kind.rawValue, "simulated": false, "threads": threads,

@@ -50,32 +50,16 @@ public struct ZImageBlockBench {
         func ours() throws { out = try DiskTierBench.block(0, x: x, t: t, rope: rope, w: weights, on: be) }
         try ours()  // warm-up
 
-        let script = """
-        import json, time, sys
-        try:
-            import torch
-            from diffusers.models.transformers.transformer_z_image import ZImageTransformerBlock
-            from safetensors.torch import load_file, save_file
-        except ImportError as e:
-            print(json.dumps({"unavailable": str(e)})); raise SystemExit
-        torch.set_num_threads(\(threads))
-        w = load_file("\(weightsPath)")
-        inp = load_file("\(inputsPath)")
-        blk = ZImageTransformerBlock(0, \(d), \(DiskTierBench.heads), \(DiskTierBench.heads), 1e-5, True, modulation=True).eval()
-        blk.load_state_dict({k[len("layers.0."):]: v.float() for k, v in w.items()})
-        blk = blk.to(torch.\(torchType))
-        x = inp["x"][None].to(torch.\(torchType)); t = inp["t"].to(torch.\(torchType)); f = torch.complex(inp["cos"], inp["sin"])[None]
-        def call():
-            with torch.no_grad():
-                return blk(x, None, f, t)
-        y = call()
-        ts = []
-        for _ in range(1):
-            s = time.perf_counter(); y = call(); ts.append(time.perf_counter() - s)
-        save_file({"y": y[0].float().contiguous()}, "\(outPath)")
-        print(json.dumps({"seconds": ts, "info": "torch " + torch.__version__ + ", " + str(torch.get_num_threads()) + " threads"}))
-        """
-        let comparison = BlockComparison(rounds: rounds, threads: threads, script: script, referencePath: outPath)
+        let comparison = BlockComparison(
+            rounds: rounds, threads: threads, weights: weightsPath, inputs: inputsPath, referencePath: outPath,
+            imports: "from diffusers.models.transformers.transformer_z_image import ZImageTransformerBlock",
+            build: """
+            blk = ZImageTransformerBlock(0, \(d), \(DiskTierBench.heads), \(DiskTierBench.heads), 1e-5, True, modulation=True).eval()
+            blk.load_state_dict({k[len("layers.0."):]: v.float() for k, v in w.items()})
+            blk = blk.to(torch.\(torchType))
+            x = inp["x"][None].to(torch.\(torchType)); t = inp["t"].to(torch.\(torchType)); f = torch.complex(inp["cos"], inp["sin"])[None]
+            """,
+            call: "blk(x, None, f, t)", output: "y[0]")
         let samples = try comparison.run(ours, progress: progress)
         var result: [String: Any] = [
             "benchmark": "zimage-block", "simulated": false, "threads": threads, "tokens": L,

@@ -70,7 +70,7 @@ struct PlanCommand: ParsableCommand {
             if json { print(try prettyJSON(plan)); return }
             print(title)
             for line in plan.lines { print("  " + line) }
-            for line in Self.modelledTimes(plan, timing.descriptions, timing.request) { print("  " + line) }
+            if let timing { for line in Self.modelledTimes(plan, timing.descriptions, timing.request) { print("  " + line) } }
         }
     }
 
@@ -93,7 +93,7 @@ struct PlanCommand: ParsableCommand {
     }
 
     /// Exactly what `generate` would plan: the same pipeline, the same planner, the same request.
-    func planModel() throws -> (String, Plan?, Timing) {
+    func planModel() throws -> (String, Plan?, Timing?) {
         let pipe = try PipelineRegistry.shared.load(model: model!, device: device, transformer: transformer)
         if let note = pipe.device.note { stderrLine(note) }
         let memory = MemoryOptions(deviceBudget: options.vramLimit?.bytes, hostBudget: options.ramLimit?.bytes, profile: try options.deviceProfile())
@@ -101,21 +101,20 @@ struct PlanCommand: ParsableCommand {
         r.maxSequenceLength = maxSequenceLength
         let plan = try pipe.plan(r, memory: memory)
         let budget = plan.map { ", device budget \(formatBytes($0.deviceBudget))" } ?? ""
-        // The modelled clock needs a budget: without one there is no plan to time.
-        let request = try pipe.components.planRequest(r.workload, memory: memory) ?? options.request()
-        let descriptions = plan == nil ? [] : try pipe.componentDescriptions(r)
-        return ("\(pipe.family) \(model!) at \(r.width)×\(r.height) on \(pipe.device.description), weights as stored\(budget)", plan,
-                (descriptions, request))
+        // Without a budget there is no plan to time (and no request the planner was given).
+        let request = pipe.components.planRequest(r.workload, memory: memory)
+        let timing = try request.map { (descriptions: try pipe.componentDescriptions(r), request: $0) }
+        return ("\(pipe.family) \(model!) at \(r.width)×\(r.height) on \(pipe.device.description), weights as stored\(budget)", plan, timing)
     }
 
-    func planTable() throws -> (String, Plan?, Timing) {
+    func planTable() throws -> (String, Plan?, Timing?) {
         let t = try ModelTable.resolve(table!)
-        let r = try options.request()
+        let r = try options.request(), descriptions = try PipelineRegistry.shared.describe(t)
         let plan: Plan
-        do { plan = try PipelinePlanner.plan(try PipelineRegistry.shared.describe(t), r, allowOneByOne: true) } catch let e as PlanError {
-            throw CommandError(message: "--vram-limit: \(e)")
+        do { plan = try PipelinePlanner.plan(descriptions, r, allowOneByOne: true) } catch {
+            throw CommandError(message: "--vram-limit: \(error)")
         }
         return ("\(t.model) at \(r.width)×\(r.height), \(r.storage.rawValue) weights, device budget \(formatBytes(plan.deviceBudget))", plan,
-                (try PipelineRegistry.shared.describe(t), r))
+                (descriptions, r))
     }
 }

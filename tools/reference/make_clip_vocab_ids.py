@@ -13,23 +13,15 @@ import importlib.util
 import json
 import os
 import random
+import sys
 import tempfile
 
 from transformers import CLIPTokenizer
 
+sys.path.insert(0, os.path.dirname(__file__))
+from make_flux_tokenizers import bytes_to_unicode  # noqa: E402  (CLIP's byte → character table)
+
 BPE = os.path.join(importlib.util.find_spec("open_clip").submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
-
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
 
 
 def load(folder):
