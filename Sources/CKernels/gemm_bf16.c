@@ -129,6 +129,22 @@ static inline int64_t packed_offset(int64_t pc, int64_t jr, int64_t N) {
     return ((pc / BF_KC) * slivers + jr / BF_NR) * (BF_KC / 2) * BF_NR * 2;
 }
 
+// A full sliver of B stored f32 along n (rows of k contiguous: the convolution's im2col columns):
+// rows k and k+1 are rounded 16 columns at a time and interleaved into pairs (k | k+1 << 16).
+SK_BF16 static void pack_b_rows_f32(const float *B, int64_t ldb, int64_t k0, int64_t kc, int64_t K, int64_t n0,
+                                    uint16_t *dst) {
+    uint32_t *d32 = (uint32_t *)dst;
+    for (int64_t p = 0; p < kc; p += 2) {
+        const float *even = B + (k0 + p) * ldb + n0, *odd = even + ldb;
+        int has_odd = p + 1 < kc && k0 + p + 1 < K;
+        for (int64_t j = 0; j < BF_NR; j += 16) {
+            __m512i lo = round16_bf16(_mm512_loadu_ps(even + j));
+            __m512i hi = has_odd ? round16_bf16(_mm512_loadu_ps(odd + j)) : _mm512_setzero_si512();
+            _mm512_storeu_si512((void *)(d32 + (p / 2) * BF_NR + j), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
 void sk_gemm_bf16_pack_b(const void *B, int btype, int64_t ldb, int transB, int64_t K, int64_t N, int64_t s0, int64_t s1,
                          void *dst) {
     uint16_t *packed = (uint16_t *)(((uintptr_t)dst + 63) & ~(uintptr_t)63);
@@ -144,6 +160,8 @@ void sk_gemm_bf16_pack_b(const void *B, int btype, int64_t ldb, int transB, int6
                     uint32_t *col = (uint32_t *)d + j;
                     for (int64_t p = 0; p < kc / 2; p++) col[p * BF_NR] = src[p];
                 }
+            } else if (!transB && btype == SK_DT_F32 && cols == BF_NR && (sk_cpu_features() & SK_FEATURE_AVX512BF16)) {
+                pack_b_rows_f32((const float *)B, ldb, pc, kc, K, jr, d);
             } else {
                 pack_b(B, btype, ldb, transB, pc, kc, K, jr, cols, d);
             }

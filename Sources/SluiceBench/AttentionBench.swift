@@ -36,16 +36,19 @@ public struct AttentionBench {
 }
 
 /// `sluice bench conv2d`: Sluice's conv2d against torch's on CPU, same shapes, same run.
+/// With `compute: .bf16`, Sluice convolves on VDPBF16PS and torch runs conv2d on bf16 tensors.
 public struct Conv2dBench {
-    public var channels: Int, outChannels: Int, size: Int, kernel: Int, threads: Int, dtype: DType, rounds: Int, repeats: Int
+    public var channels: Int, outChannels: Int, size: Int, kernel: Int, threads: Int, dtype: DType, compute: DType, rounds: Int, repeats: Int
 
-    public init(channels: Int, outChannels: Int, size: Int, kernel: Int, threads: Int, dtype: DType, rounds: Int = 3, repeats: Int = 2) {
+    public init(channels: Int, outChannels: Int, size: Int, kernel: Int, threads: Int, dtype: DType, compute: DType = .f32,
+                rounds: Int = 3, repeats: Int = 2) {
         self.channels = channels; self.outChannels = outChannels; self.size = size; self.kernel = kernel
-        self.threads = threads; self.dtype = dtype; self.rounds = rounds; self.repeats = repeats
+        self.threads = threads; self.dtype = dtype; self.compute = compute; self.rounds = rounds; self.repeats = repeats
     }
 
     public func run(progress: (String) -> Void = { _ in }) throws -> [String: Any] {
-        let backend = try CPUBackend(threads: threads)
+        let backend = try CPUBackend(threads: threads, compute: compute)
+        let torchType = compute == .bf16 ? "bfloat16" : "float32"
         var rng = BenchRandom(seed: 3)
         let x = Tensor(rng.floats(channels * size * size), shape: [1, channels, size, size])
         let w = try Tensor(rng.floats(outChannels * channels * kernel * kernel), shape: [outChannels, channels, kernel, kernel]).converted(to: dtype)
@@ -56,15 +59,16 @@ public struct Conv2dBench {
             referenceSetup: """
             torch.set_num_threads(\(threads))
             g = torch.Generator().manual_seed(3)
-            x = torch.randn(1, \(channels), \(size), \(size), generator=g)
-            w = torch.randn(\(outChannels), \(channels), \(kernel), \(kernel), generator=g)
-            def info(): return "torch " + torch.__version__ + " conv2d, f32, " + str(torch.get_num_threads()) + " threads"
+            x = torch.randn(1, \(channels), \(size), \(size), generator=g).to(torch.\(torchType))
+            w = torch.randn(\(outChannels), \(channels), \(kernel), \(kernel), generator=g).to(torch.\(torchType))
+            def info(): return "torch " + torch.__version__ + " conv2d, \(torchType), " + str(torch.get_num_threads()) + " threads"
             """,
             referenceCall: "torch.nn.functional.conv2d(x, w, padding=\(pad))", referenceModule: "torch")
         var result = try bench.run(ours: { _ = try backend.conv2d(x, weight: w, bias: nil, stride: 1, padding: pad, groups: 1) }, progress: progress)
         result["shape"] = ["in_channels": channels, "out_channels": outChannels, "size": size, "kernel": kernel]
         result["dtype"] = dtype.rawValue
-        result["sluice_kernel"] = backend.path.rawValue
+        result["compute_dtype"] = compute.rawValue
+        result["sluice_kernel"] = compute == .bf16 ? "avx512bf16" : backend.path.rawValue
         return result
     }
 }

@@ -82,6 +82,7 @@ extension Bench {
         @Option(help: "Spatial size (H = W).") var size = 128
         @Option(help: "Kernel size.") var kernel = 3
         @Option(help: "Weight storage dtype.") var dtype: DType = .f32
+        @Option(help: "Compute type: f32, or bf16 (AVX512-BF16, against torch's conv2d on bf16 tensors).") var compute: DType = .f32
         @Option(help: "Rounds.") var rounds = 3
         @OptionGroup var output: BenchOutput
 
@@ -93,7 +94,7 @@ extension Bench {
 
         func run() throws {
             let bench = Conv2dBench(channels: channels, outChannels: outChannels ?? channels, size: size, kernel: kernel,
-                                    threads: output.threadCount, dtype: dtype, rounds: rounds)
+                                    threads: output.threadCount, dtype: dtype, compute: compute, rounds: rounds)
             try output.finish(try bench.run(progress: stderrLine))
         }
     }

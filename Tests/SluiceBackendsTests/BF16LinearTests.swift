@@ -39,6 +39,28 @@ struct BF16LinearTests {
         }
     }
 
+    /// Convolutions with bf16 compute: the f32 convolution of the operands rounded to bf16 (products of
+    /// bf16 values are exact in f32, so only the order of f32 sums differs: 1e-5 · (1 + |out|) holds
+    /// for these K ≤ 90 sums of terms ≤ 4). Covers im2col (3×3, padded, strided, grouped, odd K) and
+    /// the direct 1×1 path, pixels past a 32-column sliver, and channel counts past the 12-row tile.
+    @Test(arguments: [(3, 26, 3, 1, 1, 1), (10, 16, 3, 2, 1, 2), (6, 40, 1, 1, 0, 1), (4, 14, 3, 1, 0, 1)])
+    func convolutionIsTheF32ConvolutionOfRoundedOperands(cin: Int, cout: Int, kernel: Int, stride: Int, padding: Int, groups: Int) throws {
+        var rng = SystemRandomNumberGenerator()
+        func random(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -2...2, using: &rng) } }
+        let x = Tensor(random(2 * cin * 11 * 13), shape: [2, cin, 11, 13])
+        let w = try Tensor(random(cout * cin / groups * kernel * kernel), shape: [cout, cin / groups, kernel, kernel]).converted(to: .bf16)
+        let bias = Tensor(random(cout), shape: [cout])
+        let got = try CPUBackend(threads: 2, compute: .bf16).conv2d(x, weight: w, bias: bias, stride: stride, padding: padding, groups: groups).toFloats()
+        let xr = try x.converted(to: .bf16).converted(to: .f32)
+        let want = try CPUBackend(threads: 2).conv2d(xr, weight: w, bias: bias, stride: stride, padding: padding, groups: groups).toFloats()
+        let unrounded = try CPUBackend(threads: 2).conv2d(x, weight: w, bias: bias, stride: stride, padding: padding, groups: groups).toFloats()
+        #expect(got.count == want.count)
+        var worst = 0.0
+        for (g, r) in zip(got, want) { worst = max(worst, abs(Double(g) - Double(r)) / (1 + abs(Double(r)))) }
+        #expect(worst <= 1e-5, "worst scaled error \(worst)")
+        #expect(got != unrounded, "the activations were not rounded to bf16")
+    }
+
     /// Rounding to bf16 shows: the result is not the f32 linear's.
     @Test func differsFromTheF32Linear() throws {
         let x = Tensor((0..<64).map { Float($0) * 0.0123 + 0.001 }, shape: [2, 32]), w = Tensor((0..<96).map { Float($0) * -0.0071 + 0.3 }, shape: [3, 32])

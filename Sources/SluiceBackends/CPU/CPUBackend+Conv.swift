@@ -27,7 +27,10 @@ extension CPUBackend {
         if let bias, bias.count != cout {
             throw .shapeMismatch(operation: "conv2d bias", expected: "[\(cout)]", found: "\(bias.shape)")
         }
-        let X = try f32(x), W = weight.contiguous()
+        // With bf16 compute the products run on VDPBF16PS like the linears': the weights (widened to
+        // f32 once, then rounded to bf16 as packed) are A, each band's columns are rounded as packed.
+        let bf16 = compute == .bf16 && KernelPath.hasAVX512BF16
+        let X = try f32(x), W = bf16 ? try f32(weight) : weight.contiguous()
         let B = try bias.map { (b: Tensor) throws(SluiceError) in try f32(b) }
         let out = output([n, cout, oh, ow])
         let coutG = cout / groups, K = cpg * kh * kw, pixels = oh * ow
@@ -38,7 +41,9 @@ extension CPUBackend {
         let bands = (oh + bandRows - 1) / bandRows
         let jobs = n * groups * bands
         let bandPixels = bandRows * ow
-        let gemmFloats = Int(sk_gemm_workspace_floats_for(isa, Int64(bandPixels)))
+        let bf16Packed = (Int(sk_gemm_bf16_packed_b_bytes(Int64(K), Int64(bandPixels))) + 3) / 4
+        let gemmFloats = bf16 ? bf16Packed + 16 + (Int(sk_gemm_bf16_workspace_bytes()) + 3) / 4
+                              : Int(sk_gemm_workspace_floats_for(isa, Int64(bandPixels)))
         let perWorker = gemmFloats + 16 + (direct ? 0 : K * bandPixels)
         let isa = self.isa, code = W.dtype.kernelCode!, es = W.dtype.byteSize
         withWorkspace(floats: perWorker, count: min(threads, jobs)) { wsBase in
@@ -62,8 +67,14 @@ extension CPUBackend {
                 ldb = np
             }
             let c = op + (img * cout + g * coutG) * pixels + oy0 * ow
-            sk_gemm(isa, 0, Int64(coutG), 0, Int64(np), Int64(K), wp + g * coutG * K * es, code, Int64(K),
-                    col, Int32(SK_DT_F32), Int64(ldb), 0, c, Int64(pixels), nil, 0, scratch)
+            if bf16 {
+                sk_gemm_bf16_pack_b(col, Int32(SK_DT_F32), Int64(ldb), 0, Int64(K), Int64(np), 0, Int64((np + 31) / 32), scratch)
+                _ = sk_gemm_bf16(0, Int64(coutG), Int64(np), Int64(K), (wp + g * coutG * K * es).assumingMemoryBound(to: Float.self),
+                                 Int64(K), scratch, c, Int64(pixels), nil, scratch + bf16Packed + 16)
+            } else {
+                sk_gemm(isa, 0, Int64(coutG), 0, Int64(np), Int64(K), wp + g * coutG * K * es, code, Int64(K),
+                        col, Int32(SK_DT_F32), Int64(ldb), 0, c, Int64(pixels), nil, 0, scratch)
+            }
             if let bp {
                 for oc in 0..<coutG {
                     let row = c + oc * pixels

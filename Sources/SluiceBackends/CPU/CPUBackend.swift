@@ -6,8 +6,8 @@ import SluiceCore
 public struct CPUBackend: Backend {
     public let path: KernelPath
     public let threads: Int
-    /// What linear layers compute in: f32, or bf16 (AVX512-BF16; operands rounded to bf16 at the GEMM's
-    /// input, sums in f32, as torch's bf16 matmul). Attention, convolutions and norms stay f32.
+    /// What linear layers and convolutions compute in: f32, or bf16 (AVX512-BF16; operands rounded to
+    /// bf16 at the GEMM's input, sums in f32, as torch's bf16 matmul). Attention and norms stay f32.
     public let compute: DType
     /// Counts the activations this backend allocates: every op's output, live until it is dropped
     /// (what a device backend would hold in device memory too).
