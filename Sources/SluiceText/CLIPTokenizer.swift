@@ -109,7 +109,11 @@ public struct CLIPTokenizer: Sendable {
         return ids + Array(repeating: padID, count: maxLength - ids.count)
     }
 
-    func contentIDs(_ text: String) throws(SluiceError) -> [Int] {
+    /// The id of `,</w>` (a comma ending a word), where AUTOMATIC1111's chunking prefers to break.
+    public var commaID: Int? { bpe.vocab[",</w>"] }
+
+    /// The text's tokens without the two specials (what `tokenizer(text, add_special_tokens=False)` gives).
+    public func contentIDs(_ text: String) throws(SluiceError) -> [Int] {
         var ids: [Int] = []
         for segment in try added.segments(text, normalize: Self.normalize) {
             switch segment {
