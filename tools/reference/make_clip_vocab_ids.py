@@ -49,7 +49,13 @@ def strings():
     punct = ["!", "?", "...", "—", "(", ")", "[", "]", "{", "}", "<", ">", "/", "\\", "\"", "'", "#", "@", "&", ",", ":"]
     fixed = ["", "a red fox", "<|startoftext|>a<|endoftext|>", "<|endoftext|><|endoftext|>", "   leading",
              "trailing   ", "x\n\n\ny", "!!?\n\nok", "a  b   c    d", "don't stop believin'",
-             "a photo of an astronaut riding a horse on mars, highly detailed, 8k, trending on artstation"]
+             "a photo of an astronaut riding a horse on mars, highly detailed, 8k, trending on artstation",
+             # AUTOMATIC1111's emphasis syntax and BREAK, as users type them (the tokenizer sees them raw in
+             # diffusers; Sluice's chunker tokenizes the fragments between the brackets).
+             "(masterpiece:1.2), ((best quality)), [blurry], (worst quality:0.8)", "\\(literal\\) [[x]]",
+             "a cat BREAK a hat", "(red fox: 1.5 ) in (snow:0.7)",
+             # A long prompt (past 77 tokens: the ids are not truncated here).
+             ", ".join(["a highly detailed photograph of a red fox in the snow at golden hour"] * 8)]
     rng = random.Random(0)
     pools = [words, words, other, emoji, spaces, digits, punct]
     out = list(fixed)
