@@ -63,20 +63,25 @@ public struct CLIPTextEncoder: Sendable {
     /// Whether `State.pooled` is computed: it needs every layer and the final norm, even when `hidden`
     /// is an earlier layer's (SDXL's second encoder wants both).
     public let pooling: Bool
+    /// CLIPTextModelWithProjection (SDXL's text_encoder_2): the pooled row goes through
+    /// `text_projection` (a linear without bias) — SDXL's `text_embeds`.
+    public let projectsPooled: Bool
 
     public init(config: CLIPTextConfig) {
         self.config = config
         skipLastLayers = 0
         pooling = true
+        projectsPooled = false
     }
 
-    public init(config: CLIPTextConfig, skipLastLayers: Int, pooling: Bool = true) throws(SluiceError) {
+    public init(config: CLIPTextConfig, skipLastLayers: Int, pooling: Bool = true, projectsPooled: Bool = false) throws(SluiceError) {
         guard skipLastLayers >= 0 && skipLastLayers < config.numHiddenLayers else {
             throw .invalidArgument(name: "skipLastLayers", reason: "\(skipLastLayers) is outside 0..<\(config.numHiddenLayers) (the encoder's layers)")
         }
         self.config = config
         self.skipLastLayers = skipLastLayers
         self.pooling = pooling
+        self.projectsPooled = projectsPooled && pooling
     }
 
     var runsFinalNorm: Bool { skipLastLayers == 0 || pooling }
@@ -95,7 +100,8 @@ public struct CLIPTextEncoder: Sendable {
             if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]) { return i < layersRun ? "layers.\(i)" : nil }
         }
         if key.hasPrefix("final_layer_norm.") { return runsFinalNorm ? "final" : nil }
-        return nil   // text_projection (CLIPTextModelWithProjection): not this model's
+        if key.hasPrefix("text_projection.") { return projectsPooled ? "final" : nil }   // CLIPTextModelWithProjection's
+        return nil
     }
 
     public struct State: @unchecked Sendable {
@@ -134,6 +140,7 @@ public struct CLIPTextEncoder: Sendable {
             if pooling {
                 let p = poolingPosition(ids: s.ids)
                 s.pooled = try b.contiguous(last.sliced(dim: 0, p..<(p + 1)))
+                if projectsPooled { s.pooled = try b.linear(s.pooled!, weight: w("text_projection.weight"), bias: nil) }
             }
             s.x = nil
             s.mask = nil
