@@ -6,6 +6,9 @@ import SluiceWeights
 import Testing
 
 /// One case of tools/reference/make_sampler_reference.py (the fixture's metadata lists them).
+/// How many f32 values lie between `a` and `b` (both of one sign).
+private func ulps(_ a: Float, _ b: Float) -> Int { abs(Int(a.bitPattern) - Int(b.bitPattern)) }
+
 private struct SamplerCase: Decodable {
     let name: String
     let config: String
@@ -85,10 +88,14 @@ private enum SamplerFixture {
         }
     }
 
-    /// Timesteps, sigmas and init_noise_sigma: bit for bit. diffusers computes them in f64 numpy from
-    /// torch's f32 training table and stores f32; ours follow the same arithmetic (torch's fused
-    /// linspace, double-accumulated cumprod, numpy's interp, arange and half-to-even rounding).
+    /// Timesteps bit for bit; sigmas and init_noise_sigma within one f32 ulp. diffusers computes them in
+    /// f64 numpy from torch's f32 training table and stores f32; ours follow the same arithmetic (torch's
+    /// fused linspace, double-accumulated cumprod, numpy's interp, arange and half-to-even rounding),
+    /// except that torch's f32 sqrt (MKL's vsSqrt) is not correctly rounded — about one value in six is
+    /// an ulp off, differently on other CPUs — and σ = √((1 − ᾱ)/ᾱ) passes through it. Timesteps, even
+    /// DPM++ Karras' (rounded from σ), do not move.
     @Test func schedulesEqualDiffusers() throws {
+        var sigmaCount = 0, sigmaExact = 0
         for c in SamplerFixture.cases {
             let s = try Sampler.parse(c.sampler).scheduler(config: SamplerFixture.config(c), steps: c.steps)
             let want = try SamplerFixture.floats("\(c.name)/timesteps")
@@ -96,13 +103,18 @@ private enum SamplerFixture {
             if SamplerFixture.file.info("\(c.name)/sigmas") != nil {
                 let want = try SamplerFixture.floats("\(c.name)/sigmas")
                 let got = s.sigmas ?? []
-                #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "\(c.name): sigmas \(got) ≠ \(want)")
+                #expect(got.count == want.count && zip(got, want).allSatisfy { ulps($0, $1) <= 1 }, "\(c.name): sigmas \(got) ≠ \(want)")
+                sigmaCount += want.count
+                sigmaExact += zip(got, want).filter { $0 == $1 }.count
             } else {
                 #expect(s.sigmas == nil, "\(c.name)")
             }
-            #expect(s.initNoiseSigma == (try SamplerFixture.floats("\(c.name)/init_noise_sigma"))[0], "\(c.name): init_noise_sigma")
+            let initSigma = try SamplerFixture.floats("\(c.name)/init_noise_sigma")[0]
+            #expect(ulps(s.initNoiseSigma, initSigma) <= 2, "\(c.name): init_noise_sigma \(s.initNoiseSigma) ≠ \(initSigma)")
             #expect(s.sampler.name == c.sampler)
         }
+        // The ulp differences are the exception: most sigmas are bit-identical.
+        #expect(sigmaExact * 4 > sigmaCount * 3, "\(sigmaExact) of \(sigmaCount) sigmas exact")
     }
 
     /// Image-to-image at strength 0.6: the start index and the timesteps from it, as
@@ -124,12 +136,13 @@ private enum SamplerFixture {
 }
 
 @Suite struct SamplerDenoisingTests {
-    /// Every run, every step, against diffusers' latents. Tolerance atol 2e-6 + rtol 2e-6, run end to
-    /// end (errors carry from step to step). Both sides compute each step in f32 one torch op at a
-    /// time, and Euler, Euler a and DDIM use only +, −, ×, ÷ and √ (correctly rounded on both): they
-    /// agree bit for bit. DPM-Solver also takes log and exp of f32 scalars (λ, e^{−h}); torch evaluates
-    /// those with MKL/Sleef, we with libm, which may differ in the last bit; that moves a step by a few
-    /// f32 ulps of the latents (|x| up to ~15 at σ_max).
+    /// Every run, every step, against diffusers' latents, end to end (errors carry from step to step):
+    /// |error| ≤ 2e-6 + 2e-6·|want|. Both sides do each step's tensor math in f32 one torch op at a time
+    /// (the same roundings: no fused multiply-adds, scalars first), so the whole difference is torch's
+    /// f32 sqrt, log and exp (MKL's, not correctly rounded; ours are libm's): σ and the scalars built
+    /// from it (√(σ² + 1), √ᾱ, DPM-Solver's λ = log α − log σ and e^{−h}) may be an ulp apart. Measured
+    /// on this fixture: with atol 1e-6 the largest relative error needed is 1.1e-6 (DPM++ 2M Karras, 25
+    /// steps, |x| up to ~15 at σ_max), 3.7e-7 for Euler, Euler a and DDIM — a few f32 ulps.
     @Test func denoisingRunsMatchDiffusersStepByStep() throws {
         var runs = 0
         for c in SamplerFixture.cases where c.run != nil {
@@ -153,7 +166,7 @@ private enum SamplerFixture {
         let same = try SamplerFixture.run(c)
         let other = try SamplerFixture.run(c, stepNoise: TorchGenerator(seed: c.seed + 1))
         #expect(compare(same.last!, want.last!, atol: 2e-6, rtol: 2e-6).ok)
-        #expect(other[0] == want[0])
+        #expect(compare(other[0], want[0], atol: 2e-6, rtol: 2e-6).ok)
         #expect(compare(other.last!, want.last!, atol: 0.05, rtol: 0).maxAbs > 0.1, "other step noise left the result unchanged")
         // Plain Euler from the same start is deterministic and differs from Euler a.
         let euler = SamplerCase(name: c.name, config: c.config, sampler: "Euler", overrides: c.overrides, steps: c.steps,
@@ -191,6 +204,14 @@ private enum SamplerFixture {
     }
 }
 
+/// The name and reason of the `invalidArgument` error `body` throws; nil if it throws none or another.
+private func invalidArgument(_ body: () throws -> Void) -> (name: String, reason: String)? {
+    do { try body() } catch let error as SluiceError {
+        if case let .invalidArgument(name, reason) = error { return (name, reason) }
+    } catch {}
+    return nil
+}
+
 @Suite struct SamplerNameAndConfigTests {
     @Test func namesParseWithAliases() throws {
         #expect(Sampler.allNames == ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM"])
@@ -207,12 +228,8 @@ private enum SamplerFixture {
         for bad in ["", "euler b", "dpm++ 3m", "karras", "PNDM"] {
             #expect(Sampler(name: bad) == nil, "\(bad)")
         }
-        do {
-            _ = try Sampler.parse("LMS")
-            Issue.record("an unknown sampler parsed")
-        } catch let SluiceError.invalidArgument(name, reason) {
-            #expect(name == "sampler" && reason.contains("LMS") && reason.contains("Euler a"), "\(reason)")
-        }
+        let e = invalidArgument { _ = try Sampler.parse("LMS") }
+        #expect(e?.name == "sampler" && e?.reason.contains("LMS") == true && e?.reason.contains("Euler a") == true, "\(String(describing: e))")
     }
 
     /// The real configs decode; the SD1.5 one has no timestep_spacing, so each class takes its own default.
@@ -277,20 +294,12 @@ private enum SamplerFixture {
         ]
         for (json, sampler, key) in cases {
             let config = try DiscreteScheduleConfig.decode(Data(json.utf8))
-            do {
-                _ = try sampler.scheduler(config: config, steps: 5)
-                Issue.record("\(sampler) accepted \(json)")
-            } catch let SluiceError.invalidArgument(name, reason) {
-                #expect(name == "scheduler/scheduler_config.json: \(key)", "\(json): named \(name) (\(reason))")
-            }
+            let e = invalidArgument { _ = try sampler.scheduler(config: config, steps: 5) }
+            #expect(e?.name == "scheduler/scheduler_config.json: \(key)", "\(sampler) \(json): \(String(describing: e))")
         }
         // A value of the wrong kind fails to decode, naming the file and the key.
-        do {
-            _ = try DiscreteScheduleConfig.decode(Data(#"{"beta_start": "small"}"#.utf8))
-            Issue.record("a string beta_start decoded")
-        } catch let SluiceError.invalidArgument(name, reason) {
-            #expect(name == "scheduler/scheduler_config.json" && reason.contains("beta_start"), "\(reason)")
-        }
+        let e = invalidArgument { _ = try DiscreteScheduleConfig.decode(Data(#"{"beta_start": "small"}"#.utf8)) }
+        #expect(e?.name == "scheduler/scheduler_config.json" && e?.reason.contains("beta_start") == true, "\(String(describing: e))")
         // Keys only other classes read are ignored: Euler a takes no interpolation or Karras options,
         // Euler no DPM-Solver ones.
         let foreign = try DiscreteScheduleConfig.decode(Data(#"{"interpolation_type": "log_linear", "solver_type": "rk4", "thresholding": true, "final_sigmas_type": "x"}"#.utf8))
