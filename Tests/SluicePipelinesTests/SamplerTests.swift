@@ -54,8 +54,7 @@ private enum SamplerFixture {
             var imageGenerator = TorchGenerator(seed: 7)
             x = try s.addNoise(imageGenerator.randn(shape), noise: g.randn(shape), stepIndex: start)
         } else {
-            let sigma = s.initNoiseSigma
-            x = Tensor(try g.randn(shape).toFloats().map { $0 * sigma }, shape: shape)
+            x = try s.initialLatents(shape, generator: &g)
         }
         if let stepNoise { g = stepNoise }
         var out = [try x.toFloats()]

@@ -4,7 +4,7 @@ import SluiceCore
 ///
 ///     var s = try Sampler.eulerAncestral.scheduler(config: config, steps: 25)
 ///     var g = TorchGenerator(seed: seed)
-///     var x = try scale(g.randn(shape), by: s.initNoiseSigma)
+///     var x = try s.initialLatents([1, 4, h / 8, w / 8], generator: &g)
 ///     for i in 0..<s.steps {
 ///         let eps = unet(s.scaleModelInput(x, stepIndex: i), timestep: s.timesteps[i])
 ///         x = try s.step(eps, stepIndex: i, sample: x, generator: &g)
@@ -50,8 +50,37 @@ extension DiscreteScheduler {
         return max(steps - initTimestep, 0) * order
     }
 
+    /// Text-to-image's starting latents, as diffusers' `prepare_latents`: torch.randn(shape,
+    /// generator) · init_noise_sigma (in f32). The same generator then goes to every `step`.
+    public func initialLatents(_ shape: Shape, generator: inout TorchGenerator) throws(SluiceError) -> Tensor {
+        let sigma = initNoiseSigma
+        return Tensor(try generator.randn(shape).toFloats().map { $0 * sigma }, shape: shape)
+    }
+
     /// The timesteps image-to-image runs through at `strength`.
     public func timesteps(forStrength strength: Double) throws(SluiceError) -> ArraySlice<Float> {
         timesteps[try startIndex(strength: strength)...]
+    }
+}
+
+/// f32 element-wise loops over host latents. Each step's tensor math is written one torch op at a time
+/// (every intermediate rounded to f32, scalars computed first as torch's 0-d tensors are), so it
+/// follows diffusers' f32 results to the last bit or close to it.
+enum HostLatents {
+    static func floats(_ t: Tensor, like reference: Tensor, _ what: String) throws(SluiceError) -> [Float] {
+        guard t.shape == reference.shape else {
+            throw .shapeMismatch(operation: what, expected: "\(reference.shape)", found: "\(t.shape)")
+        }
+        return try t.toFloats()
+    }
+
+    static func tensor(_ values: [Float], like reference: Tensor) -> Tensor {
+        Tensor(values, shape: reference.shape)
+    }
+
+    static func checkIndex(_ i: Int, steps: Int) throws(SluiceError) {
+        guard (0..<steps).contains(i) else {
+            throw .invalidArgument(name: "stepIndex", reason: "\(i) is outside 0..<\(steps)")
+        }
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import SluiceCore
 
 /// The pieces the σ-parameterised schedulers (Euler, Euler a, DPM-Solver) share: training timesteps
 /// for a step count, σ at a fractional timestep, Karras' σ ramp and its inverse. All in f64, as
@@ -43,27 +42,5 @@ enum SigmaSchedule {
         let lo = logSigmas[low], hi = logSigmas[low + 1]
         let w = min(max((Double(lo) - logSigma) / Double(lo - hi), 0), 1)
         return (1 - w) * Double(low) + w * Double(low + 1)
-    }
-}
-
-/// f32 element-wise loops over host latents. Each step's tensor math is written one torch op at a time
-/// (every intermediate rounded to f32, scalars computed first as torch's 0-d tensors are), so it
-/// follows diffusers' f32 results to the last bit or close to it.
-enum HostLatents {
-    static func floats(_ t: Tensor, like reference: Tensor, _ what: String) throws(SluiceError) -> [Float] {
-        guard t.shape == reference.shape else {
-            throw .shapeMismatch(operation: what, expected: "\(reference.shape)", found: "\(t.shape)")
-        }
-        return try t.toFloats()
-    }
-
-    static func tensor(_ values: [Float], like reference: Tensor) -> Tensor {
-        Tensor(values, shape: reference.shape)
-    }
-
-    static func checkIndex(_ i: Int, steps: Int) throws(SluiceError) {
-        guard (0..<steps).contains(i) else {
-            throw .invalidArgument(name: "stepIndex", reason: "\(i) is outside 0..<\(steps)")
-        }
     }
 }
