@@ -1,0 +1,213 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+import SluiceModels
+import SluiceTestSupport
+import SluiceWeights
+import Testing
+
+/// Stable Diffusion's UNet against diffusers 0.42.1 (tools/reference/make_unet_reference.py): the tiny
+/// SD1.5 and SDXL UNets of tools/reference/make_sd_tiny.py (widths 16/24/32, 2 layers per block, bf16
+/// weights; SD1.5 with conv projections, SDXL with linear ones, per-level heads, two transformer
+/// layers at the deepest level and the text_time embedding) called directly on an 8×12 sample
+/// (every level: 8×12 → 4×6 → 2×3), t = 637, 7 context tokens.
+@Suite struct UNetTests {
+    static func folder(_ variant: String) -> String { Fixtures.directory + "/models/\(variant)-tiny/unet" }
+
+    static func configJSON(_ variant: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: folder(variant) + "/config.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
+    static func load(_ variant: String) throws -> (UNet2DCondition, Checkpoint) {
+        let config = try JSONDecoder().decode(UNetConfig.self, from: Data(contentsOf: URL(fileURLWithPath: folder(variant) + "/config.json")))
+        return (UNet2DCondition(config: config), try Checkpoint(path: folder(variant) + "/diffusion_pytorch_model.safetensors"))
+    }
+
+    static func weights(_ ckpt: Checkpoint) -> ModuleWeights { ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) } }
+
+    static func state(_ variant: String) throws -> UNet2DCondition.State {
+        let ref = try Fixtures.file("unet_reference.safetensors")
+        let xl = variant == "sdxl"
+        return UNet2DCondition.State(sample: try ref.tensor("sample"), timestep: try ref.tensor("timestep").toFloats()[0],
+                                     context: try ref.tensor("\(variant)_context"),
+                                     textEmbeds: xl ? try ref.tensor("sdxl_text_embeds") : nil, timeIds: xl ? try ref.tensor("sdxl_time_ids") : nil)
+    }
+
+    /// Tolerance 1e-4 abs + 1e-4 rel (outputs up to ~2, the mid block's up to ~10): f32 against torch's
+    /// f64 through ~35 convolutions, 24 group norms and 8–11 transformer blocks, whose sums torch orders
+    /// differently; the sinusoid of t = 637 is computed in f32 on both sides (as torch does), but its
+    /// exp may round one ulp apart, which alone moves an argument by ~6e-5.
+    @Test(arguments: ["sd15", "sdxl"])
+    func tinyUNetMatchesDiffusers(variant: String) throws {
+        try Self.check(variant, on: try CPUBackend(), atol: 1e-4, rtol: 1e-4)
+    }
+
+    /// The same on a Vulkan device (lavapipe in CI), against the same reference: every op of the UNet
+    /// (convolutions with stride 2, group and layer norms, exact GELU, upsampling, concatenation) as a
+    /// kernel. 2e-4 + 2e-4: the device's sums are ordered unlike the CPU's and torch's, and its exp/erf
+    /// are not the CPU's.
+    @Test(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0, "no Vulkan device"),
+          arguments: ["sd15", "sdxl"])
+    func vulkanUNetMatchesDiffusers(variant: String) throws {
+        try Self.check(variant, on: try ComputeDevice.select("vulkan").backend, atol: 2e-4, rtol: 2e-4)
+    }
+
+    static func check(_ variant: String, on backend: any Backend, atol: Float, rtol: Float) throws {
+        let (model, ckpt) = try load(variant)
+        let ref = try Fixtures.file("unet_reference.safetensors")
+        var s = try state(variant)
+        // Group by group to mid_block, to check the bottom of the U on its own (the down path).
+        let mid = model.groupNames.firstIndex(of: "mid_block")!
+        for i in 0...mid { s = try model.run(group: i, weights(ckpt), s, backend) }
+        let m = compare(try s.hidden!.toFloats(), try ref.tensor("\(variant)_mid").toFloats(), atol: atol * 10, rtol: rtol)
+        #expect(m.ok, "mid_block: \(m)")
+        let out = try model.forward(try state(variant), weights(ckpt), backend)
+        #expect(out.shape == [1, 4, 8, 12])
+        let c = compare(try out.toFloats(), try ref.tensor("\(variant)_out").toFloats(), atol: atol, rtol: rtol)
+        #expect(c.ok, "\(c)")
+    }
+
+    /// Run group by group, each group seeing only its own tensors (as a streamed group does): the same
+    /// output as `forward`, bit for bit; and a group asking for another group's tensor would fail here.
+    @Test(arguments: ["sd15", "sdxl"])
+    func groupByGroupEqualsForward(variant: String) throws {
+        let (model, ckpt) = try Self.load(variant)
+        let backend = try CPUBackend()
+        var s = try Self.state(variant)
+        for (i, name) in model.groupNames.enumerated() {
+            let w = ModuleWeights { k throws(SluiceError) in
+                guard model.group(of: k) == name else { throw .missingTensor(key: k, file: "group \(name)") }
+                return try ckpt.tensor(k)
+            }
+            s = try model.run(group: i, w, s, backend)
+        }
+        let whole = try model.forward(try Self.state(variant), Self.weights(ckpt), backend)
+        #expect(try s.output!.toFloats() == whole.toFloats())
+    }
+
+    /// Every tensor of the checkpoint belongs to a group, and every group has tensors; keys this
+    /// architecture does not have belong to none.
+    @Test func groupsCoverTheCheckpoint() throws {
+        for variant in ["sd15", "sdxl"] {
+            let (model, ckpt) = try Self.load(variant)
+            let unmapped = ckpt.names.filter { model.group(of: $0) == nil }
+            #expect(unmapped.isEmpty, "\(variant): \(unmapped.prefix(5))")
+            #expect(Set(ckpt.names.compactMap(model.group(of:))) == Set(model.groupNames), "\(variant)")
+            #expect(model.groupNames.count == 1 + 3 * 2 + 1 + 3 * 3 + 1)
+        }
+        let (sd15, _) = try Self.load("sd15"), (sdxl, _) = try Self.load("sdxl")
+        #expect(sd15.group(of: "down_blocks.1.downsamplers.0.conv.weight") == "down_blocks.1.1")
+        #expect(sd15.group(of: "up_blocks.1.upsamplers.0.conv.bias") == "up_blocks.1.2")
+        #expect(sd15.group(of: "up_blocks.2.attentions.1.transformer_blocks.0.attn2.to_k.weight") == "up_blocks.2.1")
+        #expect(sdxl.group(of: "up_blocks.0.attentions.2.transformer_blocks.1.ff.net.2.weight") == "up_blocks.0.2")
+        #expect(sdxl.group(of: "add_embedding.linear_2.bias") == "embedders")
+        for key in ["add_embedding.linear_1.weight",                                // no text_time in SD1.5
+                    "down_blocks.2.attentions.0.norm.weight",                      // DownBlock2D
+                    "down_blocks.2.downsamplers.0.conv.weight",                    // the deepest level
+                    "up_blocks.2.upsamplers.0.conv.weight",                        // the final up block
+                    "down_blocks.0.resnets.2.conv1.weight", "up_blocks.1.resnets.3.conv1.weight",
+                    "down_blocks.3.resnets.0.conv1.weight", "mid_block.resnets.2.conv1.weight",
+                    "mid_block.attentions.1.norm.weight",
+                    "down_blocks.0.attentions.0.transformer_blocks.1.norm1.weight", // one layer per block
+                    "class_embedding.linear_1.weight", "conv_in", "foo.weight"] {
+            #expect(sd15.group(of: key) == nil, "\(key)")
+        }
+        #expect(sdxl.group(of: "down_blocks.0.attentions.0.norm.weight") == nil)
+        #expect(sdxl.group(of: "mid_block.attentions.0.transformer_blocks.1.norm1.weight") == "mid_block")
+        #expect(sdxl.group(of: "mid_block.attentions.0.transformer_blocks.2.norm1.weight") == nil)
+    }
+
+    /// The estimate covers what the CPU backend actually allocates in one call, without being loose by
+    /// more than 4×.
+    @Test(arguments: ["sd15", "sdxl"])
+    func activationEstimateCoversTheMeasuredPeak(variant: String) throws {
+        let (model, ckpt) = try Self.load(variant)
+        let counter = AllocationCounter()
+        let backend = try CPUBackend(allocations: counter)
+        let before = counter.currentBytes
+        _ = try model.forward(try Self.state(variant), Self.weights(ckpt), backend)
+        let measured = counter.peakBytes - before
+        let estimate = UNet2DCondition.activationBytes(config: model.config, height: 8, width: 12)
+        #expect(measured > 0 && measured <= estimate && estimate <= 4 * measured, "measured \(measured), estimate \(estimate)")
+    }
+
+    static func decodeError(_ json: [String: Any]) -> String? {
+        do {
+            _ = try JSONDecoder().decode(UNetConfig.self, from: JSONSerialization.data(withJSONObject: json))
+            return nil
+        } catch { return "\(error)" }
+    }
+
+    /// Unsupported or inconsistent configs fail at decoding, naming the field.
+    @Test func badConfigNamesTheField() throws {
+        let cases: [(String, String, Any)] = [
+            ("sd15", "down_block_types", ["CrossAttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"]),
+            ("sd15", "up_block_types", ["UpBlock2D", "CrossAttnUpBlock2D"]),
+            ("sd15", "mid_block_type", NSNull()),
+            ("sd15", "class_embed_type", "timestep"),
+            ("sd15", "addition_embed_type", "text"),
+            ("sd15", "attention_head_dim", [2, 2]),
+            ("sd15", "attention_head_dim", 5),                        // 5 heads do not divide 16 channels
+            ("sd15", "norm_num_groups", 5),
+            ("sd15", "transformer_layers_per_block", [[1], [1], [2]]),
+            ("sd15", "resnet_time_scale_shift", "scale_shift"),
+            ("sd15", "time_embedding_type", "fourier"),
+            ("sd15", "only_cross_attention", true),
+            ("sd15", "cross_attention_dim", "wide"),
+            ("sdxl", "addition_time_embed_dim", NSNull()),
+        ]
+        for (variant, field, value) in cases {
+            var json = try Self.configJSON(variant)
+            json[field] = value
+            let error = Self.decodeError(json)
+            #expect(error?.contains(field) == true, "\(field) = \(value): \(error ?? "no error")")
+        }
+        for variant in ["sd15", "sdxl"] { #expect(Self.decodeError(try Self.configJSON(variant)) == nil) }
+    }
+
+    /// The configs as decoded: diffusers' head-count quirk and the per-level lists.
+    @Test func configsDecodeAsDiffusersReadsThem() throws {
+        let (sd15, _) = try Self.load("sd15"), (sdxl, _) = try Self.load("sdxl")
+        #expect(sd15.config.attentionHeads == [2, 2, 2] && sd15.config.transformerLayers == [1, 1, 1])
+        #expect(sd15.config.downHasAttention == [true, true, false] && sd15.config.upHasAttention == [false, true, true])
+        #expect(!sd15.config.useLinearProjection && !sd15.config.textTimeConditioning && sd15.config.timeEmbedDim == 64)
+        #expect(sdxl.config.attentionHeads == [2, 2, 4] && sdxl.config.transformerLayers == [1, 1, 2])
+        #expect(sdxl.config.textTimeConditioning && sdxl.config.additionTimeEmbedDim == 8 && sdxl.config.projectionClassEmbeddingsInputDim == 64)
+        // num_attention_heads, when given, wins over attention_head_dim.
+        var json = try Self.configJSON("sd15")
+        json["num_attention_heads"] = [4, 4, 8]
+        let c = try JSONDecoder().decode(UNetConfig.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(c.attentionHeads == [4, 4, 8])
+    }
+
+    /// Inputs of the wrong shape fail before any compute, naming the tensor.
+    @Test func wrongInputsNameTheTensor() throws {
+        let (sd15, c15) = try Self.load("sd15"), (sdxl, cxl) = try Self.load("sdxl")
+        let backend = try CPUBackend()
+        let good15 = try Self.state("sd15"), goodXL = try Self.state("sdxl")
+        func message(_ model: UNet2DCondition, _ ckpt: Checkpoint, _ s: UNet2DCondition.State) -> String? {
+            do { _ = try model.forward(s, Self.weights(ckpt), backend); return nil } catch { return "\(error)" }
+        }
+        var s = good15
+        s.sample = Tensor(zeros: [1, 4, 8, 10])                       // 10 is not a multiple of 4
+        #expect(message(sd15, c15, s)?.contains("sample") == true)
+        s.sample = Tensor(zeros: [1, 3, 8, 12])
+        #expect(message(sd15, c15, s)?.contains("sample") == true)
+        s = good15
+        s.context = Tensor(zeros: [7, 25])
+        #expect(message(sd15, c15, s)?.contains("encoder_hidden_states") == true)
+        s = good15
+        s.textEmbeds = Tensor(zeros: [1, 16])
+        #expect(message(sd15, c15, s)?.contains("text_embeds") == true)
+        s = goodXL
+        s.textEmbeds = nil
+        #expect(message(sdxl, cxl, s)?.contains("text_embeds") == true)
+        s = goodXL
+        s.textEmbeds = Tensor(zeros: [1, 15])
+        #expect(message(sdxl, cxl, s)?.contains("text_embeds") == true)
+        s = goodXL
+        s.timeIds = Tensor(zeros: [5])
+        #expect(message(sdxl, cxl, s)?.contains("time_ids") == true)
+    }
+}
