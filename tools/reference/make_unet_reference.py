@@ -11,6 +11,7 @@ sdxl-tiny). Writes Tests/Fixtures/unet_reference.safetensors (f32):
   sdxl_time_ids     [6]            original size, crop top-left, target size: (64, 96, 0, 0, 64, 96)
   {sd15,sdxl}_out   [1, 4, 8, 12]  the noise prediction
   {sd15,sdxl}_mid   [1, 32, 2, 3]  mid_block's output (a forward hook), to tell the down path from the up
+  sd15_sin_shift1_out              SD1.5 with flip_sin_to_cos false and freq_shift 1 (the config overridden)
 
 The model runs in float64 on the stored bf16 weights; the inputs are rounded to f32 first, so both sides
 see the same values.
@@ -30,8 +31,9 @@ def f32(t):
     return t.float().double()
 
 
-def call(folder, sample, t, context, added=None):
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(FIX, "models", folder, "unet"), torch_dtype=torch.float64).eval()
+def call(folder, sample, t, context, added=None, **overrides):
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(FIX, "models", folder, "unet"), torch_dtype=torch.float64,
+                                                **overrides).eval()
     mid = {}
     unet.mid_block.register_forward_hook(lambda m, i, o: mid.setdefault("out", o))
     with torch.no_grad():
@@ -51,7 +53,9 @@ if __name__ == "__main__":
     sd15_out, sd15_mid = call("sd15-tiny", sample, t, sd15_context)
     sdxl_out, sdxl_mid = call("sdxl-tiny", sample, t, sdxl_context,
                               added={"text_embeds": text_embeds, "time_ids": time_ids[None]})
-    out = dict(sample=sample, timestep=t, sd15_context=sd15_context, sdxl_context=sdxl_context,
+    # The other sinusoid convention (sin half first, frequencies over half − 1), on SD1.5's weights.
+    sd15_sin_out, _ = call("sd15-tiny", sample, t, sd15_context, flip_sin_to_cos=False, freq_shift=1)
+    out = dict(sd15_sin_shift1_out=sd15_sin_out, sample=sample, timestep=t, sd15_context=sd15_context, sdxl_context=sdxl_context,
                sdxl_text_embeds=text_embeds, sdxl_time_ids=time_ids, sd15_out=sd15_out, sd15_mid=sd15_mid,
                sdxl_out=sdxl_out, sdxl_mid=sdxl_mid)
     path = os.path.join(FIX, "unet_reference.safetensors")
