@@ -205,6 +205,35 @@ import Testing
         #expect(c.attentionHeads == [4, 4, 8])
     }
 
+    /// The real models' configs (runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-xl-base-1.0
+    /// unet/config.json, abridged to the fields that matter): heads of 40 and 64, SDXL's 10 transformer
+    /// layers at the deepest level; the activation estimate at their native sizes is in the hundreds of MB.
+    @Test func realConfigsDecode() throws {
+        let sd15 = try JSONDecoder().decode(UNetConfig.self, from: Data("""
+            {"act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+             "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+             "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+             "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}
+            """.utf8))
+        #expect(sd15.attentionHeads == [8, 8, 8, 8] && sd15.timeEmbedDim == 1280 && !sd15.useLinearProjection)
+        let sdxl = try JSONDecoder().decode(UNetConfig.self, from: Data("""
+            {"addition_embed_type": "text_time", "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+             "block_out_channels": [320, 640, 1280], "class_embed_type": null, "cross_attention_dim": 2048,
+             "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "encoder_hid_dim": null,
+             "layers_per_block": 2, "mid_block_type": "UNetMidBlock2DCrossAttn", "norm_num_groups": 32, "num_attention_heads": null,
+             "only_cross_attention": false, "projection_class_embeddings_input_dim": 2816, "resnet_out_scale_factor": 1.0,
+             "time_embedding_dim": null, "transformer_layers_per_block": [1, 2, 10],
+             "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "upcast_attention": null, "use_linear_projection": true}
+            """.utf8))
+        #expect(sdxl.attentionHeads == [5, 10, 20] && sdxl.transformerLayers == [1, 2, 10] && sdxl.textTimeConditioning)
+        #expect(UNet2DCondition(config: sdxl).groupNames.count == 1 + 6 + 1 + 9 + 1)
+        for (config, side) in [(sd15, 64), (sdxl, 128)] {
+            let mb = UNet2DCondition.activationBytes(config: config, height: side, width: side) >> 20
+            #expect(mb > 100 && mb < 1000, "\(mb) MB")
+        }
+    }
+
     /// Inputs of the wrong shape fail before any compute, naming the tensor.
     @Test func wrongInputsNameTheTensor() throws {
         let (sd15, c15) = try Self.load("sd15"), (sdxl, cxl) = try Self.load("sdxl")

@@ -120,8 +120,8 @@ public struct UNet2DCondition: Sendable {
     ///   output and each downsampler's;
     /// - the worst step above that, over the levels: an up resnet holds the hidden state, its
     ///   concatenation with the skip, norm and SiLU copies and up to three outputs (2 + 3·Cin + 3·Cout);
-    ///   a Transformer2DModel holds input, tokens, the residual stream and the GEGLU feed-forward's
-    ///   projection (8C), halves, GELU and product (4C each): 30·C; an upsampler its input and two
+    ///   a Transformer2DModel (at a level that has one) holds input, tokens, the residual stream and the
+    ///   GEGLU feed-forward's projection (8C), halves, GELU and product (4C each): 30·C; an upsampler its input and two
     ///   tensors at the finer level;
     /// - the cross-attention keys and values (2 × C × 77 tokens, the CLIP context length), and the
     ///   pipeline's own tensors per latent position (sample, both predictions, their difference, the
@@ -144,7 +144,9 @@ public struct UNet2DCondition: Sendable {
             // The widest concatenation at this level: the previous block's output with a skip.
             let widestIn = max(prev, out) + max(c[level], c[max(level - 1, 0)])
             work = max(work, p * (prev + 3 * widestIn + 3 * out))
-            work = max(work, p * 30 * out + 2 * out * 77)
+            if config.upHasAttention[i] || config.downHasAttention[level] || level == n - 1 {
+                work = max(work, p * 30 * out + 2 * out * 77)
+            }
             if i < n - 1 { work = max(work, p * out + 2 * positions(level - 1) * out) }
         }
         let pipeline = 5 * config.inChannels * positions(0)
