@@ -35,13 +35,24 @@ public final class ComponentRunner: @unchecked Sendable {
                       groupNames: groupNames, groupOf: groupOf)
     }
 
-    /// "" when the keys are the model's module paths; else the one "x." prefix that makes them so.
+    /// "" when the keys are the model's module paths; else the "x." prefix that makes most of them so
+    /// (CLIPTextModelWithProjection keeps its text_projection beside "text_model.": keys outside the
+    /// prefix are still found under their own names).
     static func detectPrefix(_ names: [String], groupOf: (String) -> String?) -> String {
-        if names.contains(where: { groupOf($0) != nil }) { return "" }
+        var best = "", mapped = names.filter { groupOf($0) != nil }.count
         for candidate in ["model.", "text_model.", "transformer.", "model.diffusion_model.", "vae."] {
-            if names.contains(where: { $0.hasPrefix(candidate) && groupOf(String($0.dropFirst(candidate.count))) != nil }) { return candidate }
+            let n = names.filter { $0.hasPrefix(candidate) && groupOf(String($0.dropFirst(candidate.count))) != nil }.count
+            if n > mapped { (best, mapped) = (candidate, n) }
         }
-        return ""
+        return best
+    }
+
+    /// The model's name for a checkpoint key and its group, or nil when no group takes it.
+    func modelKey(_ key: String) -> (name: String, group: String)? {
+        if !keyPrefix.isEmpty, key.hasPrefix(keyPrefix), let g = groupOf(String(key.dropFirst(keyPrefix.count))) {
+            return (String(key.dropFirst(keyPrefix.count)), g)
+        }
+        return groupOf(key).map { (key, $0) }
     }
 
     /// The checkpoint's tensors by group (tensors no group uses are left on disk); `flops` per group
@@ -49,7 +60,7 @@ public final class ComponentRunner: @unchecked Sendable {
     public func execGroups(flops: [Double]? = nil) throws(SluiceError) -> [ExecGroup] {
         var byGroup: [String: [(key: String, tensor: Tensor)]] = [:]
         for key in checkpoint.names.sorted() {
-            guard key.hasPrefix(keyPrefix), let g = groupOf(String(key.dropFirst(keyPrefix.count))) else { continue }
+            guard let g = modelKey(key)?.group else { continue }
             byGroup[g, default: []].append((key, try checkpoint.tensor(key)))
         }
         return try groupNames.enumerated().map { i, g throws(SluiceError) in
@@ -101,14 +112,22 @@ public final class ComponentRunner: @unchecked Sendable {
 
     public func run<State>(_ input: State, _ body: (Int, ModuleWeights, State) throws -> State) throws -> State {
         let prefix = keyPrefix
+        // A model name is looked up under the prefix, then as it is (a key beside the prefix).
+        func lookup(_ k: String, _ get: (String) throws(SluiceError) -> Tensor) throws(SluiceError) -> Tensor {
+            if prefix.isEmpty { return try get(k) }
+            do { return try get(prefix + k) } catch {
+                if let t = try? get(k) { return t }
+                throw error
+            }
+        }
         if let executor {
             return try executor.run(input) { i, weights, s in
-                try body(i, ModuleWeights { k throws(SluiceError) in try weights(prefix + k) }, s)
+                try body(i, ModuleWeights { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try weights(n) } }, s)
             }
         }
         let ckpt = checkpoint
         var s = input
-        for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try ckpt.tensor(prefix + k) }, s) }
+        for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) } }, s) }
         return s
     }
 }

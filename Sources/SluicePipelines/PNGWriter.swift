@@ -108,6 +108,7 @@ public enum PNGParameters {
         // Forge's names for FLUX's settings.
         if r.trueCFGScale != 1 { s += "True CFG scale: \(r.trueCFGScale), " }
         if let n = r.maxSequenceLength { s += "Max sequence length: \(n), " }
+        if r.initImage != nil { s += "Denoising strength: \(r.strength), " }
         s += "Seed: \(r.seed), Size: \(r.width)x\(r.height), Model: \(model), Version: Sluice \(SluiceVersion.string)"
         return s
     }

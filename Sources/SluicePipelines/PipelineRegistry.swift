@@ -34,7 +34,7 @@ public final class PipelineRegistry: Sendable {
     public init(_ families: [Family]) { self.families = Mutex(families) }
 
     /// Every family this build runs.
-    public static let shared = PipelineRegistry([ZImagePipeline.family, FluxPipeline.family])
+    public static let shared = PipelineRegistry([ZImagePipeline.family, FluxPipeline.family, StableDiffusionPipeline.sd15Family, StableDiffusionPipeline.sdxlFamily])
 
     public func register(_ family: Family) { families.withLock { $0.append(family) } }
 

@@ -18,6 +18,13 @@ public struct GenerationRequest: Sendable, Equatable {
     /// diffusers' `max_sequence_length`: the text encoder's padded length where the model attends the
     /// padding (FLUX's T5), or its cut-off; nil = the model's default.
     public var maxSequenceLength: Int?
+    /// The sampler, by AUTOMATIC1111's name ("DPM++ 2M Karras"); nil: the model's own default.
+    public var sampler: String?
+    /// Image to image: the picture to start from, at the request's size.
+    public var initImage: InitImage?
+    /// Image to image: the share of the schedule run on the noised init image (diffusers' `strength`,
+    /// AUTOMATIC1111's denoising strength): 1 ignores the image, near 0 returns it almost unchanged.
+    public var strength: Float = 0.8
 
     public init(prompt: String, negativePrompt: String = "", seed: UInt64 = 42, steps: Int, width: Int = 1024, height: Int = 1024, guidance: Float) {
         self.prompt = prompt; self.negativePrompt = negativePrompt; self.seed = seed; self.steps = steps
@@ -26,6 +33,22 @@ public struct GenerationRequest: Sendable, Equatable {
 
     /// What one call of each component works on.
     public var workload: Workload { Workload(width: width, height: height) }
+}
+
+/// An 8-bit RGB picture, row-major, three bytes a pixel (what a PNG decodes to).
+public struct InitImage: Sendable, Equatable {
+    public var pixels: [UInt8]
+    public var width: Int
+    public var height: Int
+    public init(pixels: [UInt8], width: Int, height: Int) { self.pixels = pixels; self.width = width; self.height = height }
+
+    public init(path: String) throws(SluiceError) {
+        let png = try PNGReader.read(path: path)
+        self.init(pixels: png.pixels, width: png.width, height: png.height)
+    }
+
+    /// [1, 3, H, W] in [−1, 1], as diffusers' VaeImageProcessor normalises it.
+    public var tensor: Tensor { PNGReader.tensor(pixels: pixels, width: width, height: height) }
 }
 
 /// Where the weights may live: with a device budget the run goes through the sluice (the simulated
@@ -106,6 +129,13 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
     var sampler: (name: String, schedule: String) { get }
     /// Sampler names an AUTOMATIC1111 client may send that mean this pipeline's own sampler.
     var samplerAliases: Set<String> { get }
+    /// The samplers a request may name (`GenerationRequest.sampler`), AUTOMATIC1111's names, default first.
+    var samplerNames: [String] { get }
+    /// The sampler and schedule `request` runs with (its own choice, else the model's default).
+    func sampler(for request: GenerationRequest) -> (name: String, schedule: String)
+    /// Whether `GenerationRequest.initImage` is taken (the model has a VAE encoder and the family
+    /// implements image to image).
+    var supportsImageToImage: Bool { get }
     /// What computes.
     var device: ComputeDevice { get }
     /// The components in phase order, and what stays on the device between runs.
@@ -140,6 +170,10 @@ extension TextToImagePipeline {
 
     public func warnings(_ request: GenerationRequest) -> [String] { [] }
 
+    public var samplerNames: [String] { [sampler.name] }
+    public func sampler(for request: GenerationRequest) -> (name: String, schedule: String) { sampler }
+    public var supportsImageToImage: Bool { false }
+
     public func componentDescriptions(_ request: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { [] }
 
     /// The checks every family shares: sizes in multiples of `sizeMultiple` up to `maxSide`, steps, guidance.
@@ -151,5 +185,15 @@ extension TextToImagePipeline {
         }
         guard (1...1000).contains(r.steps) else { throw .invalidParameter(.steps, reason: "\(r.steps) must be 1…1000") }
         guard r.guidance >= 0, r.guidance.isFinite else { throw .invalidParameter(.guidance, reason: "\(r.guidance) must be a number ≥ 0") }
+        if let name = r.sampler, !samplerAliases.contains(name.lowercased()) {
+            throw .invalidParameter(.sampler, reason: "'\(name)' is not a sampler of \(family) (\(samplerNames.joined(separator: ", ")))")
+        }
+        if let image = r.initImage {
+            guard supportsImageToImage else { throw .invalidParameter(.initImage, reason: "\(family) does not take an init image (yet)") }
+            guard image.width == r.width, image.height == r.height, image.pixels.count == image.width * image.height * 3 else {
+                throw .invalidParameter(.initImage, reason: "is \(image.width)×\(image.height); the request is \(r.width)×\(r.height) (give the image's size, or resize it)")
+            }
+            guard r.strength > 0, r.strength <= 1 else { throw .invalidParameter(.strength, reason: "\(r.strength) must be in (0, 1]") }
+        }
     }
 }

@@ -99,7 +99,7 @@ public final class Engine: @unchecked Sendable {
                 report(event)
             }, afterStep: { _, latents in lastLatents = latents }, isCancelled: isCancelled)
             lastReport = result.report
-            let text = PNGParameters.text(r, model: modelName, sampler: pipeline.sampler)
+            let text = PNGParameters.text(r, model: modelName, sampler: pipeline.sampler(for: r))
             let (px, w, h) = try PNGWriter.rgb8(result.image)
             out.append((try PNGWriter.encode(pixels: px, width: w, height: h, text: [("parameters", text)]), Date().timeIntervalSince(t0), r.seed))
         }

@@ -40,6 +40,9 @@ struct Generate: ParsableCommand {
             help: "Guidance scale (default: the model's). Z-Image: classifier-free guidance, run whenever it is > 0 (Turbo's default 0). FLUX.1-dev: the embedded (distilled) guidance, default 3.5; schnell ignores it.") var guidance: Float?
     @Option(parsing: .unconditional, help: "FLUX.1: real classifier-free guidance with --negative-prompt when > 1 (diffusers' true_cfg_scale; two transformer calls a step). Default 1: off.") var trueCfgScale: Float = 1
     @Option(parsing: .unconditional, help: "Text encoder length (diffusers' max_sequence_length): FLUX.1's T5 is padded to it and attends the padding, so it changes the image (default: dev 512, schnell 256); Z-Image's prompt cut-off (default 512).") var maxSequenceLength: Int?
+    @Option(help: "Sampler, by AUTOMATIC1111's name (Stable Diffusion: Euler, \"Euler a\", \"DPM++ 2M\", \"DPM++ 2M Karras\", DDIM; default: the model's scheduler config). Flow-matching models (Z-Image, FLUX.1) have one: Euler.") var sampler: String?
+    @Option(help: "Image to image: a PNG to start from (its size is the default --width/--height).") var initImage: String?
+    @Option(parsing: .unconditional, help: "Image to image: how much of the schedule runs on the noised init image, in (0, 1] (diffusers' strength, AUTOMATIC1111's denoising strength).") var strength: Float = 0.8
     @Option(help: "What linear layers compute in: f32 (default; the image matches diffusers' f32 output) or bf16 (CPU with AVX512-BF16: operands rounded to bf16, sums in f32, as torch's bf16 matmul — faster, slightly different image).") var compute: DType = .f32
     @Option(help: "A single .safetensors file whose weights replace the model's transformer (FLUX.1 finetunes such as majicflus, in Black Forest Labs' or diffusers' key layout, bf16 or fp8); the folder gives the config and everything else.") var transformer: String?
     @Option(parsing: .unconditional, help: "Images to make, with seeds seed, seed+1, … (written as NAME-1.png, NAME-2.png, …).") var count = 1
@@ -66,10 +69,16 @@ struct Generate: ParsableCommand {
             if let note = pipe.device.note { stderrLine(note) }
             stderrLine("computing on \(pipe.device.description)")
             let loaded = Date().timeIntervalSince(started)
+            let initial = try initImage.map { path throws -> InitImage in
+                do { return try InitImage(path: path) } catch { throw CommandError(message: "--init-image \(path): \(error)") }
+            }
             var request = pipe.request(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps,
-                                       width: width, height: height, guidance: guidance)
+                                       width: width ?? initial?.width, height: height ?? initial?.height, guidance: guidance)
             request.trueCFGScale = trueCfgScale
             request.maxSequenceLength = maxSequenceLength
+            request.sampler = sampler
+            request.initImage = initial
+            request.strength = strength
             try pipe.validate(request)
             for w in pipe.warnings(request) { stderrLine("warning: " + w) }
             for i in 1...count {
@@ -78,7 +87,7 @@ struct Generate: ParsableCommand {
                 let bar = ProgressBar()
                 let result = try pipe.generate(request, memory: memory, progress: { bar.show($0) }, afterStep: { _, _ in }, isCancelled: { false })
                 bar.finish()
-                let params = PNGParameters.text(request, model: (model as NSString).lastPathComponent, sampler: pipe.sampler)
+                let params = PNGParameters.text(request, model: (model as NSString).lastPathComponent, sampler: pipe.sampler(for: request))
                 let path = out.map { OutputPaths.numbered($0, i, of: count) } ?? OutputPaths.nextNumbered()
                 try PNGWriter.write(result.image, to: path, text: [("parameters", params)])
                 if let report { try result.report.write(to: OutputPaths.numbered(report, i, of: count)) }

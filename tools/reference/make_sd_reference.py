@@ -30,9 +30,15 @@ SAMPLERS = {
 }
 
 
+FOLDER_CONFIGS = {}  # the folder's own scheduler config, by model (its VAE object: img2img shares it)
+
+
 def with_sampler(pipe, name):
+    """The sampler built from the folder's own scheduler config (never from the previous sampler's, whose
+    saved defaults — DDIM's "leading" spacing, say — would leak into the next)."""
     cls, overrides = SAMPLERS[name]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
+    base = FOLDER_CONFIGS.setdefault(id(pipe.vae), pipe.scheduler.config)
+    pipe.scheduler = cls.from_config(base, **overrides)
     return pipe
 
 

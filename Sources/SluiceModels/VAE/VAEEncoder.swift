@@ -15,6 +15,13 @@ public struct VAEEncoder: Sendable {
 
     /// image [1, 3, H, W] in [−1, 1] (H, W multiples of the VAE's scale) → mean [1, latent, H/s, W/s].
     public func encodeMean(_ image: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
+        try encodeMoments(image, w, b).mean
+    }
+
+    /// The latent distribution: mean and log-variance [1, latent, H/s, W/s] each, the log-variance
+    /// clamped to [−30, 20] as diffusers' DiagonalGaussianDistribution clamps it. A sample is
+    /// mean + exp(logvar / 2) · noise.
+    public func encodeMoments(_ image: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> (mean: Tensor, logvar: Tensor) {
         let s = config.scale
         guard image.shape.rank == 4, image.shape[0] == 1, image.shape[2] % s == 0, image.shape[3] % s == 0 else {
             throw .shapeMismatch(operation: "VAE encode", expected: "[1, C, H, W] with H, W multiples of \(s)", found: "\(image.shape)")
@@ -38,7 +45,12 @@ public struct VAEEncoder: Sendable {
         if let qw = w.optional("quant_conv.weight") {
             x = try b.conv2d(x, weight: qw, bias: w.optional("quant_conv.bias"), stride: 1, padding: 0, groups: 1)
         }
-        return try x.sliced(dim: 1, 0..<config.latentChannels).contiguous()
+        let c = config.latentChannels
+        guard x.shape[1] == 2 * c else {
+            throw .shapeMismatch(operation: "VAE encoder output", expected: "\(2 * c) channels (mean and log-variance)", found: "\(x.shape)")
+        }
+        let logvar = try x.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats().map { min(max($0, -30), 20) }
+        return (try x.sliced(dim: 1, 0..<c).contiguous(), Tensor(logvar, shape: [1, c, x.shape[2], x.shape[3]]))
     }
 
     /// Zero padding of one row at the bottom and one column at the right (diffusers' Downsample2D

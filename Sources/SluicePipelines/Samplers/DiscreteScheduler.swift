@@ -44,7 +44,7 @@ extension DiscreteScheduler {
     /// runs every step from pure noise, 0.6 the last ⌊0.6·steps⌋.
     public func startIndex(strength: Double) throws(SluiceError) -> Int {
         guard strength >= 0 && strength <= 1 else {
-            throw .invalidArgument(name: "strength", reason: "\(strength) is outside [0, 1]")
+            throw .invalidParameter(.strength, reason: "\(strength) is outside [0, 1]")
         }
         let initTimestep = min(Int(Double(steps) * strength), steps)
         return max(steps - initTimestep, 0) * order

@@ -38,7 +38,7 @@ public enum Sampler: String, CaseIterable, Sendable {
     /// `init(name:)`, or an error listing the names.
     public static func parse(_ name: String) throws(SluiceError) -> Sampler {
         guard let s = Sampler(name: name) else {
-            throw .invalidArgument(name: "sampler", reason: "unknown sampler \"\(name)\" (one of: \(allNames.joined(separator: ", ")))")
+            throw .invalidParameter(.sampler, reason: "unknown sampler \"\(name)\" (one of: \(allNames.joined(separator: ", ")))")
         }
         return s
     }

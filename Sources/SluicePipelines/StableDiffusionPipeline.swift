@@ -1,0 +1,347 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+import SluiceModels
+import SluiceText
+import SluiceWeights
+
+/// Stable Diffusion 1.5 and SDXL, text to image and image to image, as diffusers'
+/// StableDiffusion(XL)Pipeline and StableDiffusion(XL)Img2ImgPipeline run them:
+///
+///     prompt ──CLIP-L (SD1.5: last hidden state; SDXL: penultimate)──────────┐
+///            └─OpenCLIP bigG (SDXL: penultimate, and its projected pooled row)─┴─ context [77·chunks, D]
+///     noise (or the init image's VAE latents noised to the first step) ─→ UNet ε-prediction with CFG
+///            (uncond + g · (cond − uncond)) ─→ the sampler's step, one of AUTOMATIC1111's names ─→ VAE
+///
+/// Prompts are laid out as AUTOMATIC1111 does (`PromptChunker`: 75-token chunks, emphasis syntax); a
+/// prompt of at most 75 tokens without brackets gives diffusers' embeddings exactly. SDXL adds the
+/// pooled text embedding and the size/crop time ids (original = target = the image size, crop 0, 0),
+/// and with no negative prompt uses zeros for the unconditional side (`force_zeros_for_empty_prompt`).
+public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Sendable {
+    public enum Variant: Sendable { case sd15, sdxl }
+
+    public static let sd15Family = PipelineRegistry.Family(
+        name: "Stable Diffusion", pipelineClasses: ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"],
+        load: { folder, device in try StableDiffusionPipeline(folder: folder, device: device) })
+    public static let sdxlFamily = PipelineRegistry.Family(
+        name: "SDXL", pipelineClasses: ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"],
+        load: { folder, device in try StableDiffusionPipeline(folder: folder, device: device) })
+
+    public static let chunkTokens = 77
+
+    public let variant: Variant
+    public var family: String { variant == .sdxl ? "SDXL" : "Stable Diffusion" }
+    public let directory: String
+    public let device: ComputeDevice
+    public let tokenizers: [CLIPTokenizer]
+    public let textEncoders: [CLIPTextEncoder]
+    public let unet: UNet2DCondition
+    public var vae: VAEDecoder { vaeComponent.decoder }
+    public let vaeEncoder: VAEEncoder
+    public let schedulerConfig: DiscreteScheduleConfig
+    /// The sampler the folder's scheduler config names (Euler where it names one Sluice does not run,
+    /// such as SD1.5's PNDM).
+    public let defaultSampler: Sampler
+    /// SDXL's `force_zeros_for_empty_prompt` (model_index.json): no negative prompt → zero embeddings.
+    public let forceZerosForEmptyPrompt: Bool
+    /// The UNet's `sample_size`: the latent side it was trained at (64 for SD1.5, 128 for SDXL).
+    public let nativeLatentSide: Int
+    public private(set) var loadSeconds: [(component: String, seconds: Double)] = []
+    public let components: PipelineComponents
+    let textRunners: [ComponentRunner]
+    let encoderRunner: ComponentRunner
+    let unetRunner: ComponentRunner
+    let vaeComponent: VAEComponent
+
+    public var defaults: PipelineDefaults {
+        // The model's native side (unet sample_size latents); CFG 7 for SD1.5 and 5 for SDXL as their model
+        // cards use; 30 steps (diffusers' 50 is more than these samplers need, AUTOMATIC1111's 20 a little less).
+        let side = nativeLatentSide * vae.config.scale
+        return PipelineDefaults(steps: 30, guidance: variant == .sdxl ? 5 : 7, width: side, height: side,
+                                sizeMultiple: vae.config.scale * (1 << (unet.config.levels - 1)),
+                                maxPromptTokens: PromptChunker.chunkLength * 20)
+    }
+
+    public var sampler: (name: String, schedule: String) { (defaultSampler.name, schedule(defaultSampler)) }
+    public var samplerNames: [String] { [defaultSampler.name] + Sampler.allNames.filter { $0 != defaultSampler.name } }
+    public var samplerAliases: Set<String> {
+        Set(Sampler.allCases.flatMap { s in [s.name.lowercased(), s.rawValue.lowercased().replacingOccurrences(of: " ", with: "_")] }
+            + ["", "default", "k_euler", "k_euler_a", "k_euler_ancestral", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras"])
+    }
+    public func sampler(for r: GenerationRequest) -> (name: String, schedule: String) {
+        let s = (try? resolveSampler(r)) ?? defaultSampler
+        return (s.name, schedule(s))
+    }
+    public var supportsImageToImage: Bool { true }
+
+    func schedule(_ s: Sampler) -> String { s == .dpmpp2MKarras ? "Karras" : "Automatic" }
+
+    func resolveSampler(_ r: GenerationRequest) throws(SluiceError) -> Sampler {
+        guard let name = r.sampler, !name.isEmpty, name.lowercased() != "default" else { return defaultSampler }
+        guard let s = Sampler(name: name) else {
+            throw .invalidParameter(.sampler, reason: "'\(name)' is not a sampler of \(family) (\(samplerNames.joined(separator: ", ")))")
+        }
+        return s
+    }
+
+    public convenience init(directory: String, device: String = "cpu") throws {
+        try self.init(folder: try DiffusersFolder(path: directory), device: try ComputeDevice.select(device))
+    }
+
+    public init(folder: DiffusersFolder, device: ComputeDevice) throws {
+        directory = folder.path
+        self.device = device
+        var clock = LoadClock()
+        let xl = folder.pipelineClass?.contains("XL") ?? false
+        variant = xl ? .sdxl : .sd15
+        let textNames = xl ? ["text_encoder", "text_encoder_2"] : ["text_encoder"]
+        try folder.require(["scheduler", "tokenizer", "unet", "vae"] + textNames + (xl ? ["tokenizer_2"] : []))
+        tokenizers = try (xl ? ["tokenizer", "tokenizer_2"] : ["tokenizer"]).map { try CLIPTokenizer(directory: try folder.folder($0)) }
+        schedulerConfig = try folder.config(DiscreteScheduleConfig.self, "scheduler/scheduler_config.json")
+        let index = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder.indexPath)))) as? [String: Any]
+        forceZerosForEmptyPrompt = xl && (index?["force_zeros_for_empty_prompt"] as? Bool ?? true)
+        let schedulerClass = ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder.path + "/scheduler/scheduler_config.json")))) as? [String: Any])?["_class_name"] as? String
+        defaultSampler = Self.sampler(schedulerClass: schedulerClass, config: schedulerConfig)
+        clock.lap("tokenizers + scheduler")
+
+        var encoders: [CLIPTextEncoder] = [], runners: [ComponentRunner] = []
+        for (k, name) in textNames.enumerated() {
+            let config = try folder.config(CLIPTextConfig.self, name + "/config.json")
+            // SD1.5 reads the last hidden state; SDXL the penultimate of both, and the second one's
+            // projected pooled row.
+            let e = xl ? try CLIPTextEncoder(config: config, skipLastLayers: 1, pooling: k == 1, projectsPooled: k == 1)
+                       : try CLIPTextEncoder(config: config, skipLastLayers: 0, pooling: false)
+            encoders.append(e)
+            runners.append(try ComponentRunner(folder: folder, component: name, phase: .text, groupNames: e.groupNames, groupOf: { e.group(of: $0) }))
+            clock.lap(name)
+        }
+        textEncoders = encoders
+        textRunners = runners
+
+        let unetConfig = try folder.config(UNetConfig.self, "unet/config.json")
+        struct SampleSize: Decodable { var sample_size: Int? }
+        nativeLatentSide = (try folder.config(SampleSize.self, "unet/config.json").sample_size) ?? (xl ? 128 : 64)
+        unet = UNet2DCondition(config: unetConfig)
+        let u = unet
+        unetRunner = try ComponentRunner(folder: folder, component: "unet", phase: .denoise, groupNames: u.groupNames, groupOf: { u.group(of: $0) })
+        clock.lap("unet")
+        vaeComponent = try VAEComponent(folder)
+        vaeEncoder = VAEEncoder(config: vaeComponent.decoder.config)
+        // The encoder half of the same VAE file, for image to image: its own runner in the text phase
+        // (it runs before denoising and leaves the device with the text encoders).
+        encoderRunner = try ComponentRunner(name: "vae_encoder", phase: .text, checkpoint: ModelLocator.checkpoint(component: folder.folder("vae")),
+                                            groupNames: ["encoder"], groupOf: { $0.hasPrefix("encoder.") || $0.hasPrefix("quant_conv.") ? "encoder" : nil })
+        clock.lap("vae")
+        let width = encoders.map(\.config.hiddenSize).reduce(0, +)
+        guard unetConfig.crossAttentionDim == width else {
+            throw SluiceError.invalidArgument(name: folder.path + "/unet/config.json",
+                reason: "cross_attention_dim \(unetConfig.crossAttentionDim) must equal the text encoders' width \(width)")
+        }
+        guard unetConfig.inChannels == vaeComponent.decoder.config.latentChannels else {
+            throw SluiceError.invalidArgument(name: folder.path + "/unet/config.json",
+                reason: "in_channels \(unetConfig.inChannels) must equal the VAE's latent_channels \(vaeComponent.decoder.config.latentChannels)")
+        }
+        components = PipelineComponents(runners + [encoderRunner, unetRunner, vaeComponent.runner], device: device)
+        loadSeconds = clock.laps
+    }
+
+    /// The sampler a scheduler class means; Euler for the ones Sluice does not run (PNDM, LMS, …).
+    static func sampler(schedulerClass: String?, config: DiscreteScheduleConfig) -> Sampler {
+        switch schedulerClass {
+        case "EulerAncestralDiscreteScheduler": return .eulerAncestral
+        case "DPMSolverMultistepScheduler": return config.useKarrasSigmas == true ? .dpmpp2MKarras : .dpmpp2M
+        case "DDIMScheduler": return .ddim
+        default: return .euler
+        }
+    }
+
+    func cfg(_ r: GenerationRequest) -> Bool { r.guidance > 1 }
+
+    public func validate(_ r: GenerationRequest) throws(SluiceError) {
+        try validateCommon(r)
+        _ = try resolveSampler(r)
+    }
+
+    public func warnings(_ r: GenerationRequest) -> [String] {
+        var out: [String] = []
+        if r.guidance <= 1 && !r.negativePrompt.isEmpty { out.append("guidance \(r.guidance) ≤ 1 runs without CFG: the negative prompt is not used") }
+        if let n = try? PromptChunker.chunks(r.prompt, tokenizer: tokenizers[0]).count, n > 1 {
+            out.append("the prompt is \(n) chunks of 75 tokens (AUTOMATIC1111's long prompts; diffusers would cut it at 75)")
+        }
+        return out
+    }
+
+    // MARK: - Planning
+
+    func latentSide(_ pixels: Int) -> Int { pixels / vae.config.scale }
+
+    func descriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] {
+        let v = vae, u = unet, config = unet.config
+        var out: [ComponentDescription] = []
+        for (k, runner) in textRunners.enumerated() {
+            let c = textEncoders[k].config
+            out.append(try runner.describe(activationBytes: { _ in CLIPTextEncoder.activationBytes(config: c, tokens: Self.chunkTokens) },
+                                       rows: { _ in Double(Self.chunkTokens) }))
+        }
+        // The VAE encoder runs only for image to image: otherwise it reserves nothing.
+        let encodes = r.initImage != nil
+        out.append(try encoderRunner.describe(activationBytes: { w in encodes ? v.activationBytes(pixels: w.width * w.height) * w.batch : 0 },
+                                          rows: { w in Double(w.width * w.height) / 4 }))
+        let groups = try unetRunner.groupDescriptions()
+        // Convolutions and linears run once per position of their level: 2 × parameters × positions.
+        let unetFlops: @Sendable (Workload) -> [Double] = { w in
+            let lh = w.height / v.config.scale, lw = w.width / v.config.scale
+            return groups.map { g in
+                let level = Self.level(ofGroup: g.name, levels: u.config.levels)
+                return 2 * Double(g.parameters) * Double((lh >> level) * (lw >> level))
+            }
+        }
+        out.append(ComponentDescription(name: "unet", phase: .denoise, groups: groups,
+                                        activationBytes: { w in UNet2DCondition.activationBytes(config: config, height: w.height / v.config.scale, width: w.width / v.config.scale) * w.batch },
+                                        flops: unetFlops))
+        let vaeGroups = try vaeComponent.runner.groupDescriptions()
+        out.append(ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
+                                        activationBytes: { w in v.activationBytes(pixels: w.width * w.height) * w.batch },
+                                        flops: { w in ComponentDescription.linearFlops(vaeGroups, rows: Double(w.width * w.height) / 4) },
+                                        tiling: v.tiling))
+        return out
+    }
+
+    /// The U's level a group works at (0: the latents' own resolution).
+    static func level(ofGroup name: String, levels: Int) -> Int {
+        let p = name.split(separator: ".")
+        switch p.first {
+        case "down_blocks": return p.count > 1 ? Int(p[1]) ?? 0 : 0
+        case "up_blocks": return p.count > 1 ? levels - 1 - (Int(p[1]) ?? levels - 1) : 0
+        case "mid_block": return levels - 1
+        default: return 0
+        }
+    }
+
+    public func componentDescriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { try descriptions(r) }
+
+    public func plan(_ r: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan? {
+        try validate(r)
+        return try components.plan(descriptions(r), workload: r.workload, memory: memory)
+    }
+
+    // MARK: - Generation
+
+    /// The UNet's conditioning for one prompt: the context [77 · chunks, D] and, for SDXL, the projected
+    /// pooled embedding [1, P] of the first chunk (AUTOMATIC1111 pools the first chunk too).
+    public struct Conditioning: @unchecked Sendable {
+        public var context: Tensor
+        public var pooled: Tensor?
+    }
+
+    /// Each text through every encoder (all texts through the first before the second starts, so a
+    /// swapped encoder leaves the device as soon as it is done); chunks emphasised, then joined.
+    public func encodePrompts(_ texts: [String], run: PipelineRun? = nil) throws -> [Conditioning] {
+        let be = device.backend
+        var chunked = try texts.map { text in try tokenizers.map { tok in try PromptChunker.chunks(text, tokenizer: tok) } }
+        // Cond and uncond must be as long as each other: the shorter gets the empty prompt's chunks (A1111).
+        let longest = chunked.map { $0[0].count }.max() ?? 1
+        for t in chunked.indices where chunked[t][0].count < longest {
+            for k in tokenizers.indices {
+                let empty = try PromptChunker.chunks("", tokenizer: tokenizers[k])[0]
+                chunked[t][k] += Array(repeating: empty, count: longest - chunked[t][k].count)
+            }
+        }
+        var hidden = [[Tensor]](repeating: [], count: texts.count)   // per text: per chunk, the encoders side by side
+        var pooled = [Tensor?](repeating: nil, count: texts.count)
+        for (k, encoder) in textEncoders.enumerated() {
+            for t in texts.indices {
+                for (c, chunk) in chunked[t][k].enumerated() {
+                    let s = try textRunners[k].run(CLIPTextEncoder.State(ids: chunk.ids)) { i, w, s in try encoder.run(group: i, w, s, be) }
+                    let h = try PromptChunker.emphasize(s.hidden!, multipliers: chunk.multipliers)
+                    if k == 0 { hidden[t].append(h) } else { hidden[t][c] = try be.concat([hidden[t][c], h], dim: 1) }
+                    if c == 0, encoder.pooling { pooled[t] = s.pooled }
+                }
+            }
+            run?.finished(component: textRunners[k].name)
+        }
+        return try texts.indices.map { t in
+            Conditioning(context: hidden[t].count == 1 ? hidden[t][0] : try be.concat(hidden[t], dim: 0), pooled: pooled[t])
+        }
+    }
+
+    /// SDXL's time ids: original size, crop top-left, target size, in pixels (height first).
+    func timeIds(_ r: GenerationRequest) -> Tensor {
+        Tensor([Float(r.height), Float(r.width), 0, 0, Float(r.height), Float(r.width)], shape: [6])
+    }
+
+    public func generate(_ r: GenerationRequest, memory: MemoryOptions, progress: (GenerationProgress) -> Void,
+                         afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult {
+        try validate(r)
+        let sampler = try resolveSampler(r), guided = cfg(r)
+        let run = try components.start(descriptions(r), workload: r.workload, memory: memory)
+        defer { run.end() }
+        let be = device.backend
+        var scheduler = try sampler.scheduler(config: schedulerConfig, steps: r.steps)
+        let start = r.initImage == nil ? 0 : try scheduler.startIndex(strength: Double(r.strength))
+        guard start < scheduler.steps else {
+            throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
+        }
+        let zeroUncond = guided && forceZerosForEmptyPrompt && r.negativePrompt.isEmpty
+        var generator = TorchGenerator(seed: r.seed)
+        let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Conditioning, Conditioning?, Tensor?) in
+            progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: guided ? 2 : 1, elapsed: 0)))
+            let e = try encodePrompts(guided && !zeroUncond ? [r.prompt, r.negativePrompt] : [r.prompt], run: run)
+            var negative: Conditioning? = guided ? (zeroUncond ? nil : e[1]) : nil
+            if zeroUncond {
+                negative = Conditioning(context: Tensor(zeros: e[0].context.shape, dtype: .f32),
+                                        pooled: e[0].pooled.map { Tensor(zeros: $0.shape, dtype: .f32) })
+            }
+            // Image to image: the init image's latent distribution, sampled with the run's generator
+            // before the noise is drawn (diffusers' retrieve_latents(sample_mode="sample")).
+            var latents: Tensor?
+            if let image = r.initImage {
+                let enc = vaeEncoder
+                let moments = try encoderRunner.run(image.tensor) { _, w, x in
+                    let m = try enc.encodeMoments(x, w, be)
+                    return try be.concat([m.mean, m.logvar], dim: 1)
+                }
+                let c = vae.config.latentChannels
+                let mean = try moments.sliced(dim: 1, 0..<c).contiguous().toFloats(), logvar = try moments.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats()
+                let noise = try generator.randn([1, c, moments.shape[2], moments.shape[3]]).toFloats()
+                let scale = vae.config.scalingFactor
+                var sample = [Float](repeating: 0, count: mean.count)
+                for i in sample.indices {
+                    let std: Float = Foundation.exp(0.5 * logvar[i])
+                    sample[i] = (mean[i] + std * noise[i]) * scale
+                }
+                latents = Tensor(sample, shape: [1, c, moments.shape[2], moments.shape[3]])
+                run.finished(component: encoderRunner.name)
+            }
+            return (e[0], negative, latents)
+        }
+        if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
+
+        let shape: Shape = [1, vae.config.latentChannels, latentSide(r.height), latentSide(r.width)]
+        var latents: Tensor
+        if let imageLatents {
+            latents = try scheduler.addNoise(imageLatents, noise: generator.randn(shape), stepIndex: start)
+        } else {
+            latents = try scheduler.initialLatents(shape, generator: &generator)
+        }
+        let u = unet, ids = variant == .sdxl ? timeIds(r) : nil
+        try run.denoise(steps: scheduler.steps - start, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { k in
+            let i = start + k, t = scheduler.timesteps[i]
+            let x = try scheduler.scaleModelInput(latents, stepIndex: i)
+            func noise(_ c: Conditioning) throws -> Tensor {
+                let state = UNet2DCondition.State(sample: x, timestep: t, context: c.context, textEmbeds: c.pooled, timeIds: ids)
+                return try unetRunner.run(state) { g, w, s in try u.run(group: g, w, s, be) }.output!
+            }
+            var eps = try noise(positive)
+            if let negative {
+                let uncond = try noise(negative)
+                eps = try be.axpy(uncond, be.sub(eps, uncond), scale: r.guidance)
+            }
+            latents = try scheduler.step(eps, stepIndex: i, sample: latents, generator: &generator)
+            return latents
+        }
+        let image = try vaeComponent.decode(latents, run: run, on: be, progress: progress)
+        return GenerationResult(image: image, latents: latents, report: run.complete())
+    }
+}
