@@ -114,16 +114,16 @@ public struct SDSingleFile: Sendable {
     /// The tensors a component of this config has, under diffusers' names with their shapes, in diffusers'
     /// module order: what presenting it gives.
     public static func diffusersTensors(unet shapes: SDUNetShapes) -> [(name: String, shape: Shape)] {
-        SDUNetKeyTable.specs(for: shapes).map { ($0.key, $0.shape) }
+        SDUNetKeyTable.specs(for: shapes).map { (name: $0.key, shape: $0.shape) }
     }
     public static func diffusersTensors(vae shapes: SDVAEShapes) -> [(name: String, shape: Shape)] {
-        SDVAEKeyTable.specs(for: shapes).map { ($0.key, $0.shape) }
+        SDVAEKeyTable.specs(for: shapes).map { (name: $0.key, shape: $0.shape) }
     }
     public static func diffusersTensors(textEncoder shapes: SDTextEncoderShapes) -> [(name: String, shape: Shape)] {
-        SDCLIPKeyTable.specs(for: shapes, storedPrefix: "").map { ($0.key, $0.shape) }
+        SDCLIPKeyTable.specs(for: shapes, storedPrefix: "").map { (name: $0.key, shape: $0.shape) }
     }
     public static func diffusersTensors(textEncoder2 shapes: SDTextEncoderShapes) -> [(name: String, shape: Shape)] {
-        SDOpenCLIPKeyTable.specs(for: shapes).map { ($0.key, $0.shape) }
+        SDOpenCLIPKeyTable.specs(for: shapes).map { (name: $0.key, shape: $0.shape) }
     }
 
     static func config<T: Decodable>(_ type: T.Type, at path: String) throws(SluiceError) -> T {
@@ -178,7 +178,7 @@ public struct SDSingleFile: Sendable {
                     stored as '\(stored)' has dtype \(info.dtype.safetensorsName); weights must be a float type
                     """)
             }
-            recipes.append((spec.key, TensorRecipe(source: stored, form: form)))
+            recipes.append((name: spec.key, recipe: TensorRecipe(source: stored, form: form)))
         }
         let used = Set(recipes.map(\.recipe.source))
         var ignored: [String] = []
