@@ -23,8 +23,8 @@ Tests/Fixtures/sd-single-file/:
   sd15_f16_text_only.safetensors  only SD1.5's text encoder (cond_stage_model.*), f16 (torch's rounding)
   sdxl_bf16.safetensors        SDXL (unet with label_emb, vae, CLIP-L, OpenCLIP bigG), bf16
 """
+import json
 import os
-import re
 import sys
 
 import torch
@@ -47,7 +47,6 @@ def load_component(folder, name):
 
 
 def read_config(folder, name):
-    import json
     with open(os.path.join(folder, name, "config.json")) as f:
         return json.load(f)
 
