@@ -56,8 +56,8 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluicePipelines", "SluiceServer", "SluiceBench",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels", "SluicePipelines", "SluiceServer",
+                "SluiceBench", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Fixture lookup, tolerance checks and the pipeline battery shared by the test targets.

@@ -114,7 +114,7 @@ public final class Checkpoint: Sendable {
     }
 
     /// The named tensor's entry; for a presented name its dtype and presented shape, and the stored bytes
-    /// it reads (for swapped halves: all of its source's, in another order).
+    /// it reads (for swapped halves or a transpose: all of its source's, in another order).
     public func info(_ name: String) -> TensorInfo? {
         guard let presentation else { return file(containing: name)?.info(name) }
         guard let recipe = presentation.recipes[name], let stored = file(containing: name)?.info(recipe.source),
@@ -136,8 +136,8 @@ public final class Checkpoint: Sendable {
 
     /// These files with their tensors presented under other names, each made by its recipe from a stored
     /// tensor (recipes name the files' own tensors, even when this checkpoint already presents). Every
-    /// recipe is checked here: a missing source, a range outside it or a name given twice fails, naming
-    /// the presented tensor and the stored one.
+    /// recipe is checked here: a missing source, a range outside it, a shape the form cannot take or a name
+    /// given twice fails, naming the presented tensor and the stored one.
     public func presenting(_ recipes: [(name: String, recipe: TensorRecipe)]) throws(SluiceError) -> Checkpoint {
         var table: [String: TensorRecipe] = [:]
         for (name, recipe) in recipes {

@@ -2,7 +2,9 @@ import SluiceCore
 
 /// How a tensor a checkpoint presents is made from one it stores: a checkpoint in another project's
 /// key layout (FLUX.1 in Black Forest Labs' layout fuses q, k and v into one `qkv`) is read under the
-/// names our model code asks for, without rewriting the file.
+/// names our model code asks for, without rewriting the file. Stable Diffusion's original layout stores the
+/// VAE's mid attention as 1×1 convolutions (a reshape) and OpenCLIP's text projection the other way round
+/// (a transpose).
 public struct TensorRecipe: Sendable, Equatable {
     public enum Form: Sendable, Equatable {
         /// The stored tensor itself.
@@ -13,6 +15,12 @@ public struct TensorRecipe: Sendable, Equatable {
         /// The two halves along dim 0 in the other order: a copy (made when asked for; meant for small
         /// tensors such as a modulation's (shift, scale) read as (scale, shift)).
         case halvesSwapped
+        /// The same elements in the same order under another shape (a 1×1 convolution's [C, C, 1, 1]
+        /// weight read as a linear's [C, C]): the stored bytes themselves, no copy.
+        case reshaped(Shape)
+        /// A matrix [a, b] read as [b, a] (OpenCLIP's `x @ text_projection` read as a Linear's weight): a
+        /// copy, made when asked for.
+        case transposed
     }
 
     /// The stored tensor's name in the file.
@@ -27,6 +35,8 @@ public struct TensorRecipe: Sendable, Equatable {
     public static func stored(_ source: String) -> TensorRecipe { TensorRecipe(source: source, form: .asStored) }
     public static func rows(of source: String, _ range: Range<Int>) -> TensorRecipe { TensorRecipe(source: source, form: .rows(range)) }
     public static func halvesSwapped(of source: String) -> TensorRecipe { TensorRecipe(source: source, form: .halvesSwapped) }
+    public static func reshaped(_ source: String, to shape: Shape) -> TensorRecipe { TensorRecipe(source: source, form: .reshaped(shape)) }
+    public static func transposed(_ source: String) -> TensorRecipe { TensorRecipe(source: source, form: .transposed) }
 
     /// The presented shape for a stored one, or why this recipe cannot apply to it.
     func presentedShape(from stored: Shape) -> Result<Shape, RecipeMismatch> {
@@ -45,6 +55,16 @@ public struct TensorRecipe: Sendable, Equatable {
                 return .failure(RecipeMismatch(reason: "shape \(stored) has no two equal halves along dim 0"))
             }
             return .success(stored)
+        case .reshaped(let shape):
+            guard let n = shape.checkedCount, n == stored.count else {
+                return .failure(RecipeMismatch(reason: "shape \(stored) cannot be read as \(shape) (another element count)"))
+            }
+            return .success(shape)
+        case .transposed:
+            guard stored.rank == 2 else {
+                return .failure(RecipeMismatch(reason: "shape \(stored) is not a matrix to transpose"))
+            }
+            return .success(Shape([stored.dims[1], stored.dims[0]]))
         }
     }
 
@@ -68,6 +88,14 @@ public struct TensorRecipe: Sendable, Equatable {
             out.storage.baseAddress.copyMemory(from: src.rawPointer + half, byteCount: half)
             (out.storage.baseAddress + half).copyMemory(from: src.rawPointer, byteCount: half)
             return out
+        case .reshaped(let shape):
+            // A view of a contiguous stored tensor keeps its storage (the mapping), so nothing is copied.
+            return try stored.reshaped(shape)
+        case .transposed:
+            guard stored.shape.rank == 2 else {
+                throw .shapeMismatch(operation: "transposed recipe", expected: "a matrix", found: "\(stored.shape)")
+            }
+            return try stored.permuted([1, 0]).contiguous()
         }
     }
 

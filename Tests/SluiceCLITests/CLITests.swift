@@ -108,6 +108,41 @@ import Testing
         #expect(models.status == 1 && models.output.contains("no such folder"), "\(models.output)")
     }
 
+    /// `sluice models --dir` lists a folder's single-file checkpoints with the family and components their
+    /// headers show (an unreadable file gets its own line), as text and JSON; a missing folder is exit 1.
+    @Test func modelsDirListsSingleFiles() throws {
+        let dir = NSTemporaryDirectory() + "sluice-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (name, source) in [("sd15.safetensors", "sd-single-file/sd15_bf16.safetensors"), ("xl.safetensors", "sd-single-file/sdxl_bf16.safetensors"),
+                               ("text.safetensors", "sd-single-file/sd15_f16_text_only.safetensors"),
+                               ("flux.safetensors", "flux-single-file/bfl_fp8_comfy.safetensors"),
+                               ("other.safetensors", "flux-single-file/hostile_unknown.safetensors")] {
+            try FileManager.default.copyItem(atPath: Fixtures.directory + "/" + source, toPath: dir + "/" + name)
+        }
+        try Data("not a safetensors file".utf8).write(to: URL(fileURLWithPath: dir + "/broken.safetensors"))
+        try Data().write(to: URL(fileURLWithPath: dir + "/notes.txt"))
+        let r = try Self.sluice(["models", "--dir", dir])
+        #expect(r.status == 0, "\(r.output)")
+        let lines = r.output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 6, "\(r.output)")
+        #expect(lines.first { $0.hasPrefix("sd15.safetensors ") }?.hasSuffix("sd15: unet, vae, text_encoder") == true, "\(r.output)")
+        #expect(lines.first { $0.hasPrefix("xl.safetensors ") }?.hasSuffix("sdxl: unet, vae, text_encoder, text_encoder_2") == true, "\(r.output)")
+        #expect(lines.first { $0.hasPrefix("text.safetensors ") }?.hasSuffix("sd15: text_encoder") == true, "\(r.output)")
+        #expect(lines.first { $0.hasPrefix("flux.safetensors ") }?.hasSuffix("flux: transformer") == true, "\(r.output)")
+        #expect(lines.first { $0.hasPrefix("other.safetensors ") }?.contains("unknown layout: 4 tensors, e.g. 'encoder.layers.0.attention.wk.weight'") == true, "\(r.output)")
+        #expect(lines.first { $0.hasPrefix("broken.safetensors ") }?.contains("unreadable: ") == true, "\(r.output)")
+
+        let j = try Self.sluice(["models", "--dir", dir, "--json"])
+        #expect(j.status == 0, "\(j.output)")
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(j.output.utf8)) as? [[String: Any]])
+        let xl = try #require(entries.first { $0["file"] as? String == "xl.safetensors" })
+        #expect(xl["family"] as? String == "sdxl" && xl["supported"] as? Bool == true)
+        #expect(xl["components"] as? [String] == ["unet", "vae", "text_encoder", "text_encoder_2"])
+
+        let missing = try Self.sluice(["models", "--dir", dir + "/nope"])
+        #expect(missing.status == 1 && missing.output.contains("--dir \(dir)/nope: no such folder"), "\(missing.output)")
+    }
+
     /// Port taken: said in words, not NIO's function names.
     @Test func portInUseIsSaidInWords() throws {
         let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
