@@ -4,7 +4,7 @@ import Foundation
 /// and the server map them to their own flags and fields (`vramLimit` is `--vram-limit` to the CLI).
 public enum Parameter: String, Sendable, CaseIterable {
     case model, prompt, negativePrompt, seed, steps, width, height, guidance, count
-    case trueCfgScale, maxSequenceLength, transformer, compute, sampler, initImage, strength
+    case trueCfgScale, maxSequenceLength, transformer, compute, sampler, initImage, strength, config
     case vramLimit, ramLimit, profile, device, storage, table, prefetchDepth, batch
 
     /// The name's words, lowercased (`vramLimit` → vram, limit): flags join them with "-", JSON

@@ -2,6 +2,7 @@ import Foundation
 import SluiceBackends
 import SluiceCore
 import SluiceMemory
+import SluiceModels
 import SluiceWeights
 import Synchronization
 
@@ -58,10 +59,21 @@ public final class PipelineRegistry: Sendable {
         return try family.load(folder, device)
     }
 
-    /// Resolves `model` (a folder or a Hugging Face repo id), selects `device` and loads; `transformer`
-    /// is a single `.safetensors` file whose weights replace the folder's transformer (a finetune).
-    public func load(model: String, device: String, transformer: String? = nil, compute: DType = .f32) throws -> any TextToImagePipeline {
-        var folder = try DiffusersFolder(path: try ModelLocator.resolve(model))
+    /// Resolves `model` (a folder, a Hugging Face repo id, or a Stable Diffusion single-file checkpoint),
+    /// selects `device` and loads; `transformer` is a single `.safetensors` file whose weights replace
+    /// the folder's transformer (a FLUX finetune). A single-file checkpoint takes its configs and
+    /// tokenizers from `config` (a folder or repo id), else from its base model's repository in the
+    /// Hugging Face cache.
+    public func load(model: String, device: String, transformer: String? = nil, compute: DType = .f32,
+                     config: String? = nil) throws -> any TextToImagePipeline {
+        var folder: DiffusersFolder
+        if let checkpoint = try Self.singleFile(model) {
+            folder = try DiffusersFolder(path: try ModelLocator.resolve(try Self.configModel(for: checkpoint, named: config)))
+            folder.singleFiles["checkpoint"] = model
+        } else {
+            guard config == nil else { throw SluiceError.invalidParameter(.config, reason: "applies to a single-file checkpoint; \(model) is a model folder") }
+            folder = try DiffusersFolder(path: try ModelLocator.resolve(model))
+        }
         if let transformer {
             guard FileManager.default.fileExists(atPath: transformer) else {
                 throw SluiceError.invalidParameter(.transformer, reason: "\(transformer): no such file")
@@ -69,6 +81,28 @@ public final class PipelineRegistry: Sendable {
             folder.singleFiles["transformer"] = transformer
         }
         return try load(folder, device: try ComputeDevice.select(device, compute: compute))
+    }
+
+    /// What a `.safetensors` file given as the model is (nil: `model` is not a file).
+    static func singleFile(_ model: String) throws(SluiceError) -> (path: String, family: SingleFileFamily)? {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir), !isDir.boolValue else { return nil }
+        let file = try SafetensorsFile(path: model)
+        let contents = SingleFileContents.detect(names: file.names, shape: { file.info($0)?.shape })
+        switch contents.family {
+        case .sd15, .sdxl: return (model, contents.family)
+        case .flux: throw .invalidParameter(.model, reason: "\(model) is a FLUX.1 transformer: give the FLUX folder as --model and this file as --transformer")
+        default: throw .invalidParameter(.model, reason: "\(model): \(contents.summary); Sluice reads SD1.5 and SDXL single files (or give a diffusers folder)")
+        }
+    }
+
+    /// The folder or repo id a single file's configs and tokenizers come from.
+    static func configModel(for checkpoint: (path: String, family: SingleFileFamily), named: String?) throws(SluiceError) -> String {
+        if let named { return named }
+        let candidates = StableDiffusionPipeline.baseRepositories[checkpoint.family] ?? []
+        for repo in candidates where (try? ModelLocator.resolve(repo)) != nil { return repo }
+        let kind = checkpoint.family == .sdxl ? "SDXL" : "SD1.5"
+        throw .invalidParameter(.config, reason: "\(checkpoint.path) is a single \(kind) checkpoint: its configs and tokenizers come from the base model's diffusers folder, and none is in the Hugging Face cache (\(candidates.joined(separator: " or "))); give one with --config")
     }
 
     /// A table's components: with its family's formulas when the family is registered, else with the

@@ -22,10 +22,12 @@ struct VAEComponent {
     let decoder: VAEDecoder
     let runner: ComponentRunner
 
-    init(_ folder: DiffusersFolder) throws {
+    /// The folder's VAE, its weights from `checkpoint` where given (a single file's).
+    init(_ folder: DiffusersFolder, checkpoint: Checkpoint? = nil) throws {
         decoder = VAEDecoder(config: try folder.config(AutoencoderKLConfig.self, "vae/config.json"))
         let v = decoder
-        runner = try ComponentRunner(folder: folder, component: "vae", phase: .decode, groupNames: v.groupNames, groupOf: { v.group(of: $0) })
+        runner = try ComponentRunner(name: "vae", phase: .decode, checkpoint: checkpoint ?? ModelLocator.checkpoint(component: folder.folder("vae")),
+                                     groupNames: v.groupNames, groupOf: { v.group(of: $0) })
         try decoder.checkWeights(try runner.execGroups()[0].tensors.map(\.key), file: folder.path + "/vae")
     }
 

@@ -23,10 +23,18 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
 
     public static let sd15Family = PipelineRegistry.Family(
         name: "Stable Diffusion", pipelineClasses: ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"],
-        load: { folder, device in try StableDiffusionPipeline(folder: folder, device: device) })
+        load: { folder, device in try StableDiffusionPipeline(folder: folder, device: device) }, singleFileComponents: ["checkpoint"])
     public static let sdxlFamily = PipelineRegistry.Family(
         name: "SDXL", pipelineClasses: ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"],
-        load: { folder, device in try StableDiffusionPipeline(folder: folder, device: device) })
+        load: { folder, device in try StableDiffusionPipeline(folder: folder, device: device) }, singleFileComponents: ["checkpoint"])
+
+    /// Where a single-file checkpoint's configs and tokenizers come from when none is named: the base
+    /// model's diffusers repository in the Hugging Face cache (diffusers' from_single_file fetches the
+    /// same configs; Sluice never downloads).
+    public static let baseRepositories: [SingleFileFamily: [String]] = [
+        .sd15: ["stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"],
+        .sdxl: ["stabilityai/stable-diffusion-xl-base-1.0"],
+    ]
 
     public static let chunkTokens = 77
 
@@ -89,12 +97,33 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         try self.init(folder: try DiffusersFolder(path: directory), device: try ComputeDevice.select(device))
     }
 
+    /// The single-file checkpoint (AUTOMATIC1111/ComfyUI layout) the weights came from, if any.
+    public let checkpointFile: String?
+
     public init(folder: DiffusersFolder, device: ComputeDevice) throws {
         directory = folder.path
         self.device = device
         var clock = LoadClock()
         let xl = folder.pipelineClass?.contains("XL") ?? false
         variant = xl ? .sdxl : .sd15
+        // A single file's components replace the folder's, presented under diffusers' names and checked
+        // against the folder's configs; what the file lacks (often the text encoders or VAE) comes from
+        // the folder.
+        checkpointFile = folder.singleFiles["checkpoint"]
+        var fromFile: [SingleFileComponent: SDPresentedComponent] = [:]
+        if let path = checkpointFile {
+            let single = try SDSingleFile.open(path: path)
+            guard single.family == (xl ? .sdxl : .sd15) else {
+                throw SluiceError.invalidParameter(.model, reason: "\(path) is \(single.family.rawValue), but its config folder \(folder.path) is \(xl ? "SDXL" : "SD1.5")")
+            }
+            fromFile = try single.components(configFolder: folder.path)
+        }
+        func runner(_ name: String, phase: Phase, groups: [String], groupOf: @escaping (String) -> String?) throws -> ComponentRunner {
+            if let c = SingleFileComponent(rawValue: name), let presented = fromFile[c] {
+                return try ComponentRunner(name: name, phase: phase, checkpoint: presented.checkpoint, groupNames: groups, groupOf: groupOf)
+            }
+            return try ComponentRunner(folder: folder, component: name, phase: phase, groupNames: groups, groupOf: groupOf)
+        }
         let textNames = xl ? ["text_encoder", "text_encoder_2"] : ["text_encoder"]
         try folder.require(["scheduler", "tokenizer", "unet", "vae"] + textNames + (xl ? ["tokenizer_2"] : []))
         tokenizers = try (xl ? ["tokenizer", "tokenizer_2"] : ["tokenizer"]).map { try CLIPTokenizer(directory: try folder.folder($0)) }
@@ -113,7 +142,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
             let e = xl ? try CLIPTextEncoder(config: config, skipLastLayers: 1, pooling: k == 1, projectsPooled: k == 1)
                        : try CLIPTextEncoder(config: config, skipLastLayers: 0, pooling: false)
             encoders.append(e)
-            runners.append(try ComponentRunner(folder: folder, component: name, phase: .text, groupNames: e.groupNames, groupOf: { e.group(of: $0) }))
+            runners.append(try runner(name, phase: .text, groups: e.groupNames, groupOf: { e.group(of: $0) }))
             clock.lap(name)
         }
         textEncoders = encoders
@@ -124,13 +153,14 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         nativeLatentSide = (try folder.config(SampleSize.self, "unet/config.json").sample_size) ?? (xl ? 128 : 64)
         unet = UNet2DCondition(config: unetConfig)
         let u = unet
-        unetRunner = try ComponentRunner(folder: folder, component: "unet", phase: .denoise, groupNames: u.groupNames, groupOf: { u.group(of: $0) })
+        unetRunner = try runner("unet", phase: .denoise, groups: u.groupNames, groupOf: { u.group(of: $0) })
         clock.lap("unet")
-        vaeComponent = try VAEComponent(folder)
+        let vaeCheckpoint = try fromFile[.vae]?.checkpoint ?? ModelLocator.checkpoint(component: folder.folder("vae"))
+        vaeComponent = try VAEComponent(folder, checkpoint: vaeCheckpoint)
         vaeEncoder = VAEEncoder(config: vaeComponent.decoder.config)
-        // The encoder half of the same VAE file, for image to image: its own runner in the text phase
+        // The encoder half of the same VAE weights, for image to image: its own runner in the text phase
         // (it runs before denoising and leaves the device with the text encoders).
-        encoderRunner = try ComponentRunner(name: "vae_encoder", phase: .text, checkpoint: ModelLocator.checkpoint(component: folder.folder("vae")),
+        encoderRunner = try ComponentRunner(name: "vae_encoder", phase: .text, checkpoint: vaeCheckpoint,
                                             groupNames: ["encoder"], groupOf: { $0.hasPrefix("encoder.") || $0.hasPrefix("quant_conv.") ? "encoder" : nil })
         clock.lap("vae")
         let width = encoders.map(\.config.hiddenSize).reduce(0, +)

@@ -23,9 +23,9 @@ public enum SluiceServerMain {
 
     /// Loads and warms the model, logging what seed 001's console reports: load time per component and the plan.
     public static func load(model: String, memory: MemoryOptions, device: String = "cpu", transformer: String? = nil,
-                            compute: DType = .f32, log: (String) -> Void) throws -> Engine {
+                            compute: DType = .f32, config: String? = nil, log: (String) -> Void) throws -> Engine {
         let t0 = Date()
-        let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer, compute: compute)
+        let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer, compute: compute, config: config)
         if let note = pipe.device.note { log(note) }
         log("computing on \(pipe.device.description)")
         // Status pages show this log: the model's name, never its folder.
@@ -61,7 +61,7 @@ public enum SluiceServerMain {
             let engine: Engine? = await withCheckedContinuation { done in
                 let thread = Thread {
                     do {
-                        let e = try load(model: model, memory: memory, device: options.device, transformer: options.transformer, compute: options.compute) { line in
+                        let e = try load(model: model, memory: memory, device: options.device, transformer: options.transformer, compute: options.compute, config: options.config) { line in
                             state.log(line)
                             logger.info("\(line)")
                         }

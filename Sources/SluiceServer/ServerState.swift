@@ -59,6 +59,8 @@ public struct ServeOptions: Sendable {
     public var device = "cpu"
     /// A single file replacing the model's transformer (`--transformer`).
     public var transformer: String?
+    /// A single-file checkpoint's config folder or repo id (`--config`).
+    public var config: String?
     /// What linear layers compute in (`--compute`).
     public var compute: DType = .f32
     /// A live preview every this many denoising steps (0: none). On a GPU each preview reads the latents

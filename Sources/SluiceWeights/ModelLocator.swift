@@ -17,7 +17,7 @@ public enum ModelLocator {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: model, isDirectory: &isDir) {
             guard isDir.boolValue else {
-                throw .invalidParameter(.model, reason: "\(model) is a file; single-file checkpoints are not supported yet — give a diffusers folder")
+                throw .invalidParameter(.model, reason: "\(model) is a file, not a diffusers folder or repo id (SD1.5/SDXL single files: --model FILE; FLUX: --transformer FILE)")
             }
             return (model as NSString).standardizingPath
         }

@@ -28,7 +28,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Text to image. Loads from a diffusers folder or the Hugging Face cache; never downloads.")
 
-    @Option(name: [.customShort("m"), .long], help: "A diffusers folder, or a repo id in the Hugging Face cache (e.g. Tongyi-MAI/Z-Image-Turbo).") var model: String
+    @Option(name: [.customShort("m"), .long], help: "A diffusers folder, a repo id in the Hugging Face cache (e.g. Tongyi-MAI/Z-Image-Turbo), or an SD1.5/SDXL single-file checkpoint (.safetensors, AUTOMATIC1111/ComfyUI layout; see --config).") var model: String
     @Option(name: [.customShort("p"), .long], help: "What to draw.") var prompt: String
     @Option(name: [.customShort("n"), .long], help: "What to steer away from (Z-Image: used when the guidance is > 0; FLUX.1: with --true-cfg-scale > 1).") var negativePrompt = ""
     @Option(name: [.customShort("s"), .long], parsing: .unconditional,
@@ -44,6 +44,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Image to image: a PNG to start from (its size is the default --width/--height).") var initImage: String?
     @Option(parsing: .unconditional, help: "Image to image: how much of the schedule runs on the noised init image, in (0, 1] (diffusers' strength, AUTOMATIC1111's denoising strength).") var strength: Float = 0.8
     @Option(help: "What linear layers compute in: f32 (default; the image matches diffusers' f32 output) or bf16 (CPU with AVX512-BF16: operands rounded to bf16, sums in f32, as torch's bf16 matmul — faster, slightly different image).") var compute: DType = .f32
+    @Option(help: "A single-file SD1.5/SDXL checkpoint's configs and tokenizers: a diffusers folder or a repo id in the Hugging Face cache (default: the base model's repository, e.g. stabilityai/stable-diffusion-xl-base-1.0, when cached).") var config: String?
     @Option(help: "A single .safetensors file whose weights replace the model's transformer (FLUX.1 finetunes such as majicflus, in Black Forest Labs' or diffusers' key layout, bf16 or fp8); the folder gives the config and everything else.") var transformer: String?
     @Option(parsing: .unconditional, help: "Images to make, with seeds seed, seed+1, … (written as NAME-1.png, NAME-2.png, …).") var count = 1
     @OptionGroup var memory: MemoryFlags
@@ -65,7 +66,7 @@ struct Generate: ParsableCommand {
         let seed = self.seed < 0 ? UInt64.random(in: 0...UInt64(UInt32.max)) : UInt64(self.seed)
         let started = Date()
         try withFlags {
-            let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer, compute: compute)
+            let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer, compute: compute, config: config)
             if let note = pipe.device.note { stderrLine(note) }
             stderrLine("computing on \(pipe.device.description)")
             let loaded = Date().timeIntervalSince(started)

@@ -47,6 +47,7 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "A model to plan as `generate` runs it: a diffusers folder or a cached repo id.") var model: String?
     @Option(help: "A real model's table instead: a name (\(ModelTable.known.joined(separator: ", "))) or a JSON path.") var table: String?
     @Option(help: "A single .safetensors file replacing --model's transformer (as `generate --transformer`).") var transformer: String?
+    @Option(help: "A single-file SD1.5/SDXL checkpoint's configs and tokenizers: a diffusers folder or a repo id in the Hugging Face cache (default: the base model's repository, e.g. stabilityai/stable-diffusion-xl-base-1.0, when cached).") var config: String?
     @Option(parsing: .unconditional, help: "Text encoder length for --model (as `generate --max-sequence-length`; FLUX's T5 activations grow with it).") var maxSequenceLength: Int?
     @Option(help: "Compute device for --model (as `generate --device`; Vulkan plans with its heap and allocation sizes).") var device = "cpu"
     @OptionGroup var options: TableOptions
@@ -94,7 +95,7 @@ struct PlanCommand: ParsableCommand {
 
     /// Exactly what `generate` would plan: the same pipeline, the same planner, the same request.
     func planModel() throws -> (String, Plan?, Timing?) {
-        let pipe = try PipelineRegistry.shared.load(model: model!, device: device, transformer: transformer)
+        let pipe = try PipelineRegistry.shared.load(model: model!, device: device, transformer: transformer, config: config)
         if let note = pipe.device.note { stderrLine(note) }
         let memory = MemoryOptions(deviceBudget: options.vramLimit?.bytes, hostBudget: options.ramLimit?.bytes, profile: try options.deviceProfile())
         var r = pipe.request(prompt: "plan", width: options.width, height: options.height)

@@ -15,6 +15,7 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Port (1…65535).") var port = 7860
     @Option(help: "Compute device: cpu, vulkan or vulkan:N (as `sluice generate --device`).") var device = "cpu"
     @Option(help: "A single .safetensors file replacing the model's transformer (as `sluice generate --transformer`).") var transformer: String?
+    @Option(help: "A single-file SD1.5/SDXL checkpoint's configs and tokenizers: a diffusers folder or a repo id in the Hugging Face cache (default: the base model's repository, e.g. stabilityai/stable-diffusion-xl-base-1.0, when cached).") var config: String?
     @Option(help: "What linear layers compute in: f32 or bf16 (as `sluice generate --compute`).") var compute: DType = .f32
     @OptionGroup var memory: MemoryFlags
     @Option(parsing: .unconditional, help: "Most jobs waiting or running; more are refused with 429.") var queueSize = 16
@@ -53,6 +54,7 @@ struct Serve: AsyncParsableCommand {
         o.galleryMaxBytes = galleryMaxBytes?.bytes ?? o.galleryMaxBytes
         o.device = device
         o.transformer = transformer
+        o.config = config
         o.compute = compute
         o.previewEvery = previewEvery
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }

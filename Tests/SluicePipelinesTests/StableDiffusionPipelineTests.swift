@@ -192,3 +192,40 @@ import Testing
         #expect(cmp.ok, "\(cmp)")
     }
 }
+
+/// The tiny models as AUTOMATIC1111/ComfyUI single files (tools/reference/sd_single_file.py; diffusers'
+/// from_single_file(config=<the folder>) gives back every tensor of the folder): loaded with the folder as
+/// `--config`, they give the folder's run bit for bit — the same stored bf16 values through the same code.
+@Suite struct StableDiffusionSingleFileTests {
+    @Test(arguments: [("sd15_bf16.safetensors", StableDiffusionPipelineTests.sd15, "DPM++ 2M"),
+                      ("sdxl_bf16.safetensors", StableDiffusionPipelineTests.sdxl, "Euler a")])
+    func singleFileGivesTheFoldersImage(file: String, folder: String, sampler: String) throws {
+        var r = GenerationRequest(prompt: "a red fox", negativePrompt: "blurry", seed: 5, steps: 3, width: 48, height: 32, guidance: 6)
+        r.sampler = sampler
+        let path = Fixtures.directory + "/sd-single-file/" + file
+        let single = try PipelineRegistry.shared.load(model: path, device: "cpu", config: folder)
+        #expect((single as? StableDiffusionPipeline)?.checkpointFile == path)
+        let a = try single.generate(r), b = try StableDiffusionPipeline(directory: folder).generate(r)
+        #expect(try a.latents.toFloats().map(\.bitPattern) == (try b.latents.toFloats().map(\.bitPattern)))
+        #expect(try a.image.toFloats().map(\.bitPattern) == (try b.image.toFloats().map(\.bitPattern)))
+    }
+
+    /// A file that carries only some components (here the text encoder, in f16) takes the rest from the
+    /// config folder; the wrong family's folder, a FLUX file as the model, or no config are named errors.
+    @Test func partialFilesAndRefusals() throws {
+        let dir = Fixtures.directory + "/sd-single-file/"
+        let partial = try PipelineRegistry.shared.load(model: dir + "sd15_f16_text_only.safetensors", device: "cpu", config: StableDiffusionPipelineTests.sd15)
+        var r = partial.request(prompt: "a red fox", steps: 2, width: 48, height: 32)
+        r.sampler = "Euler"
+        let a = try partial.generate(r), b = try StableDiffusionPipeline(directory: StableDiffusionPipelineTests.sd15).generate(r)
+        let cmp = compare(try a.latents.toFloats(), try b.latents.toFloats(), atol: 1e-4, rtol: 1e-4)
+        #expect(cmp.ok, "f16 text encoder: \(cmp)")
+        func refusal(_ body: () throws -> Void) -> Parameter? {
+            do { try body() } catch let SluiceError.invalidParameter(p, _) { return p } catch { Issue.record("\(error)") }
+            return nil
+        }
+        #expect(refusal { _ = try PipelineRegistry.shared.load(model: dir + "sd15_bf16.safetensors", device: "cpu", config: StableDiffusionPipelineTests.sdxl) } == .model)
+        #expect(refusal { _ = try PipelineRegistry.shared.load(model: Fixtures.directory + "/flux-single-file/tiny-dev-bfl-bf16.safetensors", device: "cpu") } == .model)
+        #expect(refusal { _ = try PipelineRegistry.shared.load(model: StableDiffusionPipelineTests.sd15, device: "cpu", config: StableDiffusionPipelineTests.sd15) } == .config)
+    }
+}
