@@ -160,19 +160,22 @@ extension Bench {
 extension Bench {
     struct Block: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "One full-size transformer block (4096 image + 512 text tokens), Sluice vs diffusers/torch CPU, same weights: --family flux --kind double|single, or --family zimage.")
-        @Option(help: "Model family: flux or zimage.") var family = "flux"
+            abstract: "One full-size block, Sluice vs diffusers/torch CPU, same weights: --family flux --kind double|single or --family zimage (4096 image + 512 text tokens), or --family unet (SDXL's mid block at 1024²).")
+        @Option(help: "Model family: flux, zimage or unet.") var family = "flux"
         @Option(help: "FLUX block kind: double (FluxTransformerBlock) or single (FluxSingleTransformerBlock).") var kind = "double"
         @Option(help: "Rounds (each times Sluice, then torch in a fresh process).") var rounds = 3
         @Option(help: "Where the random weights and inputs are written (git-ignored).") var dir = "bench/out"
         @OptionGroup var output: BenchOutput
 
         func validate() throws {
-            guard ["flux", "zimage"].contains(family) else { throw ValidationError("--family must be flux or zimage") }
+            guard ["flux", "zimage", "unet"].contains(family) else { throw ValidationError("--family must be flux, zimage or unet") }
             guard FluxBlockBench.Kind(rawValue: kind) != nil else { throw ValidationError("--kind must be double or single") }
         }
 
         func run() throws {
+            if family == "unet" {
+                return try output.finish(try UNetBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
+            }
             if family == "zimage" {
                 return try output.finish(try ZImageBlockBench(threads: output.threadCount, rounds: rounds, directory: dir).run(progress: stderrLine))
             }

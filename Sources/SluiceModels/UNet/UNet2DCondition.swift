@@ -177,10 +177,7 @@ public struct UNet2DCondition: Sendable {
             }
             s.hidden = h
         case .mid:
-            let mid = w.scoped("mid_block")
-            var h = try resnet.forward(s.hidden!, siluEmb: s.siluEmb!, mid.scoped("resnets.0"), b)
-            h = try transformer(level: n - 1).forward(h, context: s.context, mid.scoped("attentions.0"), b)
-            s.hidden = try resnet.forward(h, siluEmb: s.siluEmb!, mid.scoped("resnets.1"), b)
+            s.hidden = try midBlock(s.hidden!, siluEmb: s.siluEmb!, context: s.context, w, b)
         case let .up(i, j):
             let block = w.scoped("up_blocks.\(i)")
             let skip = s.skips.removeLast()
@@ -209,6 +206,16 @@ public struct UNet2DCondition: Sendable {
     }
 
     var resnet: UNetResnet { UNetResnet(groups: config.normNumGroups, eps: config.normEps) }
+
+    /// The mid block alone (resnet, Transformer2DModel, resnet) on the bottom of the U: `hidden`
+    /// [1, C, h, w], `siluEmb` = SiLU(time embedding) [1, E], weights under "mid_block." in `w`. What
+    /// `sluice bench block --family unet` times against diffusers' UNetMidBlock2DCrossAttn.
+    public func midBlock(_ hidden: Tensor, siluEmb: Tensor, context: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
+        let mid = w.scoped("mid_block")
+        var h = try resnet.forward(hidden, siluEmb: siluEmb, mid.scoped("resnets.0"), b)
+        h = try transformer(level: config.levels - 1).forward(h, context: context, mid.scoped("attentions.0"), b)
+        return try resnet.forward(h, siluEmb: siluEmb, mid.scoped("resnets.1"), b)
+    }
 
     func transformer(level: Int) -> UNetTransformer {
         UNetTransformer(heads: config.attentionHeads[level], layers: config.transformerLayers[level], groups: config.normNumGroups,
