@@ -41,6 +41,9 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     let transformerRunner: ComponentRunner
     var vaeRunner: ComponentRunner { vaeComponent.runner }
     let vaeComponent: VAEComponent
+    /// The VAE's encoder, for image to image (nil when the VAE file has none).
+    let encoderComponent: VAEEncoderComponent?
+    public var supportsImageToImage: Bool { encoderComponent != nil }
     public let components: PipelineComponents
 
     /// dev (a guidance embedder): 28 steps, guidance 3.5, T5 512 tokens; schnell: 4 steps, no guidance,
@@ -100,6 +103,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
         clock.lap("transformer")
         vaeComponent = try VAEComponent(folder)
+        encoderComponent = try VAEEncoderComponent.optional(folder)
         guard config.inChannels == 4 * vaeComponent.decoder.config.latentChannels, config.out == config.inChannels else {
             throw SluiceError.invalidArgument(name: folder.path + "/transformer/config.json",
                 reason: "in_channels \(config.inChannels) must be 4 × the VAE's latent_channels \(vaeComponent.decoder.config.latentChannels) (2×2 packed latents)")
@@ -109,7 +113,8 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                 reason: "joint_attention_dim \(config.jointAttentionDim) / pooled_projection_dim \(config.pooledProjectionDim) must equal T5's d_model \(t5.config.dModel) / CLIP's hidden_size \(clip.config.hiddenSize)")
         }
         clock.lap("vae")
-        components = PipelineComponents([clipRunner, t5Runner, transformerRunner, vaeComponent.runner], device: device)
+        components = PipelineComponents([clipRunner, t5Runner] + (encoderComponent.map { [$0.runner] } ?? []) + [transformerRunner, vaeComponent.runner],
+                                        device: device)
         loadSeconds = clock.laps
     }
 
@@ -153,9 +158,11 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     // MARK: - Planning
 
     func descriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] {
-        Self.describe(clip: (clip.config, try clipRunner.groupDescriptions()), t5: (t5.config, try t5Runner.groupDescriptions()),
-                      transformer: (transformer.config, try transformerRunner.groupDescriptions()),
-                      vae: (vae, try vaeRunner.groupDescriptions()), t5Tokens: sequenceLength(r), followsStorage: false, flops: [:])
+        var d = Self.describe(clip: (clip.config, try clipRunner.groupDescriptions()), t5: (t5.config, try t5Runner.groupDescriptions()),
+                              transformer: (transformer.config, try transformerRunner.groupDescriptions()),
+                              vae: (vae, try vaeRunner.groupDescriptions()), t5Tokens: sequenceLength(r), followsStorage: false, flops: [:])
+        if let encoderComponent { d.insert(try encoderComponent.describe(r), at: 2) }
+        return d
     }
 
     /// A table of a real FLUX.1 model (`sluice plan --table flux1-dev`), with the formulas a loaded
@@ -242,30 +249,39 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                          afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult {
         try validate(r)
         let length = sequenceLength(r), cfg = trueCFG(r)
+        let start = r.initImage == nil ? 0 : FlowMatchImageToImage.startIndex(steps: r.steps, strength: r.strength)
+        guard start < r.steps else {
+            throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
+        }
         let run = try components.start(descriptions(r), workload: r.workload, memory: memory)
         defer { run.end() }
         let lh = vae.latentSide(r.height), lw = vae.latentSide(r.width)
+        var generator = TorchGenerator(seed: r.seed)
+        let be = device.backend
 
-        let (positive, negative) = try run.phase(.text) { () throws -> ((pooled: Tensor, hidden: Tensor), (pooled: Tensor, hidden: Tensor)?) in
+        typealias Text = (pooled: Tensor, hidden: Tensor)
+        let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Text, Text?, Tensor?) in
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             let e = try encodePrompts(cfg ? [r.prompt, r.negativePrompt] : [r.prompt], sequenceLength: length, run: run)
-            return (e[0], cfg ? e[1] : nil)
+            // Image to image: the init image's latents, sampled with the run's generator before the noise.
+            let z = try r.initImage.map { image in try encoderComponent!.sample(image, generator: &generator, run: run, on: be) }
+            return (e[0], cfg ? e[1] : nil, z)
         }
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 
-        var generator = TorchGenerator(seed: r.seed)
-        let be = device.backend
-        var latents = try pack(generator.randn([1, vae.config.latentChannels, lh, lw]), be)
         let steps = FlowMatchEulerScheduler.numpyLinspace(1, 1 / Double(r.steps), r.steps)
         let scheduler = try FlowMatchEulerScheduler(config: schedulerConfig, baseSigmas: steps,
                                                     mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
+        var noise = try generator.randn([1, vae.config.latentChannels, lh, lw])
+        if let imageLatents { noise = try FlowMatchImageToImage.noised(imageLatents, noise: noise, sigma: scheduler.sigmas[start], vae: vae.config) }
+        var latents = try pack(noise, be)
         let tr = transformer
         // Each step also unpacks its latents for progress and previews; the last of them is what the VAE decodes.
         var unpacked: Tensor?
         let timesteps = scheduler.timesteps
-        try run.denoise(steps: r.steps, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { i in
+        try run.denoise(steps: r.steps - start, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { k in
             // diffusers passes t/1000 (f32); the model multiplies it back.
-            let timestep = timesteps[i], x = latents
+            let i = start + k, timestep = timesteps[i], x = latents
             func velocity(_ text: (pooled: Tensor, hidden: Tensor)) throws -> Tensor {
                 let state = FluxTransformer.State(latents: x, rows: lh / 2, columns: lw / 2, t: timestep / 1000, guidance: r.guidance,
                                                   context: text.hidden, pooled: text.pooled)

@@ -45,3 +45,75 @@ struct VAEComponent {
         }
     }
 }
+
+/// The VAE's encoder half, for image to image: its own runner on the VAE's weights, in the text phase
+/// (it runs before denoising and, under a tight plan, leaves the device with the text encoders). For a
+/// request without an init image it reserves no activations.
+struct VAEEncoderComponent {
+    let encoder: VAEEncoder
+    let runner: ComponentRunner
+
+    init(config: AutoencoderKLConfig, checkpoint: Checkpoint) throws {
+        encoder = VAEEncoder(config: config)
+        runner = try ComponentRunner(name: "vae_encoder", phase: .text, checkpoint: checkpoint, groupNames: ["encoder"],
+                                     groupOf: { $0.hasPrefix("encoder.") || $0.hasPrefix("quant_conv.") ? "encoder" : nil })
+    }
+
+    /// The folder's VAE encoder; nil when its file holds only the decoder (no image to image then).
+    static func optional(_ folder: DiffusersFolder) throws -> VAEEncoderComponent? {
+        let checkpoint = try ModelLocator.checkpoint(component: folder.folder("vae"))
+        guard checkpoint.names.contains(where: { $0.hasPrefix("encoder.") }) else { return nil }
+        return try VAEEncoderComponent(config: try folder.config(AutoencoderKLConfig.self, "vae/config.json"), checkpoint: checkpoint)
+    }
+
+    func describe(_ r: GenerationRequest) throws(SluiceError) -> ComponentDescription {
+        let e = encoder, encodes = r.initImage != nil
+        // The encoder's activations are about the decoder's at the same size (mirror-image blocks).
+        let decoder = VAEDecoder(config: e.config)
+        return try runner.describe(activationBytes: { w in encodes ? decoder.activationBytes(pixels: w.width * w.height) * w.batch : 0 },
+                                   rows: { w in Double(w.width * w.height) / 4 })
+    }
+
+    /// A sample of the image's latent distribution, z = mean + exp(logvar / 2) · noise with the noise from
+    /// `generator` (diffusers' retrieve_latents(sample_mode="sample")), before any scale or shift.
+    func sample(_ image: InitImage, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend) throws -> Tensor {
+        let e = encoder
+        let moments = try runner.run(image.tensor) { _, w, x in
+            let m = try e.encodeMoments(x, w, be)
+            return try be.concat([m.mean, m.logvar], dim: 1)
+        }
+        let c = e.config.latentChannels, shape: Shape = [1, c, moments.shape[2], moments.shape[3]]
+        let mean = try moments.sliced(dim: 1, 0..<c).contiguous().toFloats()
+        let logvar = try moments.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats()
+        let noise = try generator.randn(shape).toFloats()
+        var z = [Float](repeating: 0, count: mean.count)
+        for i in z.indices {
+            let std: Float = Foundation.exp(0.5 * logvar[i])
+            z[i] = mean[i] + std * noise[i]
+        }
+        run.finished(component: runner.name)
+        return Tensor(z, shape: shape)
+    }
+}
+
+/// Image to image for the flow-matching families, as diffusers' FluxImg2ImgPipeline and
+/// ZImageImg2ImgPipeline do it: the schedule is the text-to-image one, entered at
+/// t_start = ⌊max(n − n·strength, 0)⌋ (SD3's get_timesteps; the Stable Diffusion pipelines round the
+/// other way), from σ·noise + (1 − σ)·(z − shift)·scale at that step's σ (scale_noise).
+enum FlowMatchImageToImage {
+    static func startIndex(steps: Int, strength: Double) -> Int {
+        let n = Double(steps)
+        return Int(max(n - min(n * strength, n), 0))
+    }
+
+    static func noised(_ z: Tensor, noise: Tensor, sigma: Float, vae: AutoencoderKLConfig) throws(SluiceError) -> Tensor {
+        let x = try z.toFloats(), e = try noise.toFloats()
+        guard x.count == e.count else { throw .shapeMismatch(operation: "image to image", expected: "\(z.shape)", found: "\(noise.shape)") }
+        var out = [Float](repeating: 0, count: x.count)
+        for i in out.indices {
+            let image = (x[i] - vae.shiftFactor) * vae.scalingFactor
+            out[i] = sigma * e[i] + (1 - sigma) * image
+        }
+        return Tensor(out, shape: noise.shape)
+    }
+}

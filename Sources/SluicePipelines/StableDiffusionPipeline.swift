@@ -46,7 +46,6 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
     public let textEncoders: [CLIPTextEncoder]
     public let unet: UNet2DCondition
     public var vae: VAEDecoder { vaeComponent.decoder }
-    public let vaeEncoder: VAEEncoder
     public let schedulerConfig: DiscreteScheduleConfig
     /// The sampler the folder's scheduler config names (Euler where it names one Sluice does not run,
     /// such as SD1.5's PNDM).
@@ -58,7 +57,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
     public private(set) var loadSeconds: [(component: String, seconds: Double)] = []
     public let components: PipelineComponents
     let textRunners: [ComponentRunner]
-    let encoderRunner: ComponentRunner
+    let encoderComponent: VAEEncoderComponent
     let unetRunner: ComponentRunner
     let vaeComponent: VAEComponent
 
@@ -157,11 +156,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         clock.lap("unet")
         let vaeCheckpoint = try fromFile[.vae]?.checkpoint ?? ModelLocator.checkpoint(component: folder.folder("vae"))
         vaeComponent = try VAEComponent(folder, checkpoint: vaeCheckpoint)
-        vaeEncoder = VAEEncoder(config: vaeComponent.decoder.config)
-        // The encoder half of the same VAE weights, for image to image: its own runner in the text phase
-        // (it runs before denoising and leaves the device with the text encoders).
-        encoderRunner = try ComponentRunner(name: "vae_encoder", phase: .text, checkpoint: vaeCheckpoint,
-                                            groupNames: ["encoder"], groupOf: { $0.hasPrefix("encoder.") || $0.hasPrefix("quant_conv.") ? "encoder" : nil })
+        encoderComponent = try VAEEncoderComponent(config: vaeComponent.decoder.config, checkpoint: vaeCheckpoint)
         clock.lap("vae")
         let width = encoders.map(\.config.hiddenSize).reduce(0, +)
         guard unetConfig.crossAttentionDim == width else {
@@ -172,7 +167,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
             throw SluiceError.invalidArgument(name: folder.path + "/unet/config.json",
                 reason: "in_channels \(unetConfig.inChannels) must equal the VAE's latent_channels \(vaeComponent.decoder.config.latentChannels)")
         }
-        components = PipelineComponents(runners + [encoderRunner, unetRunner, vaeComponent.runner], device: device)
+        components = PipelineComponents(runners + [encoderComponent.runner, unetRunner, vaeComponent.runner], device: device)
         loadSeconds = clock.laps
     }
 
@@ -214,10 +209,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
             out.append(try runner.describe(activationBytes: { _ in CLIPTextEncoder.activationBytes(config: c, tokens: Self.chunkTokens) },
                                        rows: { _ in Double(Self.chunkTokens) }))
         }
-        // The VAE encoder runs only for image to image: otherwise it reserves nothing.
-        let encodes = r.initImage != nil
-        out.append(try encoderRunner.describe(activationBytes: { w in encodes ? v.activationBytes(pixels: w.width * w.height) * w.batch : 0 },
-                                          rows: { w in Double(w.width * w.height) / 4 }))
+        out.append(try encoderComponent.describe(r))
         let groups = try unetRunner.groupDescriptions()
         // Convolutions and linears run once per position of their level: 2 × parameters × positions.
         let unetFlops: @Sendable (Workload) -> [Double] = { w in
@@ -309,7 +301,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         defer { run.end() }
         let be = device.backend
         var scheduler = try sampler.scheduler(config: schedulerConfig, steps: r.steps)
-        let start = r.initImage == nil ? 0 : try scheduler.startIndex(strength: Double(r.strength))
+        let start = r.initImage == nil ? 0 : try scheduler.startIndex(strength: r.strength)
         guard start < scheduler.steps else {
             throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
         }
@@ -327,22 +319,9 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
             // before the noise is drawn (diffusers' retrieve_latents(sample_mode="sample")).
             var latents: Tensor?
             if let image = r.initImage {
-                let enc = vaeEncoder
-                let moments = try encoderRunner.run(image.tensor) { _, w, x in
-                    let m = try enc.encodeMoments(x, w, be)
-                    return try be.concat([m.mean, m.logvar], dim: 1)
-                }
-                let c = vae.config.latentChannels
-                let mean = try moments.sliced(dim: 1, 0..<c).contiguous().toFloats(), logvar = try moments.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats()
-                let noise = try generator.randn([1, c, moments.shape[2], moments.shape[3]]).toFloats()
+                let z = try encoderComponent.sample(image, generator: &generator, run: run, on: be)
                 let scale = vae.config.scalingFactor
-                var sample = [Float](repeating: 0, count: mean.count)
-                for i in sample.indices {
-                    let std: Float = Foundation.exp(0.5 * logvar[i])
-                    sample[i] = (mean[i] + std * noise[i]) * scale
-                }
-                latents = Tensor(sample, shape: [1, c, moments.shape[2], moments.shape[3]])
-                run.finished(component: encoderRunner.name)
+                latents = Tensor(try z.toFloats().map { $0 * scale }, shape: z.shape)
             }
             return (e[0], negative, latents)
         }

@@ -24,7 +24,7 @@ public struct GenerationRequest: Sendable, Equatable {
     public var initImage: InitImage?
     /// Image to image: the share of the schedule run on the noised init image (diffusers' `strength`,
     /// AUTOMATIC1111's denoising strength): 1 ignores the image, near 0 returns it almost unchanged.
-    public var strength: Float = 0.8
+    public var strength: Double = 0.8
 
     public init(prompt: String, negativePrompt: String = "", seed: UInt64 = 42, steps: Int, width: Int = 1024, height: Int = 1024, guidance: Float) {
         self.prompt = prompt; self.negativePrompt = negativePrompt; self.seed = seed; self.steps = steps

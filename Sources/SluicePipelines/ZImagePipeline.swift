@@ -32,6 +32,9 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     let transformerRunner: ComponentRunner
     var vaeRunner: ComponentRunner { vaeComponent.runner }
     let vaeComponent: VAEComponent
+    /// The VAE's encoder, for image to image (nil when the VAE file has none).
+    let encoderComponent: VAEEncoderComponent?
+    public var supportsImageToImage: Bool { encoderComponent != nil }
     /// The components in phase order (their runners, the device).
     public let components: PipelineComponents
 
@@ -68,8 +71,10 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
         clock.lap("transformer")
         vaeComponent = try VAEComponent(folder)
+        encoderComponent = try VAEEncoderComponent.optional(folder)
         clock.lap("vae")
-        components = PipelineComponents([textRunner, transformerRunner, vaeComponent.runner], device: device)
+        components = PipelineComponents([textRunner] + (encoderComponent.map { [$0.runner] } ?? []) + [transformerRunner, vaeComponent.runner],
+                                        device: device)
         loadSeconds = clock.laps
     }
 
@@ -99,11 +104,13 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     // MARK: - Planning
 
     /// The three components as the planner sees them: this checkpoint's group sizes, the models' formulas.
-    func descriptions() throws(SluiceError) -> [ComponentDescription] {
-        Self.describe(text: (encoder.config, try textRunner.groupDescriptions()),
-                          transformer: (transformer.config, try transformerRunner.groupDescriptions()),
-                          vae: (vae, try vaeRunner.groupDescriptions()), followsStorage: false,
-                          flops: [:])
+    func descriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] {
+        var d = Self.describe(text: (encoder.config, try textRunner.groupDescriptions()),
+                              transformer: (transformer.config, try transformerRunner.groupDescriptions()),
+                              vae: (vae, try vaeRunner.groupDescriptions()), followsStorage: false,
+                              flops: [:])
+        if let encoderComponent { d.insert(try encoderComponent.describe(r), at: 1) }
+        return d
     }
 
     /// A table of a real Z-Image model (`sluice plan --table z-image-turbo`), described with the
@@ -143,11 +150,11 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         ]
     }
 
-    public func componentDescriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { try descriptions() }
+    public func componentDescriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { try descriptions(r) }
 
     public func plan(_ r: GenerationRequest, memory: MemoryOptions) throws(SluiceError) -> Plan? {
         try validate(r)
-        return try components.plan(descriptions(), workload: r.workload, memory: memory)
+        return try components.plan(descriptions(r), workload: r.workload, memory: memory)
     }
 
     // MARK: - Generation
@@ -165,27 +172,39 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public func generate(_ r: GenerationRequest, memory: MemoryOptions, progress: (GenerationProgress) -> Void,
                          afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult {
         try validate(r)
-        let run = try components.start(descriptions(), workload: r.workload, memory: memory)
+        let run = try components.start(descriptions(r), workload: r.workload, memory: memory)
         defer { run.end() }
         let (lh, lw) = latentSize(r)
 
         // CFG whenever guidance > 0, as in diffusers' ZImagePipeline; the negative prompt only then.
         let cfg = r.guidance > 0
-        let (positive, negative) = try run.phase(.text) { () throws -> (Tensor, Tensor?) in
+        let start = r.initImage == nil ? 0 : FlowMatchImageToImage.startIndex(steps: r.steps, strength: r.strength)
+        guard start < r.steps else {
+            throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
+        }
+        var generator = TorchGenerator(seed: r.seed)
+        let be = device.backend
+        let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Tensor, Tensor?, Tensor?) in
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             let length = r.maxSequenceLength ?? Self.maxPromptTokens
-            return (try encodePrompt(r.prompt, maxLength: length), cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil)
+            let pos = try encodePrompt(r.prompt, maxLength: length), neg = cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil
+            // Image to image: the init image's latents, sampled with the run's generator before the noise.
+            let z = try r.initImage.map { image in try encoderComponent!.sample(image, generator: &generator, run: run, on: be) }
+            return (pos, neg, z)
         }
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 
-        var generator = TorchGenerator(seed: r.seed)
-        var latents = try generator.randn([1, transformer.config.inChannels, lh, lw])
         let scheduler = try FlowMatchEulerScheduler(config: schedulerConfig,
             baseSigmas: FlowMatchEulerScheduler.linspace(1, 1 / Float(r.steps), r.steps),
             mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
-        let tr = transformer, be = device.backend
+        var latents = try generator.randn([1, transformer.config.inChannels, lh, lw])
+        if let imageLatents {
+            latents = try FlowMatchImageToImage.noised(imageLatents, noise: latents, sigma: scheduler.sigmas[start], vae: vae.config)
+        }
+        let tr = transformer
         let timesteps = scheduler.timesteps
-        try run.denoise(steps: r.steps, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { i in
+        try run.denoise(steps: r.steps - start, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { k in
+            let i = start + k
             let t = (1000 - timesteps[i]) / 1000
             let x = try latents.reshaped([tr.config.inChannels, 1, lh, lw])
             func velocity(_ caption: Tensor) throws -> Tensor {

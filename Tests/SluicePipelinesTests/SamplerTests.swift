@@ -227,8 +227,9 @@ private func invalidArgument(_ body: () throws -> Void) -> (name: String, reason
         for bad in ["", "euler b", "dpm++ 3m", "karras", "PNDM"] {
             #expect(Sampler(name: bad) == nil, "\(bad)")
         }
-        let e = invalidArgument { _ = try Sampler.parse("LMS") }
-        #expect(e?.name == "sampler" && e?.reason.contains("LMS") == true && e?.reason.contains("Euler a") == true, "\(String(describing: e))")
+        var refusal: (Parameter, String)?
+        do { _ = try Sampler.parse("LMS") } catch let SluiceError.invalidParameter(p, reason) { refusal = (p, reason) } catch {}
+        #expect(refusal?.0 == .sampler && refusal?.1.contains("LMS") == true && refusal?.1.contains("Euler a") == true, "\(String(describing: refusal))")
     }
 
     /// The real configs decode; the SD1.5 one has no timestep_spacing, so each class takes its own default.

@@ -19,7 +19,7 @@ import Testing
     struct Case: Sendable, CustomStringConvertible {
         let tag: String, model: String, sampler: String, steps: Int, seed: UInt64, guidance: Float
         var negative = ""
-        var strength: Float?
+        var strength: Double?
         var width = 48, height = 32
         var description: String { tag }
 

@@ -152,7 +152,7 @@ import Testing
         let roomy = MemoryOptions(deviceBudget: 16 << 20, profile: .rtx3060)  // holds all three at once
         let first = try pipe.generate(r, memory: roomy)
         #expect(first.report.phases.allSatisfy { $0.bytesHostToDevice > 0 })
-        #expect(pipe.components.keptOnDevice == ["text_encoder", "transformer", "vae"])
+        #expect(pipe.components.keptOnDevice == ["text_encoder", "vae_encoder", "transformer", "vae"])
         let second = try pipe.generate(r, memory: roomy)
         #expect(second.report.phases.allSatisfy { $0.bytesHostToDevice == 0 }, "\(second.report.phases.map(\.bytesHostToDevice))")
         #expect(try second.image.toFloats() == first.image.toFloats())

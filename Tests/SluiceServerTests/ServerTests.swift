@@ -255,7 +255,7 @@ import Testing
         try await app.test(.router) { client in
             try await client.execute(uri: "/api/status", method: .get) { r in
                 let kept = (try? JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any])?["kept_on_device"] as? [String]
-                #expect(kept == ["text_encoder", "transformer", "vae"], "\(String(describing: kept))")
+                #expect(kept == ["text_encoder", "vae_encoder", "transformer", "vae"], "\(String(describing: kept))")
             }
         }
     }
