@@ -91,6 +91,32 @@ import Testing
         #expect(steps.status == 1 && steps.output.contains("--steps: -1 must be") && !steps.output.contains("Missing value"), "\(steps.output)")
     }
 
+    /// Stable Diffusion from the command line: a sampler by name, image to image from a PNG the previous run
+    /// wrote (its size the default), a single-file checkpoint with its config folder, and refusals naming
+    /// the flag.
+    @Test func samplersImageToImageAndSingleFiles() throws {
+        let sd = Fixtures.directory + "/models/sd15-tiny", dir = NSTemporaryDirectory() + "sluice-cli-\(UUID().uuidString)"
+        let a = try Self.sluice(["generate", "-m", sd, "-p", "a red fox", "-W", "48", "-H", "32", "--steps", "3", "--sampler", "DPM++ 2M Karras", "-o", "a.png"], in: dir)
+        #expect(a.status == 0, "\(a.output)")
+        let textA = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: dir + "/a.png"))) ?? Data(), as: UTF8.self)
+        #expect(textA.contains("Sampler: DPM++ 2M Karras, Schedule type: Karras"), "parameters chunk")
+        let b = try Self.sluice(["generate", "-m", sd, "-p", "a red fox", "--steps", "5", "--sampler", "euler_a", "--init-image", "a.png",
+                                 "--strength", "0.6", "-o", "b.png"], in: dir)
+        #expect(b.status == 0, "\(b.output)")
+        let textB = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: dir + "/b.png"))) ?? Data(), as: UTF8.self)
+        #expect(textB.contains("Denoising strength: 0.6") && textB.contains("Size: 48x32") && textB.contains("Sampler: Euler a"), "parameters chunk")
+        let single = try Self.sluice(["generate", "-m", Fixtures.directory + "/sd-single-file/sd15_bf16.safetensors", "--config", sd, "-p", "x",
+                                      "-W", "48", "-H", "32", "--steps", "2", "-o", "c.png"], in: dir)
+        #expect(single.status == 0 && files(dir).contains("c.png"), "\(single.output)")
+        try Data("not a png".utf8).write(to: URL(fileURLWithPath: dir + "/bad.png"))
+        let bad = try Self.sluice(["generate", "-m", sd, "-p", "x", "--init-image", "bad.png", "-o", "d.png"], in: dir)
+        #expect(bad.status == 1 && bad.output.contains("--init-image") && bad.output.contains("bad.png") && !files(dir).contains("d.png"), "\(bad.output)")
+        let sampler = try Self.sluice(["generate", "-m", sd, "-p", "x", "-W", "48", "-H", "32", "--sampler", "LMS", "-o", "e.png"], in: dir)
+        #expect(sampler.status == 1 && sampler.output.contains("--sampler") && sampler.output.contains("DPM++ 2M"), "\(sampler.output)")
+        let zimage = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "--sampler", "DDIM", "-o", "f.png"], in: dir)
+        #expect(zimage.status == 1 && zimage.output.contains("--sampler"), "\(zimage.output)")
+    }
+
     @Test func devicesAndLimits() throws {
         let vulkan = try Self.sluice(["generate", "-m", Self.model, "-p", "x", "--device", "vulkan:9", "-W", "64", "-H", "64", "-o", "x.png"])
         #expect(vulkan.status == 1 && vulkan.output.contains("--device"), "\(vulkan.output)")
