@@ -81,6 +81,9 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         return (s.name, schedule(s))
     }
     public var supportsImageToImage: Bool { true }
+    public func knowsSampler(_ name: String) -> Bool {
+        Sampler(name: name) != nil || samplerAliases.contains(name.lowercased())
+    }
 
     func schedule(_ s: Sampler) -> String { s == .dpmpp2MKarras ? "Karras" : "Automatic" }
 

@@ -133,6 +133,8 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
     var samplerNames: [String] { get }
     /// The sampler and schedule `request` runs with (its own choice, else the model's default).
     func sampler(for request: GenerationRequest) -> (name: String, schedule: String)
+    /// Whether `name` (any spelling a client may send) names one of this model's samplers.
+    func knowsSampler(_ name: String) -> Bool
     /// Whether `GenerationRequest.initImage` is taken (the model has a VAE encoder and the family
     /// implements image to image).
     var supportsImageToImage: Bool { get }
@@ -172,6 +174,7 @@ extension TextToImagePipeline {
 
     public var samplerNames: [String] { [sampler.name] }
     public func sampler(for request: GenerationRequest) -> (name: String, schedule: String) { sampler }
+    public func knowsSampler(_ name: String) -> Bool { samplerAliases.contains(name.lowercased()) }
     public var supportsImageToImage: Bool { false }
 
     public func componentDescriptions(_ request: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { [] }
@@ -185,7 +188,7 @@ extension TextToImagePipeline {
         }
         guard (1...1000).contains(r.steps) else { throw .invalidParameter(.steps, reason: "\(r.steps) must be 1…1000") }
         guard r.guidance >= 0, r.guidance.isFinite else { throw .invalidParameter(.guidance, reason: "\(r.guidance) must be a number ≥ 0") }
-        if let name = r.sampler, !samplerAliases.contains(name.lowercased()) {
+        if let name = r.sampler, !knowsSampler(name) {
             throw .invalidParameter(.sampler, reason: "'\(name)' is not a sampler of \(family) (\(samplerNames.joined(separator: ", ")))")
         }
         if let image = r.initImage {
