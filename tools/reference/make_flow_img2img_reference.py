@@ -14,28 +14,10 @@ from PIL import Image
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from make_sd_reference import HEIGHT, WIDTH, init_image  # noqa: E402  (the same 32×48 picture)
+from make_sd_reference import HEIGHT, WIDTH, init_image, run  # noqa: E402  (the same 32×48 picture, the same runner)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 FIX = os.path.join(ROOT, "Tests", "Fixtures")
-
-
-def run(pipe, out, tag, seed, unpack=False, **kw):
-    seen = []
-
-    def on_step(p, i, t, k):
-        seen.append(k["latents"].detach().clone())
-        return {}
-
-    gen = torch.Generator("cpu").manual_seed(seed)
-    with torch.no_grad():
-        img = pipe(height=HEIGHT, width=WIDTH, generator=gen, output_type="pt", callback_on_step_end=on_step, **kw).images
-    out[tag + "image"] = img[0]
-    for i, lat in enumerate(seen):
-        if unpack:
-            lat = FluxPipeline._unpack_latents(lat, HEIGHT, WIDTH, pipe.vae_scale_factor)
-        out[f"{tag}latents_{i}"] = lat[0]
-    out[tag + "steps"] = torch.tensor([float(len(seen))])
 
 
 def main():
@@ -48,7 +30,8 @@ def main():
         num_inference_steps=4, guidance_scale=2.5)
     f = FluxImg2ImgPipeline.from_pretrained(os.path.join(FIX, "models", "flux-tiny-dev"), torch_dtype=torch.float32)
     f.set_progress_bar_config(disable=True)
-    run(f, out, "flux_", seed=13, unpack=True, prompt="a red fox", image=pil, strength=0.6, num_inference_steps=5,
+    unpack = lambda lat: FluxPipeline._unpack_latents(lat, HEIGHT, WIDTH, f.vae_scale_factor)  # noqa: E731
+    run(f, out, "flux_", seed=13, latents=unpack, prompt="a red fox", image=pil, strength=0.6, num_inference_steps=5,
         guidance_scale=3.5, max_sequence_length=24)
     save_file({k: v.contiguous().float() for k, v in out.items()}, os.path.join(FIX, "flow_img2img_reference.safetensors"))
     print(f"{len(out)} tensors, {os.path.getsize(os.path.join(FIX, 'flow_img2img_reference.safetensors')) / 1e3:.0f} kB")

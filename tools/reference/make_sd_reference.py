@@ -42,7 +42,8 @@ def with_sampler(pipe, name):
     return pipe
 
 
-def run(pipe, out, tag, seed, **kw):
+def run(pipe, out, tag, seed, latents=lambda x: x, **kw):
+    """One pipeline run: every step's latents (through `latents`, e.g. FLUX's unpacking), the image."""
     seen = []
 
     def on_step(p, i, t, k):
@@ -54,7 +55,7 @@ def run(pipe, out, tag, seed, **kw):
         img = pipe(height=HEIGHT, width=WIDTH, generator=gen, output_type="pt", callback_on_step_end=on_step, **kw).images
     out[tag + "image"] = img[0]
     for i, lat in enumerate(seen):
-        out[f"{tag}latents_{i}"] = lat[0]
+        out[f"{tag}latents_{i}"] = latents(lat)[0]
     out[tag + "steps"] = torch.tensor([float(len(seen))])
 
 

@@ -23,10 +23,7 @@ public struct EulerAncestralScheduler: DiscreteScheduler {
 
     /// `scale_model_input`: x / √(σ² + 1).
     public func scaleModelInput(_ sample: Tensor, stepIndex i: Int) throws(SluiceError) -> Tensor {
-        try HostLatents.checkIndex(i, steps: steps)
-        let sigma = sigmaSteps[i]
-        let d = (sigma * sigma + 1).squareRoot()
-        return HostLatents.tensor(try sample.toFloats().map { $0 / d }, like: sample)
+        try EulerSchedule.scaledInput(sample, sigmas: sigmaSteps, stepIndex: i)
     }
 
     /// `EulerAncestralDiscreteScheduler.step`: σ_up = √(σ_to²(σ_from² − σ_to²)/σ_from²),

@@ -27,10 +27,7 @@ public struct EulerScheduler: DiscreteScheduler {
 
     /// `scale_model_input`: x / √(σ² + 1).
     public func scaleModelInput(_ sample: Tensor, stepIndex i: Int) throws(SluiceError) -> Tensor {
-        try HostLatents.checkIndex(i, steps: steps)
-        let sigma = sigmaSteps[i]
-        let d = (sigma * sigma + 1).squareRoot()
-        return HostLatents.tensor(try sample.toFloats().map { $0 / d }, like: sample)
+        try EulerSchedule.scaledInput(sample, sigmas: sigmaSteps, stepIndex: i)
     }
 
     /// `EulerDiscreteScheduler.step`: x₀ from the prediction, then x + (x − x₀)/σ · (σ_next − σ).
@@ -61,6 +58,13 @@ struct EulerSchedule {
     let timesteps: [Float]
     let sigmas: [Float]
     let initNoiseSigma: Float
+
+    /// The Euler-type samplers' `scale_model_input`: x / √(σ² + 1) at step `i`.
+    static func scaledInput(_ sample: Tensor, sigmas: [Float], stepIndex i: Int) throws(SluiceError) -> Tensor {
+        try HostLatents.checkIndex(i, steps: sigmas.count - 1)
+        let d = (sigmas[i] * sigmas[i] + 1).squareRoot()
+        return HostLatents.tensor(try sample.toFloats().map { $0 / d }, like: sample)
+    }
 
     init(config: DiscreteScheduleConfig, steps: Int, final: FinalSigma) throws(SluiceError) {
         let train = try TrainingNoiseSchedule(config: config)
