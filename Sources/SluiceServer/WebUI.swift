@@ -52,9 +52,8 @@ enum WebUI {
           <label>Sampler<select id="sampler"></select></label>
         </div>
         <div class="row" id="init-row" hidden>
-          <label>Init image (PNG; its size is used)<input id="init" type="file" accept="image/png"><span id="init-text" class="hint"></span></label>
+          <label>Init image (PNG; its size is used)<span class="inline"><input id="init" type="file" accept="image/png"><button type="button" id="init-clear" disabled title="start from noise again">Clear</button></span><span id="init-text" class="hint"></span></label>
           <label>Strength <output id="strength-value">0.75</output><input id="strength" type="range" min="0.05" max="1" step="0.05" value="0.75"></label>
-          <div class="buttons"><button type="button" id="init-clear" disabled>Clear image</button></div>
         </div>
         <div class="row buttons"><button id="submit" type="submit">Generate</button><button id="cancel" type="button" disabled>Cancel</button></div>
       </form>
@@ -90,6 +89,7 @@ enum WebUI {
     textarea, input, select, button { font: inherit; padding: .4rem; border-radius: .35rem; border: 1px solid #9996; }
     .row { display: flex; gap: .8rem; margin-top: .6rem; flex-wrap: wrap; }
     .inline { display: flex; gap: .3rem; } .inline input { flex: 1; min-width: 0; }
+    .inline input[type=file] { width: 0; }
     .buttons { align-items: center; }
     button { cursor: pointer; background: #0f4c5c; color: #fff; border: none; padding: .5rem 1rem; }
     button:disabled { opacity: .4; cursor: default; }
