@@ -8,7 +8,9 @@ import Synchronization
 public actor JobQueue {
     public struct Job: Sendable {
         public let id: String
-        public let parameters: JobParameters
+        /// What it generates; an init image's pixels are dropped when the job ends (the record keeps
+        /// its strength).
+        public internal(set) var parameters: JobParameters
         /// Who submitted it (a remote address): at most `perClient` of theirs wait or run at once.
         public let client: String
         public let submitted: Double
@@ -136,6 +138,7 @@ public actor JobQueue {
     /// Keeps the last 500 finished jobs' records.
     private func finish(_ id: String) {
         cancelFlags[id] = nil
+        jobs[id]?.parameters.initImage = nil
         finishedOrder.append(id)
         if finishedOrder.count > 500 { jobs[finishedOrder.removeFirst()] = nil }
     }

@@ -22,7 +22,8 @@ enum JobRoutes {
             await Routes.handle {
                 var request = request
                 let (q, engine) = try Routes.ready(state)
-                let p = try await Routes.parser(&request, state, engine).sluice()
+                let p = try await Routes.parser(&request, state, engine, images: true).sluice()
+                try Routes.validate(p, engine)
                 let (id, position) = try await q.submit(p, client: Routes.client(context))
                 return Routes.json(Submitted(id: id, position: position, seed: p.seed, warnings: engine.pipeline.warnings(p.request)), status: .accepted)
             }

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import SluiceCore
 
 /// A JSON value that is written as `null` when absent (a synthesized encoder would leave the key out).
 struct Nullable<T: Encodable & Sendable>: Encodable, Sendable {
@@ -107,14 +108,29 @@ public enum Routes {
         return job
     }
 
-    /// A request's JSON object, read within the server's limits.
-    static func object(_ request: inout Request, _ state: ServerState) async throws(RequestError) -> [String: Any] {
-        try ParameterParser.object(try await body(&request, limit: state.options.maxBodyBytes, timeout: state.options.bodyTimeoutSeconds))
+    /// A request's JSON object, read within the server's limits (`--max-image-body` for a route that
+    /// may carry an init image).
+    static func object(_ request: inout Request, _ state: ServerState, images: Bool = false) async throws(RequestError) -> [String: Any] {
+        let limit = images ? max(state.options.maxImageBodyBytes, state.options.maxBodyBytes) : state.options.maxBodyBytes
+        return try ParameterParser.object(try await body(&request, limit: limit, timeout: state.options.bodyTimeoutSeconds))
     }
 
-    /// A request's JSON object, parsed for `engine`'s model (its defaults and sampler names).
-    static func parser(_ request: inout Request, _ state: ServerState, _ engine: Engine) async throws(RequestError) -> ParameterParser {
-        ParameterParser(fields: try await object(&request, state), defaults: engine.pipeline.defaults, samplers: engine.pipeline.samplerAliases)
+    /// A request's JSON object, parsed for `engine`'s model (its defaults, samplers and image to image);
+    /// `images`: the route may carry an init image, so the body may be as large as one.
+    static func parser(_ request: inout Request, _ state: ServerState, _ engine: Engine, images: Bool = false) async throws(RequestError) -> ParameterParser {
+        ParameterParser(fields: try await object(&request, state, images: images && engine.pipeline.supportsImageToImage),
+                        defaults: engine.pipeline.defaults, model: ModelAbilities(engine.pipeline))
+    }
+
+    /// Asks the model whether it can run `p` before it is queued: what it refuses is a 400 naming the
+    /// field as this API spells it (`fields`: the API's names where they are not Sluice's).
+    static func validate(_ p: JobParameters, _ engine: Engine, fields: [Parameter: String] = [:]) throws(RequestError) {
+        do { try engine.pipeline.validate(p.request) } catch {
+            if case let .invalidParameter(parameter, reason) = error {
+                throw RequestError(field: fields[parameter] ?? parameter.serverName, reason: reason)
+            }
+            throw RequestError(field: "request", reason: "\(error)")
+        }
     }
 
     /// Who sent a request, for the per-client job limit: its remote address.

@@ -45,6 +45,9 @@ public struct ServeOptions: Sendable {
     public var apiKey: String?
     public var insecure = false
     public var maxBodyBytes = 1 << 20
+    /// The largest body of a route that may carry an init image (img2img, /api/jobs) when the model
+    /// takes one: base64 PNGs are large.
+    public var maxImageBodyBytes = 32 << 20
     /// A request body must arrive within this many seconds (a client that announces more than it
     /// sends does not hold the connection).
     public var bodyTimeoutSeconds = 10.0

@@ -34,6 +34,10 @@ enum StatusRoutes {
         /// Components whose weights stayed on the device since the last job (reused by the next job
         /// with the same plan).
         var keptOnDevice: [String]?
+        /// The samplers a job may name, the model's default first (the web UI's menu).
+        var samplers: [String]?
+        /// Whether a job may start from an init image.
+        var imageToImage: Bool?
     }
 
     static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
@@ -63,6 +67,8 @@ enum StatusRoutes {
                     out.device = device.description
                     out.deviceName = device.vulkan?.info.name ?? "cpu"
                     out.keptOnDevice = e.pipeline.components.keptOnDevice
+                    out.samplers = e.pipeline.samplerNames
+                    out.imageToImage = e.pipeline.supportsImageToImage
                 }
                 return Routes.json(out)
             }

@@ -48,6 +48,13 @@ enum WebUI {
             <option value="256x256">256 × 256</option><option value="64x64">64 × 64</option></select></label>
           <label>Images<input id="count" type="number" value="1" min="1" max="8"></label>
         </div>
+        <div class="row" id="sampler-row" hidden>
+          <label>Sampler<select id="sampler"></select></label>
+        </div>
+        <div class="row" id="init-row" hidden>
+          <label>Init image (PNG; its size is used)<span class="inline"><input id="init" type="file" accept="image/png"><button type="button" id="init-clear" disabled title="start from noise again">Clear</button></span><span id="init-text" class="hint"></span></label>
+          <label>Strength <output id="strength-value">0.75</output><input id="strength" type="range" min="0.05" max="1" step="0.05" value="0.75"></label>
+        </div>
         <div class="row buttons"><button id="submit" type="submit">Generate</button><button id="cancel" type="button" disabled>Cancel</button></div>
       </form>
       <div id="progress" hidden>
@@ -68,6 +75,8 @@ enum WebUI {
     static let style = """
     :root { font-family: system-ui, sans-serif; color-scheme: light dark; }
     body { margin: 0; background: #f4f4f2; color: #1d1d1b; }
+    [hidden] { display: none !important; }
+    .hint { font-size: .75rem; opacity: .8; min-height: 1em; }
     @media (prefers-color-scheme: dark) { body { background: #161614; color: #e8e8e4; } .card { background: #22221f !important; } }
     header { display: flex; gap: 1rem; align-items: baseline; padding: .8rem 1.2rem; background: #0f4c5c; color: #fff; }
     header h1 { margin: 0; font-size: 1.3rem; }
@@ -80,6 +89,7 @@ enum WebUI {
     textarea, input, select, button { font: inherit; padding: .4rem; border-radius: .35rem; border: 1px solid #9996; }
     .row { display: flex; gap: .8rem; margin-top: .6rem; flex-wrap: wrap; }
     .inline { display: flex; gap: .3rem; } .inline input { flex: 1; min-width: 0; }
+    .inline input[type=file] { width: 0; }
     .buttons { align-items: center; }
     button { cursor: pointer; background: #0f4c5c; color: #fff; border: none; padding: .5rem 1rem; }
     button:disabled { opacity: .4; cursor: default; }
@@ -137,8 +147,42 @@ enum WebUI {
         $("ready").textContent = s.ready ? "ready" : "loading";
         $("ready").className = "pill" + (s.ready ? " ok" : "");
         drawMemory(s);
+        if (s.ready) showModelControls(s);
         if (!s.ready) setTimeout(pollReady, 1000);
       } catch (e) { if ($("login").hidden) setTimeout(pollReady, 2000); }
+    }
+
+    // The model's own choices: a sampler menu when it has more than one, the init image when it
+    // takes one (image to image).
+    function showModelControls(s) {
+      const names = s.samplers || [];
+      const menu = $("sampler");
+      if (names.length > 1 && menu.options.length === 0) {
+        names.forEach((n, i) => { const o = document.createElement("option"); o.value = n; o.textContent = n + (i === 0 ? " (default)" : ""); menu.append(o); });
+      }
+      $("sampler-row").hidden = names.length <= 1;
+      $("init-row").hidden = !s.image_to_image;
+    }
+
+    // The chosen PNG as a data: URL (the API takes it with or without the prefix).
+    function readInit() {
+      const file = $("init").files[0];
+      if (!file || $("init-row").hidden) return Promise.resolve(null);
+      return new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(new Error("cannot read " + file.name));
+        reader.readAsDataURL(file);
+      });
+    }
+    function initChanged() {
+      const file = $("init").files[0];
+      $("size").disabled = !!file; $("init-clear").disabled = !file; $("init-text").textContent = "";
+      if (!file) return;
+      const img = new Image(), url = URL.createObjectURL(file);
+      img.onload = () => { $("init-text").textContent = img.naturalWidth + " × " + img.naturalHeight; URL.revokeObjectURL(url); };
+      img.onerror = () => { $("init-text").textContent = "not an image this browser reads"; URL.revokeObjectURL(url); };
+      img.src = url;
     }
 
     function drawMemory(s) {
@@ -175,7 +219,10 @@ enum WebUI {
       const [w, h] = $("size").value.split("x").map(Number);
       const body = { prompt: $("prompt").value, negative_prompt: $("negative").value, seed: Number($("seed").value),
         steps: Number($("steps").value), guidance: Number($("guidance").value), width: w, height: h, count: Number($("count").value) };
+      if (!$("sampler-row").hidden && $("sampler").value) body.sampler = $("sampler").value;
       try {
+        const init = await readInit();
+        if (init) { body.init_image = init; body.strength = Number($("strength").value); delete body.width; delete body.height; }
         const job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
         current = job.id;
         say("queued (position " + job.position + ", seed " + job.seed + ")");
@@ -229,11 +276,15 @@ enum WebUI {
           const img = document.createElement("img");
           img.src = "/api/gallery/" + item.id + ".png"; img.alt = p.prompt; img.loading = "lazy";
           const text = document.createElement("div"); text.className = "params";
-          text.textContent = p.prompt + " — seed " + p.seed + ", " + p.steps + " steps, " + p.width + "×" + p.height + ", guidance " + p.guidance;
+          text.textContent = p.prompt + " — seed " + p.seed + ", " + p.steps + " steps, " + p.width + "×" + p.height + ", guidance " + p.guidance
+            + (p.sampler ? ", " + p.sampler : "") + (p.strength !== undefined ? ", from an init image at strength " + p.strength : "");
           const actions = document.createElement("div"); actions.className = "actions";
           const reuse = document.createElement("button"); reuse.textContent = "Reuse settings";
           reuse.onclick = () => { $("prompt").value = p.prompt; $("negative").value = p.negative_prompt || ""; $("seed").value = p.seed;
-            $("steps").value = p.steps; $("guidance").value = p.guidance; $("size").value = p.width + "x" + p.height; window.scrollTo(0, 0); };
+            $("steps").value = p.steps; $("guidance").value = p.guidance; $("size").value = p.width + "x" + p.height;
+            if (!$("sampler-row").hidden) { $("sampler").value = p.sampler || ""; if ($("sampler").selectedIndex < 0) $("sampler").selectedIndex = 0; }
+            if (p.strength !== undefined && !$("init-row").hidden) { $("strength").value = p.strength; $("strength-value").textContent = p.strength; }
+            window.scrollTo(0, 0); };
           const del = document.createElement("button"); del.textContent = "Delete";
           del.onclick = async () => { await api("/api/gallery/" + item.id, { method: "DELETE" }); loadGallery(); };
           actions.append(reuse, del);
@@ -248,6 +299,9 @@ enum WebUI {
 
     $("form").addEventListener("submit", submit);
     $("cancel").addEventListener("click", cancel);
+    $("init").addEventListener("change", initChanged);
+    $("init-clear").addEventListener("click", () => { $("init").value = ""; initChanged(); });
+    $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
     $("random").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 4294967295); });
     $("prev").addEventListener("click", () => { page = Math.max(0, page - 1); loadGallery(); });
     $("next").addEventListener("click", () => { page += 1; loadGallery(); });

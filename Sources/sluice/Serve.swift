@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Read the API key from this file (its first line).") var apiKeyFile: String?
     @Flag(help: "Allow a non-loopback bind without an API key.") var insecure = false
     @Option(parsing: .unconditional, help: "Largest request body accepted, in bytes.") var maxBody = 1 << 20
+    @Option(parsing: .unconditional, help: "Largest body of a request that may carry an init image (img2img, /api/jobs; models with image to image), in bytes.") var maxImageBody = 32 << 20
     @Option(parsing: .unconditional, help: "Seconds a request body may take to arrive.") var bodyTimeout = 10.0
     @Option(help: "A browser origin allowed to call the API cross-site (e.g. https://app.example); repeat for more. None by default.") var corsOrigin: [String] = []
     @Option(help: "A host name, beyond loopback's and the bound address, that requests may name (e.g. a local alias); repeat for more.") var allowedHost: [String] = []
@@ -47,6 +48,7 @@ struct Serve: AsyncParsableCommand {
         o.apiKey = try resolveAPIKey()
         o.insecure = insecure
         o.maxBodyBytes = maxBody
+        o.maxImageBodyBytes = maxImageBody
         o.bodyTimeoutSeconds = bodyTimeout
         o.corsOrigins = corsOrigin
         o.allowedHosts = allowedHost

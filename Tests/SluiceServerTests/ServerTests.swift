@@ -126,6 +126,12 @@ import Testing
             ("/sdapi/v1/txt2img", #"{"prompt":"x","steps":0}"#, "steps"),
             ("/sdapi/v1/txt2img", #"{"prompt":"x","width":100000}"#, "width"),
             ("/sdapi/v1/txt2img", #"{"prompt":"x","batch_size":9}"#, "batch_size"),
+            ("/sdapi/v1/txt2img", #"{"prompt":"x","sampler_index":"DDIM"}"#, "sampler_index"),
+            ("/api/jobs", #"{"prompt":"x","sampler":"DDIM"}"#, "sampler"),
+            // Z-Image has no image to image: an init image is refused, naming the field.
+            ("/api/jobs", #"{"prompt":"x","init_image":"iVBORw0KGgo="}"#, "init_image"),
+            ("/api/jobs", #"{"prompt":"x","strength":0.5}"#, "strength"),
+            ("/sdapi/v1/img2img", #"{"prompt":"x","init_images":["iVBORw0KGgo="]}"#, "init_images"),
         ]
         try await app.test(.router) { client in
             for (uri, body, field) in cases {
