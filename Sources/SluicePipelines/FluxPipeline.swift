@@ -44,6 +44,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     /// The VAE's encoder, for image to image (nil when the VAE file has none).
     let encoderComponent: VAEEncoderComponent?
     public var supportsImageToImage: Bool { encoderComponent != nil }
+    public func imageToImageStart(steps: Int, strength: Double) -> Int { FlowMatchImageToImage.startIndex(steps: steps, strength: strength) }
     public let components: PipelineComponents
 
     /// dev (a guidance embedder): 28 steps, guidance 3.5, T5 512 tokens; schnell: 4 steps, no guidance,
@@ -249,10 +250,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                          afterStep: (Int, Tensor) -> Void, isCancelled: () -> Bool) throws -> GenerationResult {
         try validate(r)
         let length = sequenceLength(r), cfg = trueCFG(r)
-        let start = r.initImage == nil ? 0 : FlowMatchImageToImage.startIndex(steps: r.steps, strength: r.strength)
-        guard start < r.steps else {
-            throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
-        }
+        let start = r.initImage == nil ? 0 : imageToImageStart(steps: r.steps, strength: r.strength)
         let run = try components.start(descriptions(r), workload: r.workload, memory: memory)
         defer { run.end() }
         let lh = vae.latentSide(r.height), lw = vae.latentSide(r.width)

@@ -304,10 +304,8 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         defer { run.end() }
         let be = device.backend
         var scheduler = try sampler.scheduler(config: schedulerConfig, steps: r.steps)
+        // (The samplers here all have order 1: the start is diffusers' get_timesteps', checked in validate.)
         let start = r.initImage == nil ? 0 : try scheduler.startIndex(strength: r.strength)
-        guard start < scheduler.steps else {
-            throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
-        }
         let zeroUncond = guided && forceZerosForEmptyPrompt && r.negativePrompt.isEmpty
         var generator = TorchGenerator(seed: r.seed)
         let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Conditioning, Conditioning?, Tensor?) in

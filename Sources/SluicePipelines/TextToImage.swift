@@ -138,6 +138,9 @@ public protocol TextToImagePipeline: AnyObject, Sendable {
     /// Whether `GenerationRequest.initImage` is taken (the model has a VAE encoder and the family
     /// implements image to image).
     var supportsImageToImage: Bool { get }
+    /// The step image to image starts at for `strength` of `steps` (the rest of the schedule runs);
+    /// `steps` when none would run.
+    func imageToImageStart(steps: Int, strength: Double) -> Int
     /// What computes.
     var device: ComputeDevice { get }
     /// The components in phase order, and what stays on the device between runs.
@@ -177,6 +180,11 @@ extension TextToImagePipeline {
     public func knowsSampler(_ name: String) -> Bool { samplerAliases.contains(name.lowercased()) }
     public var supportsImageToImage: Bool { false }
 
+    /// Stable Diffusion's img2img pipelines: n − min(⌊n·strength⌋, n).
+    public func imageToImageStart(steps: Int, strength: Double) -> Int {
+        steps - min(Int(Double(steps) * strength), steps)
+    }
+
     public func componentDescriptions(_ request: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { [] }
 
     /// The checks every family shares: sizes in multiples of `sizeMultiple` up to `maxSide`, steps, guidance.
@@ -197,6 +205,9 @@ extension TextToImagePipeline {
                 throw .invalidParameter(.initImage, reason: "is \(image.width)×\(image.height); the request is \(r.width)×\(r.height) (give the image's size, or resize it)")
             }
             guard r.strength > 0, r.strength <= 1 else { throw .invalidParameter(.strength, reason: "\(r.strength) must be in (0, 1]") }
+            guard imageToImageStart(steps: r.steps, strength: r.strength) < r.steps else {
+                throw .invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise the strength or the steps")
+            }
         }
     }
 }

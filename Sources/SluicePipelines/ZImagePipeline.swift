@@ -35,6 +35,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     /// The VAE's encoder, for image to image (nil when the VAE file has none).
     let encoderComponent: VAEEncoderComponent?
     public var supportsImageToImage: Bool { encoderComponent != nil }
+    public func imageToImageStart(steps: Int, strength: Double) -> Int { FlowMatchImageToImage.startIndex(steps: steps, strength: strength) }
     /// The components in phase order (their runners, the device).
     public let components: PipelineComponents
 
@@ -178,10 +179,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
 
         // CFG whenever guidance > 0, as in diffusers' ZImagePipeline; the negative prompt only then.
         let cfg = r.guidance > 0
-        let start = r.initImage == nil ? 0 : FlowMatchImageToImage.startIndex(steps: r.steps, strength: r.strength)
-        guard start < r.steps else {
-            throw SluiceError.invalidParameter(.strength, reason: "\(r.strength) × \(r.steps) steps leaves no step to run; raise --strength or --steps")
-        }
+        let start = r.initImage == nil ? 0 : imageToImageStart(steps: r.steps, strength: r.strength)
         var generator = TorchGenerator(seed: r.seed)
         let be = device.backend
         let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Tensor, Tensor?, Tensor?) in

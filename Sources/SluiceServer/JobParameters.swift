@@ -32,7 +32,7 @@ public struct JobParameters: Sendable, Codable, Equatable {
     public var initImage: InitImage?
     /// Image to image's strength (diffusers' `strength`, AUTOMATIC1111's denoising strength); set
     /// exactly when the job starts from an init image.
-    public var strength: Float?
+    public var strength: Double?
 
     public static let maxPromptCharacters = 8000
     public static let maxSide = 2048
@@ -71,11 +71,15 @@ struct ModelAbilities {
     var samplerNames: [String]
     /// A name a request sent as the model calls it ("k_euler" → "Euler").
     var canonicalSampler: (String) -> String = { $0 }
+    /// Whether a name (any spelling the model reads) is one of its samplers.
+    var knowsSampler: (String) -> Bool
     var imageToImage = false
 
-    init(samplerAliases: Set<String>, samplerNames: [String], canonicalSampler: @escaping (String) -> String = { $0 }, imageToImage: Bool = false) {
+    init(samplerAliases: Set<String>, samplerNames: [String], canonicalSampler: @escaping (String) -> String = { $0 },
+         knowsSampler: ((String) -> Bool)? = nil, imageToImage: Bool = false) {
         self.samplerAliases = samplerAliases; self.samplerNames = samplerNames
         self.canonicalSampler = canonicalSampler; self.imageToImage = imageToImage
+        self.knowsSampler = knowsSampler ?? { samplerAliases.contains($0.lowercased()) }
     }
 
     init(_ pipeline: any TextToImagePipeline) {
@@ -83,7 +87,7 @@ struct ModelAbilities {
             var r = pipeline.request(prompt: "")
             r.sampler = name
             return pipeline.sampler(for: r).name
-        }, imageToImage: pipeline.supportsImageToImage)
+        }, knowsSampler: { pipeline.knowsSampler($0) }, imageToImage: pipeline.supportsImageToImage)
     }
 }
 
@@ -137,6 +141,16 @@ struct ParameterParser {
         let i = Int(d)
         guard range.contains(i) else { throw RequestError(field: key, reason: "must be in \(range.lowerBound)…\(range.upperBound), got \(i)") }
         return i
+    }
+
+    /// A number kept as JSON's double (strength: the start step rounds as Python's floats do).
+    func double(_ key: String, default value: Double, range: ClosedRange<Double>) throws(RequestError) -> Double {
+        guard let raw = fields[key], !(raw is NSNull) else { return value }
+        guard !Self.isBool(raw), let n = raw as? NSNumber, n.doubleValue.isFinite else {
+            throw RequestError(field: key, reason: "must be a number")
+        }
+        guard range.contains(n.doubleValue) else { throw RequestError(field: key, reason: "must be in \(range.lowerBound)…\(range.upperBound)") }
+        return n.doubleValue
     }
 
     func float(_ key: String, default value: Float, range: ClosedRange<Float>) throws(RequestError) -> Float {
@@ -218,7 +232,7 @@ struct ParameterParser {
     /// by that name.
     func sampler(_ key: String) throws(RequestError) -> String? {
         let s = try string(key).trimmingCharacters(in: .whitespaces)
-        guard model.samplerAliases.contains(s.lowercased()) else {
+        guard s.isEmpty || model.knowsSampler(s) else {
             throw RequestError(field: key, reason: "'\(s)' is not a sampler of this model (it has \(model.samplerNames.joined(separator: ", ")))")
         }
         return s.isEmpty || s.lowercased() == "default" ? nil : model.canonicalSampler(s)
@@ -259,15 +273,13 @@ struct ParameterParser {
     }
 
     /// Puts `image` and its strength on `p`: the image must be the job's size (Sluice does not resize
-    /// it), and the strength must leave at least one of the job's steps to run.
-    func attach(_ image: InitImage, _ key: String, strength strengthKey: String, default value: Float, to p: inout JobParameters) throws(RequestError) {
+    /// it). Whether the strength leaves a step to run is the model's to say (validate, before queueing).
+    func attach(_ image: InitImage, _ key: String, strength strengthKey: String, default value: Double, to p: inout JobParameters) throws(RequestError) {
         guard image.width == p.width, image.height == p.height else {
             throw RequestError(field: key, reason: "is \(image.width)×\(image.height) but the job is \(p.width)×\(p.height); leave width and height out to use the image's size, or resize it")
         }
-        let strength = try float(strengthKey, default: value, range: 0...1)
-        guard strength > 0, Int(Double(p.steps) * Double(strength)) >= 1 else {
-            throw RequestError(field: strengthKey, reason: "\(strength) × \(p.steps) steps leaves no step to run; raise it or the steps")
-        }
+        let strength = try double(strengthKey, default: value, range: 0...1)
+        guard strength > 0 else { throw RequestError(field: strengthKey, reason: "must be above 0") }
         p.initImage = image
         p.strength = strength
     }

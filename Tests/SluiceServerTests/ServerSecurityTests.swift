@@ -163,7 +163,7 @@ import Testing
     /// parameters out of range refused (not clamped), unknown /api/jobs fields named, A1111's names
     /// accepted there, and the listing routes OpenAI and AUTOMATIC1111 clients call.
     @Test func httpAsClientsExpect() async throws {
-        let state = try await Self.state { $0.maxBodyBytes = 1000 }
+        let state = try await Self.state { $0.maxBodyBytes = 1000; $0.maxImageBodyBytes = 1000 }
         let app = Application(router: Routes.router(state))
         try await app.test(.router) { client in
             for uri in ["/health", "/api/status", "/api/gallery", "/"] {
