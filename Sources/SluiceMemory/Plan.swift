@@ -17,7 +17,9 @@ public struct ComponentPlan: Sendable, Codable, Equatable {
     public let streamed: [String]
     /// How many streamed groups are in flight ahead of the one computing (0 when nothing streams).
     public let prefetchDepth: Int
-    /// Ring of `slotCount` = depth + 1 device buffers of `slotBytes` each, allocated once.
+    /// Ring of `slotCount` = depth + 1 regions of `slotBytes` each, allocated once as one byte ring
+    /// (groups are placed by bytes): a region holds the largest streamed group, or — a ring sized in
+    /// bytes by the planner's search — the whole ring does.
     public let slotBytes: Int
     public let slotCount: Int
     public let residentBytes: Int

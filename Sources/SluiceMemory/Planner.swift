@@ -77,6 +77,24 @@ public enum Planner {
                              tileLatent: tileLatent)
     }
 
+    /// A plan with the given residents and a byte ring of `ringBytes` (at least the largest streamed
+    /// group): `slotCount` = depth + 1 regions of `slotBytes`, the depth being how many of the largest
+    /// streamed groups the ring holds beyond one (at least 1), so a region may be smaller than a group
+    /// — the executor places groups by bytes, not by slot.
+    static func planComponent(name: String, phase: String, groups: [GroupSize], activationBytes: Int, resident: [Bool],
+                              ringBytes: Int, tileLatent: Int?) -> ComponentPlan {
+        let streamed = groups.indices.filter { !resident[$0] }
+        let largest = streamed.map { groups[$0].bytes }.max() ?? 0
+        precondition(ringBytes >= largest, "ring smaller than a streamed group")
+        let depth = max(1, ringBytes / max(largest, 1) - 1)
+        let slotBytes = (ringBytes + depth) / (depth + 1)
+        return ComponentPlan(component: name, phase: phase, resident: groups.indices.filter { resident[$0] }.map { groups[$0].name },
+                             streamed: streamed.map { groups[$0].name }, prefetchDepth: depth, slotBytes: slotBytes, slotCount: depth + 1,
+                             residentBytes: groups.indices.filter { resident[$0] }.reduce(0) { $0 + groups[$1].bytes },
+                             activationBytes: activationBytes, streamedBytesPerCall: streamed.reduce(0) { $0 + groups[$1].bytes },
+                             tiled: tileLatent != nil, tileLatent: tileLatent)
+    }
+
     /// Residents where streaming would stall: a fluid model of the pipeline in which the copy
     /// engine may run ahead of compute by at most the ring (`ringSeconds` of link time). Walking
     /// the forward pass twice (a denoising loop calls the component again and again), a streamed

@@ -109,7 +109,7 @@ import Testing
     /// and is compared with the physical bound (SIMULATION; see bench/README.md for the figures).
     @Test func sluiceNeverTrailsGroupOffloadAndTracksTheBound() throws {
         var worstDiT = 0.0, worstAll = 0.0, cases = 0, worstStaged = 0.0
-        var unreachable: [String] = [], overStaged = 0
+        var unreachable: [String] = [], overStaged = 0, overList: [String] = []
         for name in ModelTable.known {
             let t = try table(name)
             let c = denoiser(t)
@@ -145,7 +145,10 @@ import Testing
                         let lb = OffloadModel.stagingAwareBoundSeconds(k, profile, budget: budget, activation: act)
                         #expect(s >= lb * 0.99, "\(name) \(profile.name) \(side)² \(budget): \(s) s below the staging-aware bound \(lb) s")
                         worstStaged = max(worstStaged, s / lb)
-                        if s > 1.05 * lb { overStaged += 1 }
+                        if s > 1.05 * lb {
+                            overStaged += 1
+                            overList.append("\(name) \(profile.name) \(side)² at \(Int(100 * Double(budget) / Double(total)))%: \(s / lb) (depth \(p.prefetchDepth), ring \(p.slotCount) × \(p.slotBytes >> 20) MiB, \(p.resident.count) resident)")
+                        }
                         // …and where it exceeds 1.05 × the specified bound, no plan can meet the issue's
                         // target there.
                         if lb > 1.05 * b { unreachable.append("\(name) \(profile.name) \(side)² at \(Int(100 * Double(budget) / Double(total)))%: ≥ \(lb / b)") }
@@ -161,15 +164,16 @@ import Testing
         // of its weights on a 4090 at 1024². Issue 4 asks 1.05 everywhere: not met there yet.
         #expect(worstDiT <= 1.05, "DiT worst \(worstDiT)")
         #expect(worstAll <= 1.60, "worst \(worstAll)")
-        // Measured: the sluice is within 1.33× of the staging-aware bound everywhere and within 1.05×
-        // in 88% of the cases (68 of 591 above: UNets, and FLUX at tight budgets); 62 cases — FLUX on a
-        // 4090 at 1024² below 13% of its weights, SDXL and SD1.5 at many budgets, where parameters and
-        // FLOPs sit in different parts of the forward pass — are provably out of reach of 1.05× the
-        // specified bound for any plan (up to 1.42×).
-        #expect(worstStaged <= 1.35, "worst vs the staging-aware bound \(worstStaged)")
+        // Measured: the sluice is within 1.16× of the staging-aware bound everywhere and within 1.05×
+        // in 562 of the 591 cases (29 above, all UNets: SD1.5 at most budgets on the 4090 and H100 at
+        // 512², and at the smallest budgets; three SDXL cases); 62 cases — FLUX on a 4090 at 1024²
+        // below 13% of its weights, SDXL and SD1.5 at many budgets, where parameters and FLOPs sit in
+        // different parts of the forward pass — are provably out of reach of 1.05× the specified bound
+        // for any plan (up to 1.42×).
+        #expect(worstStaged <= 1.16, "worst vs the staging-aware bound \(worstStaged)")
         #expect(unreachable.count >= 20, "\(unreachable)")
-        #expect(overStaged <= 75, "\(overStaged) of \(cases) cases above 1.05 × the staging-aware bound")
-        print("cases provably beyond 1.05 × the bound: \(unreachable.count) of \(cases); above 1.05 × the staging-aware bound: \(overStaged); worst \(worstStaged)\n" + unreachable.joined(separator: "\n"))
+        #expect(overStaged <= 29, "\(overStaged) of \(cases) cases above 1.05 × the staging-aware bound")
+        print("cases provably beyond 1.05 × the bound: \(unreachable.count) of \(cases); above 1.05 × the staging-aware bound: \(overStaged); worst \(worstStaged)\n" + unreachable.joined(separator: "\n") + "\nabove 1.05 × the staging-aware bound:\n" + overList.joined(separator: "\n"))
     }
 }
 

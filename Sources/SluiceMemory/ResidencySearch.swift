@@ -1,0 +1,152 @@
+/// Residents and ring size chosen where copies outrun compute, by search on a fluid model of the
+/// executor (cheap enough to try hundreds of plans; the pipeline planner runs the few best on the
+/// executor itself).
+///
+/// Why a search: in a UNet the parameters sit in the low-resolution blocks and the FLOPs in the
+/// high-resolution ones, so "keep the biggest groups resident" streams exactly the groups whose
+/// copies no compute hides. What counts is where along the forward pass the link has time to spare,
+/// and how much of that time the ring can carry forward. And when the link is the bottleneck, every
+/// ring byte is a byte more that crosses each step: the ring should be as small as the largest
+/// streamed group allows, not a whole number of such groups (the executor's ring is a byte ring).
+enum ResidencySearch {
+    struct Timing {
+        let bytes: [Int]
+        let copy: [Double]
+        let compute: [Double]
+        let link: Double
+    }
+
+    struct Candidate {
+        let resident: [Bool]
+        let ringBytes: Int
+        let seconds: Double
+    }
+
+    /// Ring sizes tried, as multiples of the largest group allowed to stream.
+    static let ringFactors: [Double] = [1, 1.125, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16]
+
+    /// The `top` best plans by the fluid model, over slot caps (each distinct group size) × ring sizes
+    /// × two ways of choosing residents (`walkResidents`, and copy/compute ratio first).
+    static func candidates(_ t: Timing, room weightRoom: Int, top: Int) -> [Candidate] {
+        let n = t.bytes.count
+        guard n > 1 else { return [] }
+        let ratio = (0..<n).map { t.copy[$0] / max(t.compute[$0], 1e-12) }
+        let byRatio = (0..<n).sorted { (ratio[$0], -$0) > (ratio[$1], -$1) }
+        var out: [Candidate] = []
+        for slot in Set(t.bytes).sorted() {
+            let forcedBytes = (0..<n).filter { t.bytes[$0] > slot }.reduce(0) { $0 + t.bytes[$1] }
+            var lastRing = -1
+            for f in ringFactors {
+                let ring = Int(Double(slot) * f)
+                let room = weightRoom - ring
+                guard ring > lastRing, room >= forcedBytes else { continue }
+                lastRing = ring
+                for resident in [walkResidents(t, slot: slot, ring: ring, room: room, byRatio: byRatio),
+                                 ratioResidents(t, slot: slot, room: room, byRatio: byRatio)] {
+                    guard let resident, resident.contains(false) else { continue }
+                    out.append(Candidate(resident: resident, ringBytes: ring, seconds: fluidStepSeconds(t, resident: resident, ringBytes: ring)))
+                }
+            }
+        }
+        // Deterministic: ties by ring size, then by the order tried.
+        return Array(out.enumerated().sorted { ($0.element.seconds, $0.offset) < ($1.element.seconds, $1.offset) }.prefix(top).map(\.element))
+    }
+
+    /// Streams what compute hides: walking the forward pass (twice: steps repeat), the link earns the
+    /// compute time of each group (at most the ring's worth, what it can copy ahead) and a group
+    /// streams when its copy fits in what is earned. When that hides less than must stream, compute
+    /// time is stretched (stalls spread over the pass, the link never idle) until enough streams. The
+    /// room left over goes back to residency, the groups whose copies hide worst first.
+    static func walkResidents(_ t: Timing, slot: Int, ring: Int, room: Int, byRatio: [Int]) -> [Bool]? {
+        let n = t.bytes.count, total = t.bytes.reduce(0, +)
+        let mustStream = total - room
+        let cap = Double(ring) / t.link
+        func walk(_ stretch: Double) -> (streamed: [Bool], bytes: Int) {
+            var credit = cap
+            var streamed = [Bool](repeating: false, count: n), bytes = 0
+            for pass in 0..<2 {
+                if pass == 1 { streamed = [Bool](repeating: false, count: n); bytes = 0 }
+                for i in 0..<n {
+                    if t.bytes[i] <= slot && t.copy[i] <= credit {
+                        streamed[i] = true
+                        bytes += t.bytes[i]
+                        credit -= t.copy[i]
+                    }
+                    credit = min(cap, credit + t.compute[i] * stretch)
+                }
+            }
+            return (streamed, bytes)
+        }
+        var pick = walk(1)
+        if pick.bytes < mustStream {
+            var lo = 1.0, hi = 2.0
+            while walk(hi).bytes < mustStream {
+                hi *= 2
+                if hi > 1e4 { return nil }
+            }
+            for _ in 0..<14 {
+                let mid = (lo + hi) / 2
+                if walk(mid).bytes >= mustStream { hi = mid } else { lo = mid }
+            }
+            pick = walk(hi)
+        }
+        var resident = pick.streamed.map { !$0 }
+        var used = (0..<n).filter { resident[$0] }.reduce(0) { $0 + t.bytes[$1] }
+        guard used <= room else { return nil }
+        for i in byRatio where !resident[i] && used + t.bytes[i] <= room {
+            resident[i] = true
+            used += t.bytes[i]
+        }
+        return resident
+    }
+
+    /// Groups larger than the slot cap, then the highest copy/compute ratio first, while room lasts.
+    static func ratioResidents(_ t: Timing, slot: Int, room: Int, byRatio: [Int]) -> [Bool]? {
+        var resident = t.bytes.map { $0 > slot }
+        var used = (0..<t.bytes.count).filter { resident[$0] }.reduce(0) { $0 + t.bytes[$1] }
+        guard used <= room else { return nil }
+        for i in byRatio where !resident[i] && used + t.bytes[i] <= room {
+            resident[i] = true
+            used += t.bytes[i]
+        }
+        return resident
+    }
+
+    /// The executor as a fluid: copies in stream order as soon as the link is free and the ring has
+    /// room (bytes copied and not yet computed ≤ the ring; no wrap-around waste), each compute after
+    /// the previous one and its copy. The period of the third call.
+    static func fluidStepSeconds(_ t: Timing, resident: [Bool], ringBytes: Int) -> Double {
+        let n = t.bytes.count
+        let streamed = (0..<n).filter { !resident[$0] }
+        let ns = streamed.count
+        guard ns > 0 else { return t.compute.reduce(0, +) }
+        var rank = [Int](repeating: -1, count: n)
+        for (r, g) in streamed.enumerated() { rank[g] = r }
+        let calls = 3
+        var copyEnd = [Double](repeating: 0, count: calls * ns), computeEnd = copyEnd
+        var copyFree = (0..<n).filter { resident[$0] }.reduce(0.0) { $0 + t.copy[$1] }
+        var computeFree = 0.0, start = 0.0
+        var next = 0, oldest = 0, held = 0
+        for call in 0..<calls {
+            if call == calls - 1 { start = computeFree }
+            for i in 0..<n {
+                guard rank[i] >= 0 else { computeFree += t.compute[i]; continue }
+                let q = call * ns + rank[i]
+                while next <= q {
+                    held += t.bytes[streamed[next % ns]]
+                    while held > ringBytes && oldest < next {
+                        held -= t.bytes[streamed[oldest % ns]]
+                        oldest += 1
+                    }
+                    let freed = oldest > 0 ? computeEnd[oldest - 1] : 0
+                    copyFree = max(copyFree, freed) + t.copy[streamed[next % ns]]
+                    copyEnd[next] = copyFree
+                    next += 1
+                }
+                computeFree = max(computeFree, copyEnd[q]) + t.compute[i]
+                computeEnd[q] = computeFree
+            }
+        }
+        return computeFree - start
+    }
+}
