@@ -54,4 +54,25 @@ import Testing
         let c = compare(try got.toFloats(), try ref.tensor("vae_encode_mean").toFloats(), atol: 1e-4, rtol: 1e-4)
         #expect(c.ok, "\(c)")
     }
+
+    /// SD1.5's 4-channel VAE (with quant_conv) on the init image of tools/reference/make_sd_reference.py,
+    /// whole and in tiles of 8 latents (diffusers' tiled_encode, tile_sample_min_size 16): mean and clamped
+    /// log-variance within 1e-4 abs + 1e-4 rel; the tiled moments differ from the whole ones (the blend is
+    /// really there).
+    @Test func tiledEncodeMatchesDiffusers() throws {
+        let dir = Fixtures.directory + "/models/sd15-tiny/vae"
+        let config = try JSONDecoder().decode(AutoencoderKLConfig.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json")))
+        let ckpt = try Checkpoint(path: dir + "/diffusion_pytorch_model.safetensors")
+        let w = ModuleWeights { k throws(SluiceError) in try ckpt.tensor(k) }
+        let ref = try Fixtures.file("sd_reference.safetensors")
+        let pixels = try ref.tensor("init_image").toFloats().map { $0 / 255 * 2 - 1 }
+        let x = Tensor(pixels, shape: [1, 3, 32, 48]), enc = VAEEncoder(config: config), be = try CPUBackend()
+        let whole = try enc.encodeMoments(x, w, be), tiled = try enc.encodeMomentsTiled(x, tileLatent: 8, w, be)
+        for (got, key) in [(whole.mean, "vae_mean"), (whole.logvar, "vae_logvar"), (tiled.mean, "vae_tiled_mean"), (tiled.logvar, "vae_tiled_logvar")] {
+            #expect(got.shape == [1, 4, 16, 24])
+            let c = compare(try got.toFloats(), try ref.tensor(key).toFloats(), atol: 1e-4, rtol: 1e-4)
+            #expect(c.ok, "\(key): \(c)")
+        }
+        #expect(try whole.mean.toFloats() != tiled.mean.toFloats())
+    }
 }

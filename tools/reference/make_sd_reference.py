@@ -92,6 +92,18 @@ def main():
         run(with_sampler(img2img, name), out, f"sd15_img2img_{name}_", seed=11, prompt="a red fox", image=pil,
             strength=0.6, num_inference_steps=5, guidance_scale=7.0)
 
+    # The VAE encoder whole and in tiles of 16 pixels (8 latents; diffusers' tiled_encode), the moments of
+    # the init image.
+    image = sd15.image_processor.preprocess(pil, height=HEIGHT, width=WIDTH)
+    with torch.no_grad():
+        whole = sd15.vae.encode(image).latent_dist
+        sd15.vae.enable_tiling()
+        sd15.vae.tile_sample_min_size, sd15.vae.tile_latent_min_size = 16, 8
+        tiled = sd15.vae.encode(image).latent_dist
+        sd15.vae.disable_tiling()
+    out["vae_mean"], out["vae_logvar"] = whole.mean[0], whole.logvar[0]
+    out["vae_tiled_mean"], out["vae_tiled_logvar"] = tiled.mean[0], tiled.logvar[0]
+
     sdxl = StableDiffusionXLPipeline.from_pretrained(os.path.join(FIX, "models", "sdxl-tiny"), torch_dtype=torch.float32)
     sdxl.set_progress_bar_config(disable=True)
     with torch.no_grad():

@@ -22,6 +22,55 @@ public struct VAEEncoder: Sendable {
     /// clamped to [−30, 20] as diffusers' DiagonalGaussianDistribution clamps it. A sample is
     /// mean + exp(logvar / 2) · noise.
     public func encodeMoments(_ image: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> (mean: Tensor, logvar: Tensor) {
+        try split(encodeRaw(image, w, b))
+    }
+
+    /// The same, tile by tile as diffusers' `_tiled_encode`: tiles of `tileLatent` latents (× the scale in
+    /// pixels) stepping by three quarters of a tile, each encoded alone, then blended linearly over a
+    /// quarter tile of latents (the raw moments, before the log-variance's clamp) and cut to the
+    /// unblended part, so the peak activation memory is one tile's.
+    public func encodeMomentsTiled(_ image: Tensor, tileLatent: Int, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> (mean: Tensor, logvar: Tensor) {
+        let s = config.scale, tileSample = tileLatent * s
+        let step = Int(Double(tileSample) * 0.75), blend = Int(Double(tileLatent) * 0.25), keep = tileLatent - blend
+        guard step > 0, keep > 0 else { throw .invalidArgument(name: "tile size", reason: "\(tileLatent) latents is too small to tile") }
+        let H = image.shape[2], W = image.shape[3]
+        var rows: [[Tensor]] = []
+        for i in stride(from: 0, to: H, by: step) {
+            var row: [Tensor] = []
+            for j in stride(from: 0, to: W, by: step) {
+                let tile = try image.sliced(dim: 2, i..<min(H, i + tileSample)).sliced(dim: 3, j..<min(W, j + tileSample)).contiguous()
+                row.append(try encodeRaw(tile, w, b).contiguous())
+            }
+            rows.append(row)
+        }
+        // Each tile's kept part follows the last (diffusers concatenates them): a tile starts `keep` latents on.
+        let C = 2 * config.latentChannels, h = H / s, wd = W / s, latentStep = keep
+        let out = Tensor(zeros: [1, C, h, wd], dtype: .f32)
+        for (ri, row) in rows.enumerated() {
+            for (ci, t) in row.enumerated() {
+                if ri > 0 { VAEDecoder.blend(from: rows[ri - 1][ci], into: t, extent: blend, vertical: true) }
+                if ci > 0 { VAEDecoder.blend(from: row[ci - 1], into: t, extent: blend, vertical: false) }
+                let th = t.shape[2], tw = t.shape[3], y0 = ri * latentStep, x0 = ci * latentStep
+                for c in 0..<C { for y in 0..<min(keep, th) where y0 + y < h { for x in 0..<min(keep, tw) where x0 + x < wd {
+                    out.f32[(c * h + y0 + y) * wd + x0 + x] = t.f32[(c * th + y) * tw + x]
+                } } }
+            }
+        }
+        return try split(out)
+    }
+
+    /// Mean and clamped log-variance from the encoder's 2·latent channels.
+    func split(_ x: Tensor) throws(SluiceError) -> (mean: Tensor, logvar: Tensor) {
+        let c = config.latentChannels
+        guard x.shape[1] == 2 * c else {
+            throw .shapeMismatch(operation: "VAE encoder output", expected: "\(2 * c) channels (mean and log-variance)", found: "\(x.shape)")
+        }
+        let logvar = try x.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats().map { min(max($0, -30), 20) }
+        return (try x.sliced(dim: 1, 0..<c).contiguous(), Tensor(logvar, shape: [1, c, x.shape[2], x.shape[3]]))
+    }
+
+    /// The encoder and quant_conv: the moments as the network outputs them.
+    func encodeRaw(_ image: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
         let s = config.scale
         guard image.shape.rank == 4, image.shape[0] == 1, image.shape[2] % s == 0, image.shape[3] % s == 0 else {
             throw .shapeMismatch(operation: "VAE encode", expected: "[1, C, H, W] with H, W multiples of \(s)", found: "\(image.shape)")
@@ -45,12 +94,7 @@ public struct VAEEncoder: Sendable {
         if let qw = w.optional("quant_conv.weight") {
             x = try b.conv2d(x, weight: qw, bias: w.optional("quant_conv.bias"), stride: 1, padding: 0, groups: 1)
         }
-        let c = config.latentChannels
-        guard x.shape[1] == 2 * c else {
-            throw .shapeMismatch(operation: "VAE encoder output", expected: "\(2 * c) channels (mean and log-variance)", found: "\(x.shape)")
-        }
-        let logvar = try x.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats().map { min(max($0, -30), 20) }
-        return (try x.sliced(dim: 1, 0..<c).contiguous(), Tensor(logvar, shape: [1, c, x.shape[2], x.shape[3]]))
+        return x
     }
 
     /// Zero padding of one row at the bottom and one column at the right (diffusers' Downsample2D
