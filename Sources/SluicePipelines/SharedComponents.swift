@@ -69,17 +69,18 @@ struct VAEEncoderComponent {
     func describe(_ r: GenerationRequest) throws(SluiceError) -> ComponentDescription {
         let e = encoder, encodes = r.initImage != nil
         // The encoder's activations are about the decoder's at the same size (mirror-image blocks).
+        // Under a budget too small for the whole image it encodes in tiles, as the decoder decodes.
         let decoder = VAEDecoder(config: e.config)
         return try runner.describe(activationBytes: { w in encodes ? decoder.activationBytes(pixels: w.width * w.height) * w.batch : 0 },
-                                   rows: { w in Double(w.width * w.height) / 4 })
+                                   rows: { w in Double(w.width * w.height) / 4 }, tiling: encodes ? decoder.tiling : nil)
     }
 
     /// A sample of the image's latent distribution, z = mean + exp(logvar / 2) · noise with the noise from
     /// `generator` (diffusers' retrieve_latents(sample_mode="sample")), before any scale or shift.
     func sample(_ image: InitImage, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend) throws -> Tensor {
-        let e = encoder
+        let e = encoder, tile = run.plan?.component(runner.name)?.tileLatent
         let moments = try runner.run(image.tensor) { _, w, x in
-            let m = try e.encodeMoments(x, w, be)
+            let m = try tile.map { t throws(SluiceError) in try e.encodeMomentsTiled(x, tileLatent: t, w, be) } ?? e.encodeMoments(x, w, be)
             return try be.concat([m.mean, m.logvar], dim: 1)
         }
         let c = e.config.latentChannels, shape: Shape = [1, c, moments.shape[2], moments.shape[3]]
