@@ -44,7 +44,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     /// The VAE's encoder, for image to image (nil when the VAE file has none).
     let encoderComponent: VAEEncoderComponent?
     public var supportsImageToImage: Bool { encoderComponent != nil }
-    public func imageToImageStart(steps: Int, strength: Double) -> Int { FlowMatchImageToImage.startIndex(steps: steps, strength: strength) }
+    public func imageToImageStart(steps: Int, strength: Double) -> Int { ImageToImageStart.flowMatching(steps: steps, strength: strength) }
     public let components: PipelineComponents
 
     /// dev (a guidance embedder): 28 steps, guidance 3.5, T5 512 tokens; schnell: 4 steps, no guidance,

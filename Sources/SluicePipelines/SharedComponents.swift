@@ -99,14 +99,9 @@ struct VAEEncoderComponent {
 
 /// Image to image for the flow-matching families, as diffusers' FluxImg2ImgPipeline and
 /// ZImageImg2ImgPipeline do it: the schedule is the text-to-image one, entered at
-/// t_start = ⌊max(n − n·strength, 0)⌋ (SD3's get_timesteps; the Stable Diffusion pipelines round the
-/// other way), from σ·noise + (1 − σ)·(z − shift)·scale at that step's σ (scale_noise).
+/// `ImageToImageStart.flowMatching`, from σ·noise + (1 − σ)·(z − shift)·scale at that step's σ
+/// (scale_noise).
 enum FlowMatchImageToImage {
-    static func startIndex(steps: Int, strength: Double) -> Int {
-        let n = Double(steps)
-        return Int(max(n - min(n * strength, n), 0))
-    }
-
     static func noised(_ z: Tensor, noise: Tensor, sigma: Float, vae: AutoencoderKLConfig) throws(SluiceError) -> Tensor {
         let x = try z.toFloats(), e = try noise.toFloats()
         guard x.count == e.count else { throw .shapeMismatch(operation: "image to image", expected: "\(z.shape)", found: "\(noise.shape)") }

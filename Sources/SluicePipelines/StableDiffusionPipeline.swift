@@ -130,9 +130,11 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         try folder.require(["scheduler", "tokenizer", "unet", "vae"] + textNames + (xl ? ["tokenizer_2"] : []))
         tokenizers = try (xl ? ["tokenizer", "tokenizer_2"] : ["tokenizer"]).map { try CLIPTokenizer(directory: try folder.folder($0)) }
         schedulerConfig = try folder.config(DiscreteScheduleConfig.self, "scheduler/scheduler_config.json")
-        let index = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder.indexPath)))) as? [String: Any]
-        forceZerosForEmptyPrompt = xl && (index?["force_zeros_for_empty_prompt"] as? Bool ?? true)
-        let schedulerClass = ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder.path + "/scheduler/scheduler_config.json")))) as? [String: Any])?["_class_name"] as? String
+        struct Index: Decodable { var force_zeros_for_empty_prompt: Bool? }
+        let forceZeros = try folder.config(Index.self, "model_index.json").force_zeros_for_empty_prompt
+        forceZerosForEmptyPrompt = xl && (forceZeros ?? true)
+        // model_index.json names the scheduler's class beside the pipeline's.
+        let schedulerClass = folder.components.first { $0.name == "scheduler" }?.className
         defaultSampler = Self.sampler(schedulerClass: schedulerClass, config: schedulerConfig)
         clock.lap("tokenizers + scheduler")
 
@@ -202,8 +204,6 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
 
     // MARK: - Planning
 
-    func latentSide(_ pixels: Int) -> Int { pixels / vae.config.scale }
-
     func descriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] {
         let v = vae, u = unet, config = unet.config
         var out: [ComponentDescription] = []
@@ -213,35 +213,18 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
                                        rows: { _ in Double(Self.chunkTokens) }))
         }
         out.append(try encoderComponent.describe(r))
-        let groups = try unetRunner.groupDescriptions()
+        let groups = try unetRunner.groupDescriptions(), levels = u.groupLevels
         // Convolutions and linears run once per position of their level: 2 × parameters × positions.
         let unetFlops: @Sendable (Workload) -> [Double] = { w in
-            let lh = w.height / v.config.scale, lw = w.width / v.config.scale
-            return groups.map { g in
-                let level = Self.level(ofGroup: g.name, levels: u.config.levels)
-                return 2 * Double(g.parameters) * Double((lh >> level) * (lw >> level))
-            }
+            let lh = v.latentSide(w.height), lw = v.latentSide(w.width)
+            return zip(groups, levels).map { g, level in 2 * Double(g.parameters) * Double((lh >> level) * (lw >> level)) }
         }
         out.append(ComponentDescription(name: "unet", phase: .denoise, groups: groups,
-                                        activationBytes: { w in UNet2DCondition.activationBytes(config: config, height: w.height / v.config.scale, width: w.width / v.config.scale) * w.batch },
+                                        activationBytes: { w in UNet2DCondition.activationBytes(config: config, height: v.latentSide(w.height), width: v.latentSide(w.width)) * w.batch },
                                         flops: unetFlops))
-        let vaeGroups = try vaeComponent.runner.groupDescriptions()
-        out.append(ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
-                                        activationBytes: { w in v.activationBytes(pixels: w.width * w.height) * w.batch },
-                                        flops: { w in ComponentDescription.linearFlops(vaeGroups, rows: Double(w.width * w.height) / 4) },
-                                        tiling: v.tiling))
+        out.append(try vaeComponent.runner.describe(activationBytes: { w in v.activationBytes(pixels: w.width * w.height) * w.batch },
+                                                    rows: { w in Double(w.width * w.height) / 4 }, tiling: v.tiling))
         return out
-    }
-
-    /// The U's level a group works at (0: the latents' own resolution).
-    static func level(ofGroup name: String, levels: Int) -> Int {
-        let p = name.split(separator: ".")
-        switch p.first {
-        case "down_blocks": return p.count > 1 ? Int(p[1]) ?? 0 : 0
-        case "up_blocks": return p.count > 1 ? levels - 1 - (Int(p[1]) ?? levels - 1) : 0
-        case "mid_block": return levels - 1
-        default: return 0
-        }
     }
 
     public func componentDescriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { try descriptions(r) }
@@ -311,11 +294,8 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Conditioning, Conditioning?, Tensor?) in
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: guided ? 2 : 1, elapsed: 0)))
             let e = try encodePrompts(guided && !zeroUncond ? [r.prompt, r.negativePrompt] : [r.prompt], run: run)
-            var negative: Conditioning? = guided ? (zeroUncond ? nil : e[1]) : nil
-            if zeroUncond {
-                negative = Conditioning(context: Tensor(zeros: e[0].context.shape, dtype: .f32),
-                                        pooled: e[0].pooled.map { Tensor(zeros: $0.shape, dtype: .f32) })
-            }
+            let negative: Conditioning? = !guided ? nil : !zeroUncond ? e[1]
+                : Conditioning(context: Tensor(zeros: e[0].context.shape, dtype: .f32), pooled: e[0].pooled.map { Tensor(zeros: $0.shape, dtype: .f32) })
             // Image to image: the init image's latent distribution, sampled with the run's generator
             // before the noise is drawn (diffusers' retrieve_latents(sample_mode="sample")).
             var latents: Tensor?
@@ -328,7 +308,7 @@ public final class StableDiffusionPipeline: TextToImagePipeline, @unchecked Send
         }
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 
-        let shape: Shape = [1, vae.config.latentChannels, latentSide(r.height), latentSide(r.width)]
+        let shape: Shape = [1, vae.config.latentChannels, vae.latentSide(r.height), vae.latentSide(r.width)]
         var latents: Tensor
         if let imageLatents {
             latents = try scheduler.addNoise(imageLatents, noise: generator.randn(shape), stepIndex: start)

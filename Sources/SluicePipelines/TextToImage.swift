@@ -180,9 +180,10 @@ extension TextToImagePipeline {
     public func knowsSampler(_ name: String) -> Bool { samplerAliases.contains(name.lowercased()) }
     public var supportsImageToImage: Bool { false }
 
-    /// Stable Diffusion's img2img pipelines: n − min(⌊n·strength⌋, n).
+    /// Stable Diffusion's rounding; a family without image to image never gets here (validate refuses
+    /// the init image first).
     public func imageToImageStart(steps: Int, strength: Double) -> Int {
-        steps - min(Int(Double(steps) * strength), steps)
+        ImageToImageStart.stableDiffusion(steps: steps, strength: strength)
     }
 
     public func componentDescriptions(_ request: GenerationRequest) throws(SluiceError) -> [ComponentDescription] { [] }

@@ -35,7 +35,7 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
     /// The VAE's encoder, for image to image (nil when the VAE file has none).
     let encoderComponent: VAEEncoderComponent?
     public var supportsImageToImage: Bool { encoderComponent != nil }
-    public func imageToImageStart(steps: Int, strength: Double) -> Int { FlowMatchImageToImage.startIndex(steps: steps, strength: strength) }
+    public func imageToImageStart(steps: Int, strength: Double) -> Int { ImageToImageStart.flowMatching(steps: steps, strength: strength) }
     /// The components in phase order (their runners, the device).
     public let components: PipelineComponents
 

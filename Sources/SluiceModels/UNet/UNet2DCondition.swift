@@ -48,6 +48,19 @@ public struct UNet2DCondition: Sendable {
 
     public var groupNames: [String] { steps.map(\.name) }
 
+    /// The level of the U each group works at, in `groupNames` order (0: the latents' own resolution):
+    /// a convolution or linear of group g runs once per position of its level.
+    public var groupLevels: [Int] {
+        steps.map { step in
+            switch step {
+            case .embedders, .out: 0
+            case let .down(i, _): i
+            case .mid: config.levels - 1
+            case let .up(i, _): config.level(up: i)
+            }
+        }
+    }
+
     /// The group a checkpoint tensor belongs to (nil: not part of this model).
     public func group(of key: String) -> String? {
         let p = key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)

@@ -46,8 +46,7 @@ extension DiscreteScheduler {
         guard strength >= 0 && strength <= 1 else {
             throw .invalidParameter(.strength, reason: "\(strength) is outside [0, 1]")
         }
-        let initTimestep = min(Int(Double(steps) * strength), steps)
-        return max(steps - initTimestep, 0) * order
+        return ImageToImageStart.stableDiffusion(steps: steps, strength: strength) * order
     }
 
     /// Text-to-image's starting latents, as diffusers' `prepare_latents`: torch.randn(shape,
@@ -82,5 +81,20 @@ enum HostLatents {
         guard (0..<steps).contains(i) else {
             throw .invalidArgument(name: "stepIndex", reason: "\(i) is outside 0..<\(steps)")
         }
+    }
+}
+
+/// Where image to image enters a schedule of `steps` steps at `strength` (the steps from there run).
+/// diffusers' pipelines round two ways, and the image depends on which.
+public enum ImageToImageStart {
+    /// The Stable Diffusion (XL) Img2Img pipelines' get_timesteps: n − min(⌊n·strength⌋, n).
+    public static func stableDiffusion(steps: Int, strength: Double) -> Int {
+        steps - min(Int(Double(steps) * strength), steps)
+    }
+
+    /// SD3's get_timesteps, which the flow-matching pipelines (FLUX.1, Z-Image) use: ⌊max(n − n·strength, 0)⌋.
+    public static func flowMatching(steps: Int, strength: Double) -> Int {
+        let n = Double(steps)
+        return Int(max(n - min(n * strength, n), 0))
     }
 }
