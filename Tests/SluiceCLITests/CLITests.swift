@@ -30,13 +30,12 @@ import Testing
         p.standardOutput = pipe
         p.standardError = pipe
         try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        var data = Data()
-        while p.isRunning || pipe.fileHandleForReading.availableData.count > 0 {
-            data += pipe.fileHandleForReading.availableData
-            if Date() > deadline { p.terminate(); break }
-        }
-        data += pipe.fileHandleForReading.readDataToEndOfFile()
+        // Read to the end of the pipe (EOF comes when the process exits or is stopped by the timer):
+        // polling `availableData` in a loop condition dropped whatever that read returned, and CI lost a line.
+        let stop = DispatchWorkItem { p.terminate() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: stop)
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        stop.cancel()
         p.waitUntilExit()
         return Run(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self))
     }
