@@ -90,8 +90,8 @@ public enum OffloadModel {
     /// least w_G − W bytes must cross while G runs: G's span ≥ max(c_G, (w_G − W) / link). Runs are
     /// disjoint in time (one compute queue), so a step ≥ Σ over disjoint runs of that + the compute of
     /// the groups outside them — for every residency choice. The best partition (dynamic programming
-    /// over the forward order, and over a few rotations since steps repeat) and the specified bound
-    /// give `max` of the two.
+    /// over the forward order, and over a few rotations since steps repeat), the specified bound and
+    /// the staging-room bound below give `max` of the three.
     public static func stagingAwareBoundSeconds(_ k: Costs, _ p: DeviceProfile, budget: Int, activation: Int) -> Double {
         let spec = boundSeconds(k, p, budget: budget, activation: activation).seconds
         let room = Double(budget - activation)
@@ -117,6 +117,73 @@ public enum OffloadModel {
             }
             best = max(best, f[n])
         }
-        return max(spec, best)
+        return max(spec, best, stagingRoomBoundSeconds(k, p, room: budget - activation, compute: c))
+    }
+
+    /// A lower bound that charges the staging room itself. Take any plan with a fixed resident set
+    /// (bytes Res) and let F = W − Res be the room left for streamed weights (staging and the group
+    /// in use). Each step, everything not resident crosses: total − W + F bytes, so a step is at least
+    /// that over the link plus the time the link stands idle. While a run G = g₁…gₘ of groups
+    /// computes, copies land in room free when G starts (at most F) or freed by G's streamed groups as
+    /// they finish: by the end of gⱼ at most F + s(g₁…gⱼ₋₁) bytes can have been copied, s counting
+    /// only groups of at most F bytes (a streamed group fits in F). Copying as early as those caps
+    /// and the link allow, A bytes at most cross during G's compute, and the link idles at least
+    /// c_G − A / link; idle times of disjoint runs add up (the best set by dynamic programming over
+    /// a few rotations, since a step follows a step). The crossing term grows with F and the idle
+    /// term shrinks, so for F between two grid points the step is at least the first at the lower
+    /// point plus the second at the upper one: the least of those over a fine grid bounds every F
+    /// (F is at least the smallest room whose groups of at most F bytes carry total − W + F). The
+    /// other bounds let staging room be free; this one counts every byte of it as a byte not resident.
+    static func stagingRoomBoundSeconds(_ k: Costs, _ p: DeviceProfile, room w: Int, compute c: [Double]) -> Double {
+        let n = k.bytes.count, total = k.bytes.reduce(0, +)
+        let link = p.effectiveLink
+        let computeTotal = c.reduce(0, +)
+        guard n > 0, total > w, w > 0 else { return computeTotal }
+        // The smallest feasible F: groups of at most F bytes must sum to at least total − w + F.
+        var sum = 0, lowest: Int?
+        for b in k.bytes.sorted() {
+            sum += b
+            if sum >= total - w + b { lowest = b; break }
+        }
+        guard let lowest else { return .infinity }  // no plan streams under this room
+        let rotations = Array(Set((0..<4).map { $0 * n / 4 }))
+        func idle(_ f: Int) -> Double {
+            let room = Double(f)
+            let s = k.bytes.map { $0 <= f ? Double($0) : 0 }
+            var best = 0.0
+            for shift in rotations {
+                // best[j]: the most idle time in disjoint runs among the first j groups of this rotation.
+                var most = [Double](repeating: 0, count: n + 1)
+                for i in 0..<n {
+                    most[i + 1] = max(most[i + 1], most[i])
+                    var copied = 0.0, freed = 0.0, busy = 0.0
+                    for j in i..<n {
+                        let g = (shift + j) % n
+                        copied = min(copied + c[g] * link, room + freed)
+                        freed += s[g]
+                        busy += c[g]
+                        let run = busy - copied / link
+                        if run > 0 { most[j + 1] = max(most[j + 1], most[i] + run) }
+                    }
+                }
+                best = max(best, most[n])
+            }
+            return best
+        }
+        func crossing(_ f: Int) -> Double { Double(total - w + f) / link }
+        var grid: [Int] = []
+        var f = Double(max(lowest, 1))
+        while Int(f) < w {
+            grid.append(Int(f))
+            f *= 1.02
+        }
+        grid.append(w)
+        var bound = Double.infinity
+        for i in grid.indices {
+            let lower = crossing(grid[i])
+            if lower >= bound { break }
+            bound = min(bound, lower + idle(grid[min(i + 1, grid.count - 1)]))
+        }
+        return max(computeTotal, bound)
     }
 }

@@ -137,7 +137,7 @@ public enum PipelinePlanner {
         guard let classic = best else { return try plain(1) }
         best = classic
         let t = ResidencySearch.Timing(bytes: k.bytes, copy: timing.copy, compute: timing.compute, link: timing.linkBytesPerSecond)
-        for cand in ResidencySearch.candidates(t, room: r.deviceBudget - activation, top: 3) {
+        for cand in ResidencySearch.candidates(t, room: r.deviceBudget - activation, top: 10) {
             let p = Planner.planComponent(name: c.name, phase: c.phase.rawValue, groups: groups, activationBytes: activation,
                                           resident: cand.resident, ringBytes: cand.ringBytes, tileLatent: tileLatent)
             guard p.deviceBytes <= r.deviceBudget else { continue }

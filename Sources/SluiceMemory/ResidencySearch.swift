@@ -48,8 +48,10 @@ enum ResidencySearch {
                 }
             }
         }
-        // Deterministic: ties by ring size, then by the order tried.
-        return Array(out.enumerated().sorted { ($0.element.seconds, $0.offset) < ($1.element.seconds, $1.offset) }.prefix(top).map(\.element))
+        // Deterministic: ties by ring size, then by the order tried. The best few are then improved by
+        // local moves.
+        let ranked = out.enumerated().sorted { ($0.element.seconds, $0.offset) < ($1.element.seconds, $1.offset) }.map(\.element)
+        return ranked.prefix(top).map { improve(t, $0, room: weightRoom) }.sorted { $0.seconds < $1.seconds }
     }
 
     /// Streams what compute hides: walking the forward pass (twice: steps repeat), the link earns the
@@ -113,40 +115,121 @@ enum ResidencySearch {
     }
 
     /// The executor as a fluid: copies in stream order as soon as the link is free and the ring has
-    /// room (bytes copied and not yet computed ≤ the ring; no wrap-around waste), each compute after
-    /// the previous one and its copy. The period of the third call.
+    /// room where the executor would place them (the tail it skips when wrapping is wasted, as there),
+    /// each compute after the previous one and its copy. The period of the third call.
     static func fluidStepSeconds(_ t: Timing, resident: [Bool], ringBytes: Int) -> Double {
+        fluid(t, resident: resident, ringBytes: ringBytes).seconds
+    }
+
+    /// What the fluid model saw in its last call: per group, how long its compute waited for its copy
+    /// (`stall`) and how long the link stood idle, ring full, while it computed (`idle`).
+    struct Trace {
+        let seconds: Double
+        let stall: [Double]
+        let idle: [Double]
+    }
+
+    static func fluid(_ t: Timing, resident: [Bool], ringBytes: Int, trace: Bool = false) -> Trace {
         let n = t.bytes.count
         let streamed = (0..<n).filter { !resident[$0] }
         let ns = streamed.count
-        guard ns > 0 else { return t.compute.reduce(0, +) }
+        guard ns > 0 else { return Trace(seconds: t.compute.reduce(0, +), stall: [], idle: []) }
         var rank = [Int](repeating: -1, count: n)
         for (r, g) in streamed.enumerated() { rank[g] = r }
         let calls = 3
         var copyEnd = [Double](repeating: 0, count: calls * ns), computeEnd = copyEnd
         var copyFree = (0..<n).filter { resident[$0] }.reduce(0.0) { $0 + t.copy[$1] }
         var computeFree = 0.0, start = 0.0
-        var next = 0, oldest = 0, held = 0
+        // Ring regions as the executor places them: at the write head, or at 0 when the group does not
+        // fit before the end (the tail is wasted); a copy waits for every region it overwrites.
+        var live: [(offset: Int, bytes: Int, q: Int)] = []
+        var next = 0, head = 0
+        var stall = [Double](repeating: 0, count: trace ? n : 0)
+        var span = [(Double, Double)](repeating: (0, 0), count: trace ? n : 0)
+        var gaps: [(Double, Double)] = []
         for call in 0..<calls {
-            if call == calls - 1 { start = computeFree }
+            let last = call == calls - 1
+            if last { start = computeFree }
             for i in 0..<n {
-                guard rank[i] >= 0 else { computeFree += t.compute[i]; continue }
+                guard rank[i] >= 0 else {
+                    if trace && last { span[i] = (computeFree, computeFree + t.compute[i]) }
+                    computeFree += t.compute[i]
+                    continue
+                }
                 let q = call * ns + rank[i]
                 while next <= q {
-                    held += t.bytes[streamed[next % ns]]
-                    while held > ringBytes && oldest < next {
-                        held -= t.bytes[streamed[oldest % ns]]
-                        oldest += 1
+                    let bytes = t.bytes[streamed[next % ns]]
+                    let offset = head + bytes <= ringBytes ? head : 0
+                    var freed = 0.0
+                    live.removeAll { r in
+                        guard r.offset < offset + bytes && offset < r.offset + r.bytes else { return false }
+                        freed = max(freed, computeEnd[r.q])
+                        return true
                     }
-                    let freed = oldest > 0 ? computeEnd[oldest - 1] : 0
+                    live.append((offset, bytes, next))
+                    head = offset + bytes
+                    if trace && freed > copyFree { gaps.append((copyFree, freed)) }
                     copyFree = max(copyFree, freed) + t.copy[streamed[next % ns]]
                     copyEnd[next] = copyFree
                     next += 1
                 }
-                computeFree = max(computeFree, copyEnd[q]) + t.compute[i]
+                let begin = max(computeFree, copyEnd[q])
+                if trace && last {
+                    stall[i] = begin - computeFree
+                    span[i] = (begin, begin + t.compute[i])
+                }
+                computeFree = begin + t.compute[i]
                 computeEnd[q] = computeFree
             }
         }
-        return computeFree - start
+        var idle = [Double](repeating: 0, count: trace ? n : 0)
+        if trace {
+            for (a, b) in gaps where b > start {
+                for i in 0..<n { idle[i] += max(0, min(b, span[i].1) - max(a, span[i].0)) }
+            }
+        }
+        return Trace(seconds: computeFree - start, stall: stall, idle: idle)
+    }
+
+    /// Local moves on a plan, judged by the fluid model: a group whose compute waits for its copy
+    /// becomes resident, in exchange for a resident one during which the link stood idle (or in room
+    /// left over, or in room the ring gives up when it can shrink to its largest streamed group);
+    /// the best move each round, until none helps. Where the walk and the ratio order leave the link
+    /// idle beside compute-heavy stretches, this finds the trades neither ordering sees.
+    static func improve(_ t: Timing, _ start: Candidate, room weightRoom: Int, rounds: Int = 48, width: Int = 8) -> Candidate {
+        let n = t.bytes.count
+        var best = start
+        for _ in 0..<rounds {
+            let tr = fluid(t, resident: best.resident, ringBytes: best.ringBytes, trace: true)
+            let used = (0..<n).filter { best.resident[$0] }.reduce(0) { $0 + t.bytes[$1] }
+            let stalled = (0..<n).filter { !best.resident[$0] && tr.stall[$0] > 0 }.sorted { tr.stall[$0] > tr.stall[$1] }.prefix(width)
+            let idling = (0..<n).filter { best.resident[$0] && tr.idle[$0] > 0 && t.bytes[$0] > 0 && t.bytes[$0] <= best.ringBytes }
+                .sorted { tr.idle[$0] > tr.idle[$1] }.prefix(width)
+            let largest = (0..<n).filter { !best.resident[$0] }.map { t.bytes[$0] }.max() ?? 0
+            var moves: [(resident: [Bool], ring: Int)] = []
+            for s in stalled {
+                var r1 = best.resident
+                r1[s] = true
+                let streamLargest = (0..<n).filter { !r1[$0] }.map { t.bytes[$0] }.max() ?? 0
+                // Room left over, or what the ring gives up when s was its largest group.
+                for ring in Set([best.ringBytes, max(streamLargest, best.ringBytes - (largest - streamLargest))]) where ring > 0 {
+                    if used + t.bytes[s] <= weightRoom - ring { moves.append((r1, ring)) }
+                }
+                for r in idling where used + t.bytes[s] - t.bytes[r] <= weightRoom - best.ringBytes {
+                    var r2 = r1
+                    r2[r] = false
+                    moves.append((r2, best.ringBytes))
+                }
+            }
+            var improved: Candidate?
+            for m in moves where m.resident.contains(false) {
+                let sec = fluid(t, resident: m.resident, ringBytes: m.ring).seconds
+                if sec < (improved?.seconds ?? best.seconds) * (1 - 1e-9) { improved = Candidate(resident: m.resident, ringBytes: m.ring, seconds: sec) }
+            }
+            guard let improved else { break }
+            best = improved
+        }
+        return best
     }
 }
+
