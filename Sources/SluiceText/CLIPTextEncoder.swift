@@ -128,7 +128,7 @@ public struct CLIPTextEncoder: Sendable {
         var s = s
         if index == 0 {
             s.x = try embeddings(s.ids, w.scoped("embeddings"), b)
-            s.mask = Qwen3Encoder.causalMask(s.ids.count)
+            s.mask = QwenDecoderLayer.causalMask(s.ids.count)
         } else if index <= layersRun {
             s.x = try layer(s.x!, mask: s.mask!, w.scoped("encoder.layers.\(index - 1)"), b)
             if skipLastLayers > 0 && index == config.numHiddenLayers - skipLastLayers { s.hidden = s.x }
