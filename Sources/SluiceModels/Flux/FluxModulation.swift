@@ -10,9 +10,10 @@ struct FluxModulation {
     let rows: Tensor   // [count, dim]
     let dim: Int
 
-    /// linear(SiLU(temb)) from `w` ("…linear.weight/bias"); `siluTemb` [1, dim] is computed once a call.
-    init(_ siluTemb: Tensor, _ w: ModuleWeights, count: Int, dim: Int, _ b: any Backend) throws(SluiceError) {
-        rows = try b.linear(siluTemb, weight: w("linear.weight"), bias: w("linear.bias")).reshaped([count, dim])
+    /// linear(SiLU(temb)) from `w` ("…\(linear).weight/bias": FLUX's norm1.linear, Qwen-Image's img_mod.1);
+    /// `siluTemb` [1, dim] is computed once a call.
+    init(_ siluTemb: Tensor, _ w: ModuleWeights, linear: String = "linear", count: Int, dim: Int, _ b: any Backend) throws(SluiceError) {
+        rows = try b.linear(siluTemb, weight: w("\(linear).weight"), bias: w("\(linear).bias")).reshaped([count, dim])
         self.dim = dim
     }
 
