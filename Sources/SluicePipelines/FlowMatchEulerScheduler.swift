@@ -3,7 +3,8 @@ import SluiceBackends
 import SluiceCore
 
 /// diffusers' FlowMatchEulerDiscreteScheduler for the options the flow-matching models ship with:
-/// static shift (Z-Image-Turbo: 3.0) or resolution-dependent "dynamic" shift (FLUX), Euler steps,
+/// static shift (Z-Image-Turbo: 3.0) or resolution-dependent "dynamic" shift (FLUX, Qwen-Image, which
+/// also stretches the schedule to end at `shift_terminal`), Euler steps,
 /// the sigma schedule computed in f32 as diffusers computes it (numpy f32 for the shift).
 public struct FlowMatchEulerScheduler: Sendable {
     public struct Config: Sendable, Decodable {
@@ -17,6 +18,8 @@ public struct FlowMatchEulerScheduler: Sendable {
         public var timeShiftType: String = "exponential"
         public var invertSigmas: Bool = false
         public var stochasticSampling: Bool = false
+        /// Where the shifted schedule is stretched to end (Qwen-Image: 0.02); nil or 0: not stretched.
+        public var shiftTerminal: Double?
 
         enum CodingKeys: String, CodingKey {
             case numTrainTimesteps = "num_train_timesteps", shift, useDynamicShifting = "use_dynamic_shifting"
@@ -45,8 +48,9 @@ public struct FlowMatchEulerScheduler: Sendable {
             for key in [CodingKeys.useKarras, .useExponential, .useBeta] where (try c.decodeIfPresent(Bool.self, forKey: key)) == true {
                 throw SluiceError.invalidArgument(name: "scheduler_config.json: \(key.rawValue)", reason: "is not supported")
             }
-            if let t = try c.decodeIfPresent(Double.self, forKey: .shiftTerminal), t != 0 {
-                throw SluiceError.invalidArgument(name: "scheduler_config.json: shift_terminal", reason: "is not supported")
+            shiftTerminal = try c.decodeIfPresent(Double.self, forKey: .shiftTerminal)
+            if let t = shiftTerminal, !(0..<1).contains(t) {
+                throw SluiceError.invalidArgument(name: "scheduler_config.json: shift_terminal", reason: "\(t) must be in [0, 1)")
             }
             if invertSigmas || stochasticSampling {
                 throw SluiceError.invalidArgument(name: "scheduler_config.json", reason: "invert_sigmas / stochastic_sampling are not supported")
@@ -79,6 +83,11 @@ public struct FlowMatchEulerScheduler: Sendable {
         } else {
             let shift = Float(config.shift)
             s = baseSigmas.map { shift * $0 / (1 + (shift - 1) * $0) }
+        }
+        if let terminal = config.shiftTerminal, terminal != 0 {
+            // stretch_shift_to_terminal, in numpy f32 as diffusers runs it: 1 − (1 − σ) / ((1 − σ_last) / (1 − terminal)).
+            let scale = (1 - s[s.count - 1]) / Float(1 - terminal)
+            s = s.map { 1 - (1 - $0) / scale }
         }
         s.append(0)
         self.sigmas = s

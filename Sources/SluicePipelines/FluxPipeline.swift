@@ -232,15 +232,15 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
     }
 
     /// [1, C, H, W] latents → [(H/2)(W/2), 4C] tokens, feature c·4 + ph·2 + pw (diffusers'
-    /// _pack_latents): two permutations on the backend, each within 4 axes.
-    func pack(_ lat: Tensor, _ b: any Backend) throws(SluiceError) -> Tensor {
+    /// _pack_latents, FLUX's and Qwen-Image's): two permutations on the backend, each within 4 axes.
+    static func pack(_ lat: Tensor, _ b: any Backend) throws(SluiceError) -> Tensor {
         let C = lat.shape[1], H = lat.shape[2], W = lat.shape[3]
         let a = try b.contiguous(lat.reshaped([C, H / 2, 2, W]).permuted([1, 0, 2, 3]))          // [H/2, C, 2, W]
         return try b.contiguous(a.reshaped([H / 2, 2 * C, W / 2, 2]).permuted([0, 2, 1, 3])).reshaped([(H / 2) * (W / 2), 4 * C])
     }
 
     /// pack's inverse: tokens → [1, C, H, W].
-    func unpack(_ tokens: Tensor, height H: Int, width W: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
+    static func unpack(_ tokens: Tensor, height H: Int, width W: Int, _ b: any Backend) throws(SluiceError) -> Tensor {
         let C = tokens.shape[1] / 4
         let a = try b.contiguous(tokens.reshaped([H / 2, W / 2, 2 * C, 2]).permuted([0, 2, 1, 3]))  // [H/2, C, 2, W]
         return try b.contiguous(a.reshaped([H / 2, C, 2, W]).permuted([1, 0, 2, 3])).reshaped([1, C, H, W])
@@ -272,7 +272,7 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                                                     mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
         var noise = try generator.randn([1, vae.config.latentChannels, lh, lw])
         if let imageLatents { noise = try FlowMatchImageToImage.noised(imageLatents, noise: noise, sigma: scheduler.sigmas[start], vae: vae.config) }
-        var latents = try pack(noise, be)
+        var latents = try Self.pack(noise, be)
         let tr = transformer
         // Each step also unpacks its latents for progress and previews; the last of them is what the VAE decodes.
         var unpacked: Tensor?
@@ -292,11 +292,11 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                 pred = try be.axpy(neg, be.sub(pred, neg), scale: r.trueCFGScale)
             }
             latents = try scheduler.step(i, velocity: pred, latents: latents, on: be)
-            unpacked = try unpack(latents, height: lh, width: lw, be)
+            unpacked = try Self.unpack(latents, height: lh, width: lw, be)
             return unpacked!
         }
 
-        let final = try unpacked ?? unpack(latents, height: lh, width: lw, be)
+        let final = try unpacked ?? Self.unpack(latents, height: lh, width: lw, be)
         let image = try vaeComponent.decode(final, run: run, on: be, progress: progress)
         return GenerationResult(image: image, latents: final, report: run.complete())
     }

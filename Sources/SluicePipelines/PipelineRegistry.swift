@@ -35,7 +35,8 @@ public final class PipelineRegistry: Sendable {
     public init(_ families: [Family]) { self.families = Mutex(families) }
 
     /// Every family this build runs.
-    public static let shared = PipelineRegistry([ZImagePipeline.family, FluxPipeline.family, StableDiffusionPipeline.sd15Family, StableDiffusionPipeline.sdxlFamily])
+    public static let shared = PipelineRegistry([ZImagePipeline.family, FluxPipeline.family, StableDiffusionPipeline.sd15Family, StableDiffusionPipeline.sdxlFamily,
+                                                 QwenImagePipeline.family])
 
     public func register(_ family: Family) { families.withLock { $0.append(family) } }
 

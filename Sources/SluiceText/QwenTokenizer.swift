@@ -24,11 +24,16 @@ public struct QwenTokenizer: Sendable {
         self.padToken = padToken
     }
 
-    /// A `tokenizer/` folder (tokenizer.json must be there).
+    /// A `tokenizer/` folder: tokenizer.json, or (as Qwen-Image ships it, transformers' slow Qwen2Tokenizer
+    /// files) vocab.json + merges.txt with the added tokens in tokenizer_config.json.
     public init(directory: String) throws(SluiceError) {
         let path = directory + "/tokenizer.json"
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw .io(path: path, reason: "missing (the tokenizer folder needs tokenizer.json)")
+            if FileManager.default.fileExists(atPath: directory + "/vocab.json") {
+                try self.init(vocabularyFiles: directory)
+                return
+            }
+            throw .io(path: path, reason: "missing (the tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)")
         }
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw .invalidArgument(name: path, reason: "is not a JSON object")
@@ -59,6 +64,35 @@ public struct QwenTokenizer: Sendable {
             if template == nil, let t = obj["chat_template"] as? String { template = t }
         }
         self.init(bpe: bpe, addedTokens: added, normalizeNFC: nfc, padToken: pad, chatTemplate: template)
+    }
+
+    /// vocab.json ({token: id}) and merges.txt ("a b" per line after a "#version" header); added tokens
+    /// from tokenizer_config.json's `added_tokens_decoder` ({id: {content}}) or added_tokens.json
+    /// ({content: id}). Qwen2Tokenizer normalises to NFC.
+    init(vocabularyFiles directory: String) throws(SluiceError) {
+        let vocabPath = directory + "/vocab.json", mergesPath = directory + "/merges.txt"
+        let vocab = try TokenizerFiles.jsonObject(vocabPath)
+        let merges = try TokenizerFiles.text(mergesPath).split(separator: "\n", omittingEmptySubsequences: true)
+            .map(String.init).filter { !$0.hasPrefix("#version") }
+        let bpe = try ByteLevelBPE.fromHuggingFace(model: ["vocab": vocab, "merges": merges], file: mergesPath)
+        var added: [(String, Int)] = []
+        var pad: String? = "<|endoftext|>"
+        var template = try? String(contentsOfFile: directory + "/chat_template.jinja", encoding: .utf8)
+        if TokenizerFiles.exists(directory + "/tokenizer_config.json") {
+            let config = try TokenizerFiles.jsonObject(directory + "/tokenizer_config.json")
+            for case let (id, entry as [String: Any]) in config["added_tokens_decoder"] as? [String: Any] ?? [:] {
+                if let n = Int(id), let content = entry["content"] as? String { added.append((content, n)) }
+            }
+            if let p = config["pad_token"] as? String { pad = p }
+            if template == nil, let t = config["chat_template"] as? String { template = t }
+        }
+        if added.isEmpty, TokenizerFiles.exists(directory + "/added_tokens.json") {
+            for case let (content, id as NSNumber) in try TokenizerFiles.jsonObject(directory + "/added_tokens.json") { added.append((content, id.intValue)) }
+        }
+        guard !added.isEmpty else {
+            throw .invalidArgument(name: directory + "/tokenizer_config.json: added_tokens_decoder", reason: "no added tokens (<|im_start|>, …) found here or in added_tokens.json")
+        }
+        self.init(bpe: bpe, addedTokens: added, normalizeNFC: true, padToken: pad, chatTemplate: template)
     }
 
     public func encode(_ text: String) throws(SluiceError) -> [Int] {

@@ -21,6 +21,31 @@ import Testing
         }
     }
 
+    /// The same vocabulary as the slow tokenizer's files (vocab.json, merges.txt with its "#version"
+    /// header, added tokens in tokenizer_config.json's added_tokens_decoder — how Qwen-Image ships its
+    /// tokenizer) gives transformers' ids too; a folder with neither layout is a clear error.
+    @Test func vocabularyFilesGiveTheSameIds() throws {
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.tiny + "/tokenizer.json"))) as! [String: Any]
+        let model = root["model"] as! [String: Any]
+        let dir = NSTemporaryDirectory() + "sluice-vocab-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try JSONSerialization.data(withJSONObject: model["vocab"]!).write(to: URL(fileURLWithPath: dir + "/vocab.json"))
+        let merges = (model["merges"] as! [Any]).map { m in (m as? String) ?? (m as! [String]).joined(separator: " ") }
+        try ("#version: 0.2\n" + merges.joined(separator: "\n") + "\n").write(toFile: dir + "/merges.txt", atomically: true, encoding: .utf8)
+        var decoder: [String: Any] = [:]
+        for case let t as [String: Any] in root["added_tokens"] as! [Any] { decoder["\(t["id"]!)"] = ["content": t["content"]!, "special": true] }
+        try JSONSerialization.data(withJSONObject: ["added_tokens_decoder": decoder]).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        let tok = try QwenTokenizer(directory: dir)
+        let cases = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.directory + "/tokenizer_ids.json"))) as! [String: Any])["cases"] as! [[String: Any]]
+        for c in cases {
+            let text = c["text"] as! String, want = (c["ids"] as! [NSNumber]).map(\.intValue)
+            #expect(try tok.encode(text) == want, "\(text.debugDescription)")
+        }
+        try FileManager.default.removeItem(atPath: dir + "/vocab.json")
+        #expect(throws: SluiceError.self) { try QwenTokenizer(directory: dir) }
+    }
+
     /// The Z-Image prompt template: diffusers' apply_chat_template + tokenizer for "a red fox".
     @Test func zImagePromptMatchesDiffusers() throws {
         let tok = try QwenTokenizer(directory: Self.tiny)

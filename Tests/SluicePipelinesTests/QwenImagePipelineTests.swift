@@ -1,0 +1,76 @@
+import Foundation
+import SluiceBackends
+import SluiceCore
+import SluiceMemory
+import SluicePipelines
+import SluiceTestSupport
+import Testing
+
+/// The whole Qwen-Image pipeline on the tiny model against diffusers' QwenImagePipeline
+/// (tools/reference/make_qwen_image_tiny.py; 64², 3 steps, "a red fox in the snow"): the prompt
+/// embeddings, every step's latents and the image, with true CFG and without.
+@Suite struct QwenImagePipelineTests {
+    static let model = Fixtures.directory + "/models/qwen-image-tiny"
+
+    static func request(negative: String) -> GenerationRequest {
+        GenerationRequest(prompt: "a red fox in the snow", negativePrompt: negative, seed: 7, steps: 3, width: 64, height: 64, guidance: 4)
+    }
+
+    static func run(_ r: GenerationRequest, device: String = "cpu", memory: MemoryOptions = MemoryOptions()) throws -> (GenerationResult, [[Float]]) {
+        let pipe = try QwenImagePipeline(directory: model, device: device)
+        var steps: [[Float]] = []
+        let out = try pipe.generate(r, memory: memory, progress: { _ in }, afterStep: { _, t in steps.append((try? t.toFloats()) ?? []) },
+                                    isCancelled: { false })
+        return (out, steps)
+    }
+
+    /// Embeddings 1e-5 abs + 1e-4 rel (f32 on both sides, 2 layers). Latents 1e-4 abs + 1e-4 rel: f32 sums
+    /// in torch's order vs ours through up to 6 transformer calls, the CFG scale 4 and the norm rescale
+    /// amplifying them (as FLUX's); the image 2e-4.
+    @Test(arguments: [("cfg", "blurry, low quality"), ("plain", "")])
+    func matchesDiffusers(_ tag: String, _ negative: String) throws {
+        let ref = try Fixtures.file("qwen_image_reference.safetensors")
+        let pipe = try QwenImagePipeline(directory: Self.model)
+        for (name, text) in [("prompt", "a red fox in the snow"), ("negative", "blurry, low quality")] {
+            let c = compare(try pipe.encodePrompt(text).toFloats(), try ref.tensor("\(name)_embeds").toFloats(), atol: 1e-5, rtol: 1e-4)
+            #expect(c.ok, "\(name) embeddings: \(c)")
+        }
+        let (out, steps) = try Self.run(Self.request(negative: negative))
+        let want = try ref.tensor("\(tag)_latents").toFloats()
+        #expect(steps.count == 3)
+        let per = want.count / 3
+        for (i, got) in steps.enumerated() {
+            let c = compare(got, Array(want[(i * per)..<((i + 1) * per)]), atol: 1e-4, rtol: 1e-4)
+            #expect(c.ok, "\(tag) step \(i): \(c)")
+        }
+        let c = compare(try out.image.toFloats(), try ref.tensor("\(tag)_image").toFloats(), atol: 2e-4, rtol: 0)
+        #expect(c.ok, "\(tag) image: \(c)")
+    }
+
+    /// The scheduler's σ (dynamic shift, then stretched to shift_terminal 0.02) bit for bit.
+    @Test func sigmasMatchDiffusers() throws {
+        let ref = try Fixtures.file("qwen_image_reference.safetensors").tensor("sigmas").toFloats()
+        let pipe = try QwenImagePipeline(directory: Self.model)
+        let s = try FlowMatchEulerScheduler(config: pipe.schedulerConfig, baseSigmas: FlowMatchEulerScheduler.numpyLinspace(1, 1.0 / 3, 3),
+                                            mu: FlowMatchEulerScheduler.mu(imageSeqLen: 16, config: pipe.schedulerConfig))
+        #expect(s.sigmas.map(\.bitPattern) == ref.map(\.bitPattern), "\(s.sigmas) vs \(ref)")
+    }
+
+    /// `--device vulkan` (lavapipe in CI): with true CFG (its norms read back to the host) within 1e-4
+    /// of the CPU image.
+    @Test(.enabled(if: Vulkan.unavailableReason == nil && ((try? Vulkan.devices().count) ?? 0) > 0, "no Vulkan device"))
+    func vulkanMatchesCPU() throws {
+        let r = Self.request(negative: "blurry")
+        let cpu = try Self.run(r).0, vk = try Self.run(r, device: "vulkan").0
+        let c = compare(try vk.image.toFloats(), try cpu.image.toFloats(), atol: 1e-4, rtol: 0)
+        #expect(c.ok, "\(c)")
+    }
+
+    /// The checks every family passes; budgets that stream the transformer change nothing.
+    @Test func battery() throws {
+        var r = Self.request(negative: "blurry")
+        r.steps = 2
+        // 2.0 MB streams 2 of the transformer's 4 groups, 1.98 MB 3 (its activations, planned for 1,024 text tokens, dwarf the tiny weights).
+        try PipelineBattery(request: r, budgets: [64 << 20, 2_000_000, 1_980_000]) { try QwenImagePipeline(directory: Self.model) }.runAll()
+    }
+}
