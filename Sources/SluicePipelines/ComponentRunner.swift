@@ -16,24 +16,34 @@ public final class ComponentRunner: @unchecked Sendable {
     /// (a text encoder saved from a *ForCausalLM keeps its decoder under "model.").
     public let keyPrefix: String
     public private(set) var executor: StreamingExecutor?
+    /// How many of the first groups stay in host memory under a budget: lookup tables (a text
+    /// encoder's token embedding) the model reads by rows (`ModuleWeights.gather`), so only the rows
+    /// a prompt uses cross to the device — never the table, which the planner does not see.
+    public let hostGroupCount: Int
 
-    public init(name: String, phase: Phase, checkpoint: Checkpoint, groupNames: [String], groupOf: @escaping (String) -> String?) throws(SluiceError) {
+    public init(name: String, phase: Phase, checkpoint: Checkpoint, groupNames: [String], hostGroups: Set<String> = [],
+                groupOf: @escaping (String) -> String?) throws(SluiceError) {
         self.name = name
         self.phase = phase
         self.checkpoint = checkpoint
         self.groupNames = groupNames
         self.groupOf = groupOf
+        hostGroupCount = groupNames.prefix { hostGroups.contains($0) }.count
+        precondition(hostGroupCount == hostGroups.count, "host groups must come first: \(hostGroups) in \(groupNames)")
         keyPrefix = Self.detectPrefix(checkpoint.names, groupOf: groupOf)
         // Every group has tensors: a broken download fails at load, naming what is missing.
-        _ = try execGroups()
+        _ = try groups(groupNames)
     }
 
     /// The component `component` of a diffusers folder, its weights from the component's folder.
-    public convenience init(folder: DiffusersFolder, component: String, phase: Phase, groupNames: [String],
+    public convenience init(folder: DiffusersFolder, component: String, phase: Phase, groupNames: [String], hostGroups: Set<String> = [],
                             groupOf: @escaping (String) -> String?) throws {
         try self.init(name: component, phase: phase, checkpoint: try ModelLocator.checkpoint(component: folder.folder(component)),
-                      groupNames: groupNames, groupOf: groupOf)
+                      groupNames: groupNames, hostGroups: hostGroups, groupOf: groupOf)
     }
+
+    /// The groups that go to the device under a budget (all but the host groups), in order.
+    public var deviceGroupNames: ArraySlice<String> { groupNames.dropFirst(hostGroupCount) }
 
     /// "" when the keys are the model's module paths; else the "x." prefix that makes most of them so
     /// (CLIPTextModelWithProjection keeps its text_projection beside "text_model.": keys outside the
@@ -55,15 +65,20 @@ public final class ComponentRunner: @unchecked Sendable {
         return groupOf(key).map { (key, $0) }
     }
 
-    /// The checkpoint's tensors by group (tensors no group uses are left on disk); `flops` per group
-    /// for the modelled clock (0 when only the sizes matter).
+    /// The checkpoint's tensors by device group (tensors no group uses are left on disk; host groups
+    /// never go to the device); `flops` per device group for the modelled clock (0 when only the sizes
+    /// matter).
     public func execGroups(flops: [Double]? = nil) throws(SluiceError) -> [ExecGroup] {
+        try groups(Array(deviceGroupNames), flops: flops)
+    }
+
+    func groups(_ names: [String], flops: [Double]? = nil) throws(SluiceError) -> [ExecGroup] {
         var byGroup: [String: [(key: String, tensor: Tensor)]] = [:]
         for key in checkpoint.names.sorted() {
             guard let g = modelKey(key)?.group else { continue }
             byGroup[g, default: []].append((key, try checkpoint.tensor(key)))
         }
-        return try groupNames.enumerated().map { i, g throws(SluiceError) in
+        return try names.enumerated().map { i, g throws(SluiceError) in
             guard let tensors = byGroup[g], !tensors.isEmpty else {
                 throw .invalidCheckpoint(file: checkpoint.files.first?.path ?? name, tensor: nil, reason: "no tensors for \(name) group '\(g)'")
             }
@@ -71,7 +86,7 @@ public final class ComponentRunner: @unchecked Sendable {
         }
     }
 
-    /// The groups as the planner sees them: parameters and stored bytes, from the checkpoint.
+    /// The groups as the planner sees them (the device groups): parameters and stored bytes, from the checkpoint.
     public func groupDescriptions() throws(SluiceError) -> [GroupDescription] {
         try execGroups().map { g in GroupDescription(name: g.name, parameters: g.tensors.reduce(0) { $0 + $1.tensor.count }, storedBytes: g.stagedBytes) }
     }
@@ -120,12 +135,23 @@ public final class ComponentRunner: @unchecked Sendable {
                 throw error
             }
         }
+        let ckpt = checkpoint
         if let executor {
-            return try executor.run(input) { i, weights, s in
-                try body(i, ModuleWeights { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try weights(n) } }, s)
+            // Host groups: the model gathers rows from the mapped table; the rows are what crosses. A real
+            // device takes them in as the next kernel's input (counted there); the simulated one models the copy.
+            let device = executor.device
+            let host = ModuleWeights(gather: { k, ids throws(SluiceError) in
+                let rows = try HostMath.embed(lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) }, ids: ids, name: k)
+                if device.backing == nil { device.copyToDevice(bytes: rows.byteCount, label: k + " rows") }
+                return rows
+            }) { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) } }
+            var s = input
+            for i in 0..<hostGroupCount { s = try body(i, host, s) }
+            let offset = hostGroupCount
+            return try executor.run(s) { i, weights, s in
+                try body(offset + i, ModuleWeights { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try weights(n) } }, s)
             }
         }
-        let ckpt = checkpoint
         var s = input
         for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) } }, s) }
         return s

@@ -58,7 +58,9 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
         clock.lap("tokenizer + scheduler")
         encoder = Qwen2VLTextEncoder(config: try folder.config(Qwen2VLTextConfig.self, "text_encoder/config.json"))
         let enc = encoder
-        textRunner = try ComponentRunner(folder: folder, component: "text_encoder", phase: .text, groupNames: enc.groupNames, groupOf: { enc.group(of: $0) })
+        // The token embedding (545M parameters in Qwen2.5-VL-7B) stays in host memory: rows cross, not the table.
+        textRunner = try ComponentRunner(folder: folder, component: "text_encoder", phase: .text, groupNames: enc.groupNames,
+                                         hostGroups: ["model.embed_tokens"], groupOf: { enc.group(of: $0) })
         clock.lap("text_encoder")
         transformer = QwenImageTransformer(config: try folder.config(QwenImageConfig.self, "transformer/config.json"))
         let tr = transformer

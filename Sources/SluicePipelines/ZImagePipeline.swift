@@ -63,7 +63,9 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
         clock.lap("tokenizer + scheduler")
         encoder = Qwen3Encoder(config: try folder.config(Qwen3Config.self, "text_encoder/config.json"))
         let enc = encoder
-        textRunner = try ComponentRunner(folder: folder, component: "text_encoder", phase: .text, groupNames: enc.groupNames, groupOf: { enc.group(of: $0) })
+        // The token embedding stays in host memory: the prompt's rows cross, not the table.
+        textRunner = try ComponentRunner(folder: folder, component: "text_encoder", phase: .text, groupNames: enc.groupNames,
+                                         hostGroups: ["embed_tokens"], groupOf: { enc.group(of: $0) })
         clock.lap("text_encoder")
         transformer = ZImageTransformer(config: try folder.config(ZImageConfig.self, "transformer/config.json"))
         let tr = transformer

@@ -123,7 +123,7 @@ public struct Qwen2VLTextEncoder: Sendable {
     public func run(group index: Int, _ w: ModuleWeights, _ s: State, _ b: any Backend) throws(SluiceError) -> State {
         var s = s
         if index == 0 {
-            s.hidden = try HostMath.embed(w("model.embed_tokens.weight"), ids: s.ids, name: "model.embed_tokens", expectedShape: [config.vocabSize, config.hiddenSize])
+            s.hidden = try w.embedding("model.embed_tokens.weight", ids: s.ids, shape: [config.vocabSize, config.hiddenSize])
             let text = Array(0..<s.ids.count)
             s.rope = QwenDecoderLayer.ropeTables(positions: [text, text, text], headDim: config.headDim, theta: config.ropeTheta,
                                                  stream: positionStream(ofFrequency:))

@@ -90,7 +90,7 @@ public struct Qwen3Encoder: Sendable {
     public func run(group index: Int, _ w: ModuleWeights, _ s: State, _ b: any Backend) throws(SluiceError) -> State {
         var s = s
         if index == 0 {
-            s.hidden = try HostMath.embed(w("embed_tokens.weight"), ids: s.ids, name: "embed_tokens", expectedShape: [config.vocabSize, config.hiddenSize])
+            s.hidden = try w.embedding("embed_tokens.weight", ids: s.ids, shape: [config.vocabSize, config.hiddenSize])
             s.rope = QwenDecoderLayer.ropeTables(positions: [Array(0..<s.ids.count)], headDim: config.headDim, theta: config.ropeTheta)
         } else {
             s.hidden = try layer(s.hidden!, rope: s.rope!, w.scoped("layers.\(index - 1)"), b)

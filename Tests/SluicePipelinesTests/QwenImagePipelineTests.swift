@@ -3,6 +3,7 @@ import SluiceBackends
 import SluiceCore
 import SluiceMemory
 import SluicePipelines
+import SluiceText
 import SluiceTestSupport
 import Testing
 
@@ -64,6 +65,29 @@ import Testing
         let cpu = try Self.run(r).0, vk = try Self.run(r, device: "vulkan").0
         let c = compare(try vk.image.toFloats(), try cpu.image.toFloats(), atol: 1e-4, rtol: 0)
         #expect(c.ok, "\(c)")
+    }
+
+    /// The token embedding stays in host memory under a budget: the plan never places it, and what the
+    /// text phase moves to the device is the layers (first run only: they stay resident) plus exactly the
+    /// rows the two prompts use — counted by the device, never the table.
+    @Test func embeddingRowsCrossNotTheTable() throws {
+        let pipe = try QwenImagePipeline(directory: Self.model)
+        let r = Self.request(negative: "blurry, low quality")
+        let memory = MemoryOptions(deviceBudget: 64 << 20, profile: .rtx3060)
+        let hidden = pipe.encoder.config.hiddenSize
+        let tokens = try [r.prompt, r.negativePrompt].map { try QwenImagePrompt.ids($0, tokenizer: pipe.tokenizer).count }.reduce(0, +)
+        let rows = tokens * hidden * 4
+        let table = pipe.encoder.config.vocabSize * hidden * 2  // bf16
+        let layers = try pipe.components.runners[0].execGroups().reduce(0) { $0 + $1.bytes }
+        #expect(rows < table)
+        let first = try pipe.generate(r, memory: memory)
+        let plan = try #require(first.report.plan?.component("text_encoder"))
+        #expect(!(plan.resident + plan.streamed).contains("model.embed_tokens"), "\(plan.resident)")
+        let text = { (g: GenerationResult) in g.report.phases.first { $0.phase == "text" }!.bytesHostToDevice }
+        #expect(text(first) == layers + rows, "\(text(first)) vs layers \(layers) + rows \(rows)")
+        let second = try pipe.generate(r, memory: memory)
+        #expect(text(second) == rows)
+        #expect(try second.latents.toFloats() == Self.run(r).0.latents.toFloats())
     }
 
     /// The checks every family passes; budgets that stream the transformer change nothing.
