@@ -17,7 +17,7 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public static let family = PipelineRegistry.Family(
         name: "Qwen-Image", pipelineClasses: ["QwenImagePipeline"],
         load: { folder, device in try QwenImagePipeline(folder: folder, device: device) },
-        describeTable: nil)
+        describeTable: { table throws(SluiceError) in try QwenImagePipeline.describe(table: table) })
 
     public let family = "Qwen-Image"
     public let directory: String
@@ -122,26 +122,52 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     static let plannedTextTokens = QwenImagePrompt.maxTokens + QwenImagePrompt.droppedTokens
 
     func descriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] {
-        let textConfig = encoder.config, trConfig = transformer.config, vaeConfig = vae.config
-        let textGroups = try textRunner.groupDescriptions(), trGroups = try transformerRunner.groupDescriptions()
-        let vaeGroups = try vaeRunner.groupDescriptions()
+        Self.describe(text: (encoder.config, try textRunner.groupDescriptions()), transformer: (transformer.config, try transformerRunner.groupDescriptions()),
+                      vae: (vae.config, try vaeRunner.groupDescriptions()), followsStorage: false, flops: [:])
+    }
+
+    /// A table of the real Qwen-Image (`sluice plan --table qwen-image`), with the formulas a loaded model
+    /// is planned with and the table's own groups and FLOPs; the token embedding stays on the host, as
+    /// when the model runs.
+    public static func describe(table: ModelTable) throws(SluiceError) -> [ComponentDescription] {
+        let text = try table.configuredComponent("text_encoder"), tr = try table.configuredComponent("transformer")
+        let v = try table.configuredComponent("vae")
+        let flops = table.flops(of: [text, tr, v])
+        let textGroups = table.groups(text)
+        let host = textGroups.indices.filter { textGroups[$0].name.hasSuffix("embed_tokens") }
+        let textFlops = flops["text_encoder"].map { f in { @Sendable (w: Workload) in f(w).enumerated().filter { !host.contains($0.offset) }.map(\.element) } }
+        var byComponent = flops
+        byComponent["text_encoder"] = textFlops
+        return describe(text: (try text.config!.decode(Qwen2VLTextConfig.self, what: "table \(table.model): text_encoder config"),
+                               textGroups.enumerated().filter { !host.contains($0.offset) }.map(\.element)),
+                        transformer: (try tr.config!.decode(QwenImageConfig.self, what: "table \(table.model): transformer config"), table.groups(tr)),
+                        vae: (try v.config!.decode(QwenImageVAEConfig.self, what: "table \(table.model): vae config"), table.groups(v)),
+                        followsStorage: true, flops: byComponent)
+    }
+
+    /// The one place Qwen-Image's components meet the planner, for a loaded model and a table alike.
+    /// `flops` by component overrides the rows-based estimate (a table's own FLOPs).
+    static func describe(text: (Qwen2VLTextConfig, [GroupDescription]), transformer: (QwenImageConfig, [GroupDescription]),
+                         vae: (QwenImageVAEConfig, [GroupDescription]), followsStorage: Bool,
+                         flops: [String: @Sendable (Workload) -> [Double]]) -> [ComponentDescription] {
+        let (textConfig, textGroups) = text, (trConfig, trGroups) = transformer, (vaeConfig, vaeGroups) = vae
         let scale = vaeConfig.scale
         let imageTokens: @Sendable (Workload) -> Int = { ($0.height / scale / 2) * ($0.width / scale / 2) }
         func rows(_ groups: [GroupDescription], _ r: @escaping @Sendable (Workload) -> Double) -> @Sendable (Workload) -> [Double] {
             { ComponentDescription.linearFlops(groups, rows: r($0)) }
         }
-        let textTokens = Self.plannedTextTokens
+        let textTokens = plannedTextTokens
         return [
-            ComponentDescription(name: "text_encoder", phase: .text, groups: textGroups, followsStorage: false,
+            ComponentDescription(name: "text_encoder", phase: .text, groups: textGroups, followsStorage: followsStorage,
                                  activationBytes: { _ in Qwen2VLTextEncoder.activationBytes(config: textConfig, tokens: textTokens) },
-                                 flops: rows(textGroups) { _ in 128 }),
-            ComponentDescription(name: "transformer", phase: .denoise, groups: trGroups, followsStorage: false,
+                                 flops: flops["text_encoder"] ?? rows(textGroups) { _ in 128 }),
+            ComponentDescription(name: "transformer", phase: .denoise, groups: trGroups, followsStorage: followsStorage,
                                  activationBytes: { w in
                                      QwenImageTransformer.activationBytes(config: trConfig, imageTokens: imageTokens(w), textTokens: QwenImagePrompt.maxTokens) * w.batch },
-                                 flops: rows(trGroups) { Double(imageTokens($0) + 128) }),
+                                 flops: flops["transformer"] ?? rows(trGroups) { Double(imageTokens($0) + 128) }),
             ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
                                  activationBytes: { w in vaeConfig.decodeActivationBytes(pixels: w.width * w.height) * w.batch },
-                                 flops: rows(vaeGroups) { Double($0.width * $0.height) / 4 }),
+                                 flops: flops["vae"] ?? rows(vaeGroups) { Double($0.width * $0.height) / 4 }),
         ]
     }
 

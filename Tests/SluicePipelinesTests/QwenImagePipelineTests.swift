@@ -90,6 +90,24 @@ import Testing
         #expect(try second.latents.toFloats() == Self.run(r).0.latents.toFloats())
     }
 
+    /// The real Qwen-Image (its table: 20.4B-parameter transformer, Qwen2.5-VL-7B, the VAE) with fp8
+    /// weights at 1328² plans at 8, 12, 16 and 24 GiB (SIMULATION: the planner's sums, no run): every
+    /// phase within the budget, the embedding table never on the device, the text encoder released
+    /// before denoising, and the transformer streaming below 24 GiB and resident at 24.
+    @Test func realModelPlansAtCardSizes() throws {
+        let table = try ModelTable.resolve("qwen-image")
+        let components = try PipelineRegistry.shared.describe(table)
+        #expect(!components[0].groups.contains { $0.name.hasSuffix("embed_tokens") })
+        for gib in [8, 12, 16, 24] {
+            let budget = gib << 30
+            let plan = try PipelinePlanner.plan(components, PlanRequest(deviceBudget: budget, storage: .f8e4m3fn, width: 1328, height: 1328, profile: .rtx4090))
+            #expect(plan.peakDeviceBytes <= budget, "\(gib) GiB: \(plan.peakDeviceBytes)")
+            #expect(plan.swappedBetweenPhases.contains("text_encoder"), "\(gib) GiB")
+            let tr = try #require(plan.component("transformer"))
+            #expect(tr.streamed.isEmpty == (gib == 24), "\(gib) GiB: \(tr.streamed.count) streamed")
+        }
+    }
+
     /// The checks every family passes; budgets that stream the transformer change nothing.
     @Test func battery() throws {
         var r = Self.request(negative: "blurry")
