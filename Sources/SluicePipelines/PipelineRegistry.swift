@@ -93,6 +93,7 @@ public final class PipelineRegistry: Sendable {
         switch contents.family {
         case .sd15, .sdxl: return (model, contents.family)
         case .flux: throw .invalidParameter(.model, reason: "\(model) is a FLUX.1 transformer: give the FLUX folder as --model and this file as --transformer")
+        case .qwenImage: throw .invalidParameter(.model, reason: "\(model) is a Qwen-Image transformer: give the Qwen-Image folder as --model and this file as --transformer")
         default: throw .invalidParameter(.model, reason: "\(model): \(contents.summary); Sluice reads SD1.5 and SDXL single files (or give a diffusers folder)")
         }
     }

@@ -17,7 +17,8 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public static let family = PipelineRegistry.Family(
         name: "Qwen-Image", pipelineClasses: ["QwenImagePipeline"],
         load: { folder, device in try QwenImagePipeline(folder: folder, device: device) },
-        describeTable: { table throws(SluiceError) in try QwenImagePipeline.describe(table: table) })
+        describeTable: { table throws(SluiceError) in try QwenImagePipeline.describe(table: table) },
+        singleFileComponents: ["transformer"])
 
     public let family = "Qwen-Image"
     public let directory: String
@@ -27,6 +28,8 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public let vae: QwenImageVAE
     public let schedulerConfig: FlowMatchEulerScheduler.Config
     public let device: ComputeDevice
+    /// The transformer's weights came from this single file, not the folder.
+    public let transformerFile: String?
     public private(set) var loadSeconds: [(component: String, seconds: Double)] = []
     let textRunner: ComponentRunner
     let transformerRunner: ComponentRunner
@@ -44,8 +47,10 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     public var sampler: (name: String, schedule: String) { ("Euler", "Flow match (dynamic shift)") }
     public var samplerAliases: Set<String> { ["", "euler", "flow match euler", "flowmatch euler", "flowmatcheuler", "default"] }
 
-    public convenience init(directory: String, device: String = "cpu") throws {
-        try self.init(folder: try DiffusersFolder(path: directory), device: try ComputeDevice.select(device))
+    public convenience init(directory: String, device: String = "cpu", transformerFile: String? = nil) throws {
+        var folder = try DiffusersFolder(path: directory)
+        if let transformerFile { folder.singleFiles["transformer"] = transformerFile }
+        try self.init(folder: folder, device: try ComputeDevice.select(device))
     }
 
     public init(folder: DiffusersFolder, device: ComputeDevice) throws {
@@ -64,8 +69,17 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
         clock.lap("text_encoder")
         transformer = QwenImageTransformer(config: try folder.config(QwenImageConfig.self, "transformer/config.json"))
         let tr = transformer
-        transformerRunner = try ComponentRunner(name: "transformer", phase: .denoise,
-                                                checkpoint: try ModelLocator.checkpoint(component: folder.folder("transformer")),
+        transformerFile = folder.singleFiles["transformer"]
+        let checkpoint: Checkpoint
+        if let file = transformerFile {
+            // A ComfyUI-style file (bf16 or fp8, diffusers' names, maybe under "model.diffusion_model.")
+            // replaces the folder's transformer; the folder's config says what it must hold.
+            checkpoint = try Checkpoint(path: file)
+            try Self.check(checkpoint, file: file, against: tr)
+        } else {
+            checkpoint = try ModelLocator.checkpoint(component: folder.folder("transformer"))
+        }
+        transformerRunner = try ComponentRunner(name: "transformer", phase: .denoise, checkpoint: checkpoint,
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
         clock.lap("transformer")
         vae = QwenImageVAE(config: try folder.config(QwenImageVAEConfig.self, "vae/config.json"))
@@ -85,6 +99,31 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
         }
         components = PipelineComponents([textRunner, transformerRunner, vaeRunner], device: device)
         loadSeconds = clock.laps
+    }
+
+    /// A single transformer file must be this config's model: every block and no more, the input and
+    /// output projections of its widths, and plain weights (ComfyUI's "scaled fp8" files carry
+    /// per-tensor scales Sluice does not apply yet: refused rather than run wrong).
+    static func check(_ checkpoint: Checkpoint, file: String, against model: QwenImageTransformer) throws(SluiceError) {
+        let names = Set(checkpoint.names)
+        let prefix = names.contains { $0.hasPrefix("model.diffusion_model.") } ? "model.diffusion_model." : ""
+        if let scaled = names.first(where: { $0.hasSuffix("scale_weight") || $0.hasSuffix("scaled_fp8") || $0.hasSuffix(".weight_scale") }) {
+            throw .invalidCheckpoint(file: file, tensor: scaled, reason: "a scaled-fp8 file (per-tensor scales) is not supported; use a plain fp8_e4m3fn or bf16 file")
+        }
+        let c = model.config
+        for (key, shape) in [("img_in.weight", Shape([c.dim, c.inChannels])), ("txt_in.weight", Shape([c.dim, c.jointAttentionDim])),
+                             ("proj_out.weight", Shape([4 * c.outChannels, c.dim]))] {
+            guard let info = checkpoint.info(prefix + key) else {
+                throw .invalidCheckpoint(file: file, tensor: prefix + key, reason: "missing: not a Qwen-Image transformer")
+            }
+            guard info.shape == shape else {
+                throw .invalidCheckpoint(file: file, tensor: prefix + key, reason: "shape \(info.shape), the folder's config says \(shape)")
+            }
+        }
+        let extra = "\(prefix)transformer_blocks.\(c.numLayers)."
+        if names.contains(where: { $0.hasPrefix(extra) }) {
+            throw .invalidCheckpoint(file: file, tensor: nil, reason: "has more than the config's \(c.numLayers) transformer blocks")
+        }
     }
 
     /// The CFG scale: `--true-cfg-scale` when given (≠ 1), else the guidance (default 4), as diffusers'

@@ -4,6 +4,7 @@ import SluiceCore
 import SluiceMemory
 import SluicePipelines
 import SluiceText
+import SluiceWeights
 import SluiceTestSupport
 import Testing
 
@@ -105,6 +106,44 @@ import Testing
             #expect(plan.swappedBetweenPhases.contains("text_encoder"), "\(gib) GiB")
             let tr = try #require(plan.component("transformer"))
             #expect(tr.streamed.isEmpty == (gib == 24), "\(gib) GiB: \(tr.streamed.count) streamed")
+        }
+    }
+
+    /// ComfyUI's single transformer files (`--transformer`): bf16 under "model.diffusion_model." gives the
+    /// folder's run bit for bit; fp8_e4m3fn (2-D weights fp8, the rest bf16) matches diffusers run on the
+    /// same fp8 values, within the pipeline's tolerances; a scaled-fp8 file and another model's file are
+    /// refused naming the tensor (tools/reference/make_qwen_image_single_file.py).
+    @Test func singleTransformerFiles() throws {
+        let dir = Fixtures.directory + "/qwen-image-single-file"
+        let r = Self.request(negative: "blurry, low quality")
+        let folder = try Self.run(r).0
+        let bf16 = try QwenImagePipeline(directory: Self.model, transformerFile: dir + "/comfy_bf16.safetensors").generate(r)
+        #expect(try bf16.latents.toFloats().map(\.bitPattern) == folder.latents.toFloats().map(\.bitPattern))
+        let fp8 = try QwenImagePipeline(directory: Self.model, transformerFile: dir + "/fp8_e4m3fn.safetensors").generate(r)
+        let ref = try Fixtures.file("qwen-image-single-file/reference.safetensors")
+        let want = try ref.tensor("fp8_latents").toFloats()
+        let last = Array(want[(2 * want.count / 3)...])
+        let c = compare(try fp8.latents.toFloats(), last, atol: 1e-4, rtol: 1e-4)
+        #expect(c.ok, "fp8 latents: \(c)")
+        let ci = compare(try fp8.image.toFloats(), try ref.tensor("fp8_image").toFloats(), atol: 2e-4, rtol: 0)
+        #expect(ci.ok, "fp8 image: \(ci)")
+        #expect(try fp8.latents.toFloats() != folder.latents.toFloats())
+
+        let tmp = NSTemporaryDirectory() + "sluice-qwen-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let scaled = tmp + "/scaled.safetensors"
+        let source = try SafetensorsFile(path: dir + "/fp8_e4m3fn.safetensors")
+        var tensors = try source.names.map { ($0, try source.tensor($0)) }
+        tensors.append(("transformer_blocks.0.attn.to_q.scale_weight", Tensor([1], shape: [1])))
+        try SafetensorsWriter.write(tensors, to: scaled)
+        for (file, words) in [(scaled, "scale_weight"), (Fixtures.directory + "/flux-single-file/bfl_fp8_comfy.safetensors", "img_in.weight")] {
+            do {
+                _ = try QwenImagePipeline(directory: Self.model, transformerFile: file)
+                Issue.record("loaded \(file)")
+            } catch {
+                #expect("\(error)".contains(words) && "\(error)".contains(file), "\(error)")
+            }
         }
     }
 

@@ -39,6 +39,8 @@ public struct SDSingleFile: Sendable {
             break
         case .flux:
             throw .invalidCheckpoint(file: file.path, tensor: nil, reason: "a FLUX.1 transformer, not Stable Diffusion (FluxSingleFile reads it)")
+        case .qwenImage:
+            throw .invalidCheckpoint(file: file.path, tensor: nil, reason: "a Qwen-Image transformer, not Stable Diffusion (give it as --transformer with the Qwen-Image folder)")
         case .sd2, .sdxlRefiner:
             throw .invalidCheckpoint(file: file.path, tensor: nil, reason: "\(contents.summary): only SD1.5 and SDXL base single files are read")
         case .unknown:

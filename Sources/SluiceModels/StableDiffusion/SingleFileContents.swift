@@ -12,10 +12,13 @@ public enum SingleFileFamily: String, Sendable, Equatable, CaseIterable {
     case sdxlRefiner = "sdxl-refiner"
     /// A FLUX.1 transformer (FluxSingleFile reads it).
     case flux
+    /// A Qwen-Image transformer (ComfyUI's split file: diffusers' names, bare or under
+    /// "model.diffusion_model.").
+    case qwenImage = "qwen-image"
     case unknown
 
     /// Whether Sluice can present this family's components under diffusers' names.
-    public var isSupported: Bool { self == .sd15 || self == .sdxl || self == .flux }
+    public var isSupported: Bool { self == .sd15 || self == .sdxl || self == .flux || self == .qwenImage }
 
     /// As a person reads it in a listing: "sdxl", "sd2 (unsupported)".
     public var label: String { self == .unknown || isSupported ? rawValue : rawValue + " (unsupported)" }
@@ -74,6 +77,11 @@ public struct SingleFileContents: Sendable, Equatable {
             if has("text_encoders.clip_l.") { components.append(.textEncoder) }
             if has("text_encoders.t5xxl.") { components.append(.textEncoder2) }
             return SingleFileContents(family: .flux, components: components, tensorCount: names.count, sampleKeys: [])
+        }
+
+        // Qwen-Image: its text-feature norm and dual-stream modulation, bare or under ComfyUI's prefix.
+        if has("txt_norm.") && has("transformer_blocks.0.img_mod.") || has(Prefix.unet + "txt_norm.") && has(Prefix.unet + "transformer_blocks.0.img_mod.") {
+            return SingleFileContents(family: .qwenImage, components: [.transformer], tensorCount: names.count, sampleKeys: [])
         }
 
         var components: [SingleFileComponent] = []
