@@ -30,7 +30,7 @@ struct Generate: ParsableCommand {
 
     @Option(name: [.customShort("m"), .long], help: "A diffusers folder, a repo id in the Hugging Face cache (e.g. Tongyi-MAI/Z-Image-Turbo), or an SD1.5/SDXL single-file checkpoint (.safetensors, AUTOMATIC1111/ComfyUI layout; see --config).") var model: String
     @Option(name: [.customShort("p"), .long], help: "What to draw.") var prompt: String
-    @Option(name: [.customShort("n"), .long], help: "What to steer away from (Z-Image: used when the guidance is > 0; FLUX.1: with --true-cfg-scale > 1).") var negativePrompt = ""
+    @Option(name: [.customShort("n"), .long], help: "What to steer away from (Z-Image: used when the guidance is > 0; FLUX.1: with --true-cfg-scale > 1; Qwen-Image: true CFG runs only with one, even \" \").") var negativePrompt = ""
     @Option(name: [.customShort("s"), .long], parsing: .unconditional,
             help: "Seed; -1 (the default) draws one, printed and stored in the PNG. The same seed gives diffusers' torch.Generator(\"cpu\").manual_seed(seed) noise.") var seed: Int64 = -1
     @Option(parsing: .unconditional, help: "Denoising steps (default: the model's; Z-Image-Turbo 8).") var steps: Int?
@@ -38,7 +38,7 @@ struct Generate: ParsableCommand {
     @Option(name: [.customShort("H"), .long], parsing: .unconditional, help: "Image height in pixels (default: the model's).") var height: Int?
     @Option(name: [.customLong("guidance"), .customLong("cfg-scale")], parsing: .unconditional,
             help: "Guidance scale (default: the model's). Z-Image: classifier-free guidance, run whenever it is > 0 (Turbo's default 0). FLUX.1-dev: the embedded (distilled) guidance, default 3.5; schnell ignores it.") var guidance: Float?
-    @Option(parsing: .unconditional, help: "FLUX.1: real classifier-free guidance with --negative-prompt when > 1 (diffusers' true_cfg_scale; two transformer calls a step). Default 1: off.") var trueCfgScale: Float = 1
+    @Option(parsing: .unconditional, help: "FLUX.1: real classifier-free guidance with --negative-prompt when > 1 (diffusers' true_cfg_scale; two transformer calls a step). Default 1: off. Qwen-Image: its CFG scale (default 4, also --cfg-scale), with --negative-prompt.") var trueCfgScale: Float = 1
     @Option(parsing: .unconditional, help: "Text encoder length (diffusers' max_sequence_length): FLUX.1's T5 is padded to it and attends the padding, so it changes the image (default: dev 512, schnell 256); Z-Image's prompt cut-off (default 512).") var maxSequenceLength: Int?
     @Option(help: "Sampler, by AUTOMATIC1111's name (Stable Diffusion: Euler, \"Euler a\", \"DPM++ 2M\", \"DPM++ 2M Karras\", DDIM; default: the model's scheduler config). Flow-matching models (Z-Image, FLUX.1) have one: Euler.") var sampler: String?
     @Option(help: "Image to image: a PNG to start from (its size is the default --width/--height).") var initImage: String?
