@@ -9,17 +9,20 @@ import Testing
 
 @Suite struct ModelLoadingTests {
     /// A fake Hugging Face cache: models--Org--Name/{refs/main, snapshots/<rev>/…} with every file a
-    /// symlink into blobs/, the transformer sharded with an index — as huggingface_hub lays it out.
-    static func fakeCache(dropShard: Bool = false) throws -> (cache: String, snapshot: String) {
+    /// symlink into blobs/, the `sharded` checkpoints (paths without ".safetensors") in two shards with
+    /// an index — as huggingface_hub lays it out. `prefixTextEncoder`: Z-Image's text encoder re-saved
+    /// from a causal-LM class (keys under "model.", plus an lm_head).
+    static func fakeCache(dropShard: Bool = false, source: String = "z-image-tiny", repo name: String = "Tiny-Org--Z-Image-Tiny",
+                          sharded: [String] = ["transformer/diffusion_pytorch_model"], prefixTextEncoder: Bool = true) throws -> (cache: String, snapshot: String) {
         let fm = FileManager.default
         let cache = NSTemporaryDirectory() + "sluice-hub-\(UUID().uuidString)"
-        let repo = cache + "/models--Tiny-Org--Z-Image-Tiny"
+        let repo = cache + "/models--" + name
         let rev = "0123456789abcdef0123456789abcdef01234567"
         let snap = repo + "/snapshots/" + rev
         try fm.createDirectory(atPath: repo + "/blobs", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: repo + "/refs", withIntermediateDirectories: true)
         try (rev + "\n").write(toFile: repo + "/refs/main", atomically: true, encoding: .utf8)
-        let src = Fixtures.directory + "/models/z-image-tiny"
+        let src = Fixtures.directory + "/models/" + source
         var blob = 0
         func link(_ data: Data, _ rel: String) throws {
             blob += 1
@@ -29,36 +32,51 @@ import Testing
             try fm.createDirectory(atPath: (dst as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try fm.createSymbolicLink(atPath: dst, withDestinationPath: b)
         }
+        func write(_ tensors: [(String, Tensor)], _ rel: String) throws {
+            let tmp = NSTemporaryDirectory() + "blob-\(UUID().uuidString).safetensors"
+            try SafetensorsWriter.write(tensors, to: tmp)
+            try link(try Data(contentsOf: URL(fileURLWithPath: tmp)), rel)
+            try fm.removeItem(atPath: tmp)
+        }
         for rel in try fm.subpathsOfDirectory(atPath: src).sorted() {
             var isDir: ObjCBool = false
             fm.fileExists(atPath: src + "/" + rel, isDirectory: &isDir)
-            if isDir.boolValue || rel.hasPrefix("transformer/diffusion_pytorch_model") || rel == "text_encoder/model.safetensors" { continue }
+            if isDir.boolValue || sharded.contains(where: { rel.hasPrefix($0) }) || (prefixTextEncoder && rel == "text_encoder/model.safetensors") { continue }
             try link(try Data(contentsOf: URL(fileURLWithPath: src + "/" + rel)), rel)
         }
-        // The text encoder saved from a causal-LM class: its keys under "model.", plus an lm_head.
-        let te = try SafetensorsFile(path: src + "/text_encoder/model.safetensors")
-        var prefixed = try te.names.map { ("model." + $0, try te.tensor($0)) }
-        prefixed.append(("lm_head.weight", try te.tensor("embed_tokens.weight")))
-        let teTmp = NSTemporaryDirectory() + "te-\(UUID().uuidString).safetensors"
-        try SafetensorsWriter.write(prefixed, to: teTmp)
-        try link(try Data(contentsOf: URL(fileURLWithPath: teTmp)), "text_encoder/model.safetensors")
-        try fm.removeItem(atPath: teTmp)
-        // The transformer in two shards plus an index.
-        let f = try SafetensorsFile(path: src + "/transformer/diffusion_pytorch_model.safetensors")
-        let names = f.names.sorted()
-        let halves = [Array(names[..<(names.count / 2)]), Array(names[(names.count / 2)...])]
-        var map: [String: String] = [:]
-        for (i, part) in halves.enumerated() {
-            let shard = "diffusion_pytorch_model-0000\(i + 1)-of-00002.safetensors"
-            let tmp = NSTemporaryDirectory() + "shard-\(UUID().uuidString).safetensors"
-            try SafetensorsWriter.write(try part.map { ($0, try f.tensor($0)) }, to: tmp)
-            if !(dropShard && i == 1) { try link(try Data(contentsOf: URL(fileURLWithPath: tmp)), "transformer/" + shard) }
-            try fm.removeItem(atPath: tmp)
-            for n in part { map[n] = shard }
+        if prefixTextEncoder {
+            let te = try SafetensorsFile(path: src + "/text_encoder/model.safetensors")
+            var prefixed = try te.names.map { ("model." + $0, try te.tensor($0)) }
+            prefixed.append(("lm_head.weight", try te.tensor("embed_tokens.weight")))
+            try write(prefixed, "text_encoder/model.safetensors")
         }
-        let index = try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
-        try link(index, "transformer/diffusion_pytorch_model.safetensors.index.json")
+        for stem in sharded {
+            let f = try SafetensorsFile(path: src + "/" + stem + ".safetensors")
+            let names = f.names.sorted()
+            let halves = [Array(names[..<(names.count / 2)]), Array(names[(names.count / 2)...])]
+            let folder = (stem as NSString).deletingLastPathComponent, base = (stem as NSString).lastPathComponent
+            var map: [String: String] = [:]
+            for (i, part) in halves.enumerated() {
+                let shard = "\(base)-0000\(i + 1)-of-00002.safetensors"
+                if !(dropShard && i == 1) { try write(try part.map { ($0, try f.tensor($0)) }, folder + "/" + shard) }
+                for n in part { map[n] = shard }
+            }
+            try link(try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map]), stem + ".safetensors.index.json")
+        }
         return (cache, snap)
+    }
+
+    /// Qwen-Image as the Hub ships it: the transformer and the text encoder both sharded with indexes,
+    /// read through the cache, give the folder's image.
+    @Test func shardedCachedQwenImageGeneratesTheSameImage() throws {
+        let (cache, _) = try Self.fakeCache(source: "qwen-image-tiny", repo: "Tiny-Org--Qwen-Image-Tiny",
+                                            sharded: ["transformer/diffusion_pytorch_model", "text_encoder/model"], prefixTextEncoder: false)
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let dir = try ModelLocator.resolve("Tiny-Org/Qwen-Image-Tiny", environment: ["HF_HUB_CACHE": cache])
+        let r = GenerationRequest(prompt: "a red fox", negativePrompt: "blurry", seed: 7, steps: 2, width: 64, height: 64, guidance: 4)
+        let a = try QwenImagePipeline(directory: dir).generate(r).image.toFloats()
+        let b = try QwenImagePipeline(directory: Fixtures.directory + "/models/qwen-image-tiny").generate(r).image.toFloats()
+        #expect(a == b)
     }
 
     @Test func repoIdResolvesThroughTheCache() throws {
