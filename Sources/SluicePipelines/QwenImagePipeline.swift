@@ -34,7 +34,9 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     let textRunner: ComponentRunner
     let transformerRunner: ComponentRunner
     let vaeRunner: ComponentRunner
-    public var supportsImageToImage: Bool { false }
+    /// The VAE's encoder, for image to image (nil when the VAE file has none).
+    let encoderRunner: ComponentRunner?
+    public var supportsImageToImage: Bool { encoderRunner != nil }
     public func imageToImageStart(steps: Int, strength: Double) -> Int { ImageToImageStart.flowMatching(steps: steps, strength: strength) }
     public let components: PipelineComponents
 
@@ -83,10 +85,15 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
                                                 groupNames: tr.groupNames, groupOf: { tr.group(of: $0) })
         clock.lap("transformer")
         vae = QwenImageVAE(config: try folder.config(QwenImageVAEConfig.self, "vae/config.json"))
-        // Decoding needs the decoder and post_quant_conv: one group (the encoder is image to image's).
-        vaeRunner = try ComponentRunner(name: "vae", phase: .decode, checkpoint: try ModelLocator.checkpoint(component: folder.folder("vae")),
-                                        groupNames: ["decoder"],
+        // Decoding needs the decoder and post_quant_conv: one group. The encoder (image to image) is its
+        // own component, in the text phase, when the file has it.
+        let vaeCheckpoint = try ModelLocator.checkpoint(component: folder.folder("vae"))
+        vaeRunner = try ComponentRunner(name: "vae", phase: .decode, checkpoint: vaeCheckpoint, groupNames: ["decoder"],
                                         groupOf: { $0.hasPrefix("decoder.") || $0.hasPrefix("post_quant_conv.") ? "decoder" : nil })
+        encoderRunner = vaeCheckpoint.names.contains { $0.hasPrefix("encoder.") }
+            ? try ComponentRunner(name: "vae_encoder", phase: .text, checkpoint: vaeCheckpoint, groupNames: ["encoder"],
+                                  groupOf: { $0.hasPrefix("encoder.") || $0.hasPrefix("quant_conv.") ? "encoder" : nil })
+            : nil
         clock.lap("vae")
         let trConfig = transformer.config
         guard trConfig.outChannels == vae.config.zDim else {
@@ -97,7 +104,7 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
             throw SluiceError.invalidArgument(name: folder.path + "/transformer/config.json: joint_attention_dim",
                                               reason: "\(trConfig.jointAttentionDim) must be the text encoder's hidden_size \(encoder.config.hiddenSize)")
         }
-        components = PipelineComponents([textRunner, transformerRunner, vaeRunner], device: device)
+        components = PipelineComponents([textRunner] + (encoderRunner.map { [$0] } ?? []) + [transformerRunner, vaeRunner], device: device)
         loadSeconds = clock.laps
     }
 
@@ -161,8 +168,16 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     static let plannedTextTokens = QwenImagePrompt.maxTokens + QwenImagePrompt.droppedTokens
 
     func descriptions(_ r: GenerationRequest) throws(SluiceError) -> [ComponentDescription] {
-        Self.describe(text: (encoder.config, try textRunner.groupDescriptions()), transformer: (transformer.config, try transformerRunner.groupDescriptions()),
-                      vae: (vae.config, try vaeRunner.groupDescriptions()), followsStorage: false, flops: [:])
+        var d = Self.describe(text: (encoder.config, try textRunner.groupDescriptions()), transformer: (transformer.config, try transformerRunner.groupDescriptions()),
+                              vae: (vae.config, try vaeRunner.groupDescriptions()), followsStorage: false, flops: [:])
+        if let encoderRunner {
+            // The encoder's activations are about the decoder's at the same size (mirror-image blocks); none
+            // without an init image.
+            let config = vae.config, encodes = r.initImage != nil
+            d.insert(try encoderRunner.describe(activationBytes: { w in encodes ? config.decodeActivationBytes(pixels: w.width * w.height) * w.batch : 0 },
+                                                rows: { w in Double(w.width * w.height) / 4 }), at: 1)
+        }
+        return d
     }
 
     /// A table of the real Qwen-Image (`sluice plan --table qwen-image`), with the formulas a loaded model
@@ -238,21 +253,34 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
         var generator = TorchGenerator(seed: r.seed)
         let be = device.backend
 
-        let (positive, negative) = try run.phase(.text) { () throws -> (Tensor, Tensor?) in
+        let start = r.initImage == nil ? 0 : imageToImageStart(steps: r.steps, strength: r.strength)
+        let (positive, negative, imageLatents) = try run.phase(.text) { () throws -> (Tensor, Tensor?, Tensor?) in
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             let length = r.maxSequenceLength ?? QwenImagePrompt.maxTokens
-            return (try encodePrompt(r.prompt, maxLength: length), cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil)
+            let pos = try encodePrompt(r.prompt, maxLength: length), neg = cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil
+            // Image to image: the init image's latents, sampled with the run's generator before the noise.
+            return (pos, neg, try r.initImage.map { image in try encodeImage(image, generator: &generator, run: run, on: be) })
         }
         if isCancelled() { throw SluiceError.cancelled(stage: "after text encoding") }
 
         let scheduler = try FlowMatchEulerScheduler(config: schedulerConfig, baseSigmas: FlowMatchEulerScheduler.numpyLinspace(1, 1 / Double(r.steps), r.steps),
                                                     mu: FlowMatchEulerScheduler.mu(imageSeqLen: (lh / 2) * (lw / 2), config: schedulerConfig))
         // randn of [1, 1, C, h, w]: the same draws as [1, C, h, w].
-        var latents = try FluxPipeline.pack(try generator.randn([1, vae.config.zDim, lh, lw]), be)
+        var noise = try generator.randn([1, vae.config.zDim, lh, lw])
+        if let imageLatents {
+            // QwenImageImg2ImgPipeline: (z − latents_mean) · (1 / latents_std) per channel, then scale_noise at
+            // the start step's σ.
+            let plane = lh * lw, mean = vae.config.latentsMean, invStd = vae.config.latentsStd.map { 1 / $0 }
+            noise = try FlowMatchImageToImage.noised(imageLatents, noise: noise, sigma: scheduler.sigmas[start]) { x, i in
+                (x - mean[i / plane]) * invStd[i / plane]
+            }
+        }
+        var latents = try FluxPipeline.pack(noise, be)
         let tr = transformer
         var unpacked: Tensor?
         let timesteps = scheduler.timesteps
-        try run.denoise(steps: r.steps, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { i in
+        try run.denoise(steps: r.steps - start, progress: progress, afterStep: afterStep, isCancelled: isCancelled) { k in
+            let i = start + k
             // diffusers passes t/1000 (f32); the model multiplies it back.
             let timestep = timesteps[i], x = latents
             func velocity(_ context: Tensor) throws -> Tensor {
@@ -274,6 +302,21 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
             return try ImageOutput.fromDecoder(decoded)
         }
         return GenerationResult(image: image, latents: final, report: run.complete())
+    }
+
+    /// A sample of the init image's latent distribution ([1, z_dim, h, w], before normalisation), the
+    /// noise from the run's generator (diffusers' retrieve_latents).
+    func encodeImage(_ image: InitImage, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend) throws -> Tensor {
+        guard let encoderRunner else { throw SluiceError.invalidParameter(.initImage, reason: "this model's VAE file has no encoder") }
+        let v = vae
+        let moments = try encoderRunner.run(image.tensor) { _, w, x in
+            let m = try v.encodeMoments(x, w, be)
+            return try be.concat([m.mean, m.logvar], dim: 1)
+        }
+        let c = v.config.zDim
+        let z = try VAEEncoderComponent.sample(mean: moments.sliced(dim: 1, 0..<c), logvar: moments.sliced(dim: 1, c..<(2 * c)), generator: &generator)
+        run.finished(component: encoderRunner.name)
+        return z
     }
 
     /// True CFG as QwenImagePipeline combines it: c = neg + s · (pos − neg), then each token rescaled to

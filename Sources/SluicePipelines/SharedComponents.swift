@@ -83,17 +83,23 @@ struct VAEEncoderComponent {
             let m = try tile.map { t throws(SluiceError) in try e.encodeMomentsTiled(x, tileLatent: t, w, be) } ?? e.encodeMoments(x, w, be)
             return try be.concat([m.mean, m.logvar], dim: 1)
         }
-        let c = e.config.latentChannels, shape: Shape = [1, c, moments.shape[2], moments.shape[3]]
-        let mean = try moments.sliced(dim: 1, 0..<c).contiguous().toFloats()
-        let logvar = try moments.sliced(dim: 1, c..<(2 * c)).contiguous().toFloats()
-        let noise = try generator.randn(shape).toFloats()
-        var z = [Float](repeating: 0, count: mean.count)
-        for i in z.indices {
-            let std: Float = Foundation.exp(0.5 * logvar[i])
-            z[i] = mean[i] + std * noise[i]
-        }
+        let c = e.config.latentChannels
+        let z = try Self.sample(mean: moments.sliced(dim: 1, 0..<c), logvar: moments.sliced(dim: 1, c..<(2 * c)), generator: &generator)
         run.finished(component: runner.name)
-        return Tensor(z, shape: shape)
+        return z
+    }
+
+    /// z = mean + exp(logvar / 2) · noise, the noise from `generator` in the mean's shape (diffusers'
+    /// DiagonalGaussianDistribution.sample).
+    static func sample(mean: Tensor, logvar: Tensor, generator: inout TorchGenerator) throws -> Tensor {
+        let m = try mean.contiguous().toFloats(), l = try logvar.contiguous().toFloats()
+        let noise = try generator.randn(mean.shape).toFloats()
+        var z = [Float](repeating: 0, count: m.count)
+        for i in z.indices {
+            let std: Float = Foundation.exp(0.5 * l[i])
+            z[i] = m[i] + std * noise[i]
+        }
+        return Tensor(z, shape: mean.shape)
     }
 }
 
@@ -103,13 +109,15 @@ struct VAEEncoderComponent {
 /// (scale_noise).
 enum FlowMatchImageToImage {
     static func noised(_ z: Tensor, noise: Tensor, sigma: Float, vae: AutoencoderKLConfig) throws(SluiceError) -> Tensor {
+        try noised(z, noise: noise, sigma: sigma) { x, _ in (x - vae.shiftFactor) * vae.scalingFactor }
+    }
+
+    /// σ·noise + (1 − σ)·normalise(z) elementwise; `normalise` gets the value and its flat index.
+    static func noised(_ z: Tensor, noise: Tensor, sigma: Float, normalise: (Float, Int) -> Float) throws(SluiceError) -> Tensor {
         let x = try z.toFloats(), e = try noise.toFloats()
         guard x.count == e.count else { throw .shapeMismatch(operation: "image to image", expected: "\(z.shape)", found: "\(noise.shape)") }
         var out = [Float](repeating: 0, count: x.count)
-        for i in out.indices {
-            let image = (x[i] - vae.shiftFactor) * vae.scalingFactor
-            out[i] = sigma * e[i] + (1 - sigma) * image
-        }
+        for i in out.indices { out[i] = sigma * e[i] + (1 - sigma) * normalise(x[i], i) }
         return Tensor(out, shape: noise.shape)
     }
 }

@@ -17,7 +17,8 @@ import os
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageImg2ImgPipeline, QwenImagePipeline,
+                       QwenImageTransformer2DModel)
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -82,6 +83,22 @@ def main():
             out[f"{run}_latents"] = torch.stack(steps_seen).float().contiguous()
             out[f"{run}_image"] = image[0].float().contiguous()
         out["sigmas"] = pipe.scheduler.sigmas.float().contiguous()
+        # Image to image (QwenImageImg2ImgPipeline on the same components): a smooth 64×64 picture,
+        # strength 0.6 over 3 steps (enters at step int(3 − 1.8) = 1), true CFG.
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+        picture = (torch.stack([xx, yy, (xx + yy) / 2]) * 255).round() / 255  # [3, H, W] in [0, 1], 8-bit values as a PNG holds
+        out["init_image"] = picture.contiguous()
+        img2img = QwenImageImg2ImgPipeline(**pipe.components)
+        steps_seen = []
+
+        def keep2(p, i, t, tensors):
+            steps_seen.append(p._unpack_latents(tensors["latents"], size, size, p.vae_scale_factor)[0, :, 0].clone())
+            return tensors
+        image = img2img(prompt=prompt, negative_prompt=negative, true_cfg_scale=4.0, image=picture[None], strength=0.6, height=size, width=size,
+                        num_inference_steps=steps, output_type="pt", generator=torch.Generator().manual_seed(seed),
+                        callback_on_step_end=keep2).images
+        out["img2img_latents"] = torch.stack(steps_seen).float().contiguous()
+        out["img2img_image"] = image[0].float().contiguous()
     save_file(out, os.path.join(FIX, "qwen_image_reference.safetensors"),
               metadata={"prompt": prompt, "negative": negative, "seed": str(seed), "steps": str(steps), "size": str(size)})
     pipe.to(torch.bfloat16).save_pretrained(MODEL, safe_serialization=True)
