@@ -40,23 +40,24 @@ enum VAETiles {
         return out
     }
 
-    /// diffusers' blend_v / blend_h: over the first `extent` rows (columns) of `b`, mix in the last
-    /// rows (columns) of `a` with weight 1 − y/extent.
+    /// diffusers' blend_v / blend_h: over the first n rows (columns) of `b`, mix in the last n rows
+    /// (columns) of `a` with weight 1 − y/n, where n is `extent` cut to the shorter tile (a last tile
+    /// narrower than the overlap blends over its whole width, its weights spread over that width).
     static func blend(from a: Tensor, into b: Tensor, extent: Int, vertical: Bool) {
         let C = b.shape[1], ah = a.shape[2], aw = a.shape[3], bh = b.shape[2], bw = b.shape[3]
         let n = vertical ? min(ah, bh, extent) : min(aw, bw, extent)
         let A = a.contiguous()
         for c in 0..<C {
             for k in 0..<n {
-                let wB = Float(k) / Float(extent), wA = 1 - wB
+                let wB = Float(k) / Float(n), wA = 1 - wB
                 if vertical {
                     for x in 0..<bw {
-                        let bi = (c * bh + k) * bw + x, ai = (c * ah + ah - extent + k) * aw + x
+                        let bi = (c * bh + k) * bw + x, ai = (c * ah + ah - n + k) * aw + x
                         b.f32[bi] = A.f32[ai] * wA + b.f32[bi] * wB
                     }
                 } else {
                     for y in 0..<bh {
-                        let bi = (c * bh + y) * bw + k, ai = (c * ah + y) * aw + aw - extent + k
+                        let bi = (c * bh + y) * bw + k, ai = (c * ah + y) * aw + aw - n + k
                         b.f32[bi] = A.f32[ai] * wA + b.f32[bi] * wB
                     }
                 }
