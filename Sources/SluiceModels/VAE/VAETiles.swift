@@ -40,6 +40,17 @@ enum VAETiles {
         return out
     }
 
+    /// Activation bytes of a tiled decode of a width × height image, `channels` f32 channels at `scale` pixels a
+    /// latent, in tiles of t latents every ⌊3t/4⌋: one tile's decode (`decodeBytes` of its pixels), beside
+    /// every decoded tile (all are held until they are blended, as diffusers does), the output and the image
+    /// made from it.
+    static func decodeActivationBytes(tileLatent t: Int, width: Int, height: Int, scale s: Int, channels: Int,
+                                      decodeBytes: (Int) -> Int) -> Int {
+        let step = max(1, t * 3 / 4), tileSample = t * s, pixelBytes = 4 * channels
+        let tiles = ((height / s + step - 1) / step) * ((width / s + step - 1) / step)
+        return decodeBytes(tileSample * tileSample) + tiles * pixelBytes * tileSample * tileSample + 2 * pixelBytes * width * height
+    }
+
     /// diffusers' blend_v / blend_h: over the first n rows (columns) of `b`, mix in the last n rows
     /// (columns) of `a` with weight 1 − y/n, where n is `extent` cut to the shorter tile (a last tile
     /// narrower than the overlap blends over its whole width, its weights spread over that width).
