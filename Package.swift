@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // SIMD hot loops only. Each function carries its own target attribute and is chosen at run time.
@@ -51,6 +52,10 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Many workers, one queue: the jobs table on PostgreSQL (`serve --queue`, `sluice worker`).
+        .target(name: "SluiceQueue", dependencies: [
+            .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+        ]),
         // What `sluice bench …` measures, against a reference in the same run.
         .target(name: "SluiceBench", dependencies: ["SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels", "SluicePipelines"]),
         .executableTarget(
@@ -71,6 +76,7 @@ let package = Package(
         .testTarget(name: "SluicePipelinesTests", dependencies: [
             "SluicePipelines", "CPNG", "SluiceModels", "SluiceMemory", "SluiceText", "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceTestSupport",
         ]),
+        .testTarget(name: "SluiceQueueTests", dependencies: ["SluiceQueue", "SluiceTestSupport", .product(name: "PostgresNIO", package: "postgres-nio")]),
         // The command line as a user runs it: the `sluice` binary in a subprocess.
         .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceTestSupport"]),
         .testTarget(name: "SluiceServerTests", dependencies: [

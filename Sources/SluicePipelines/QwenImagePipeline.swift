@@ -221,7 +221,8 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
                                  flops: flops["transformer"] ?? rows(trGroups) { Double(imageTokens($0) + 128) }),
             ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
                                  activationBytes: { w in vaeConfig.decodeActivationBytes(pixels: w.width * w.height) * w.batch },
-                                 flops: flops["vae"] ?? rows(vaeGroups) { Double($0.width * $0.height) / 4 }),
+                                 flops: flops["vae"] ?? rows(vaeGroups) { Double($0.width * $0.height) / 4 },
+                                 tiling: QwenImageVAE(config: vaeConfig).tiling),
         ]
     }
 
@@ -297,8 +298,11 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
         let final = try unpacked ?? FluxPipeline.unpack(latents, height: lh, width: lw, be)
         let image = try run.phase(.decode) { () throws -> Tensor in
             progress(run.withDevice(GenerationProgress(phase: .decode, step: 0, total: 1, elapsed: 0)))
-            let v = vae
-            let decoded = try vaeRunner.run(try v.config.denormalize(final, be)) { _, w, z in try v.decode(z, w, be) }
+            let v = vae, tile = run.plan?.component(vaeRunner.name)?.tileLatent
+            let decoded = try vaeRunner.run(try v.config.denormalize(final, be)) { _, w, z in
+                if let tile { return try v.decodeTiled(z, tileLatent: tile, w, be) }
+                return try v.decode(z, w, be)
+            }
             return try ImageOutput.fromDecoder(decoded)
         }
         return GenerationResult(image: image, latents: final, report: run.complete())

@@ -35,6 +35,36 @@ import Testing
         #expect(try sample.toFloats().allSatisfy { abs($0) <= 1 })
     }
 
+    /// diffusers' tiled_decode after `enable_tiling(64, 64, 48, 48)` — tiles of 8 latents every 6 — on a random
+    /// [1, 16, 1, 25, 19] latent: 5 × 4 tiles, the last row and column 1 latent (8 pixels), narrower than the
+    /// 16-pixel blend, so there the blend shrinks to the tile. Not clamped, as tiled_decode returns it (values
+    /// in [−2.4, 2.2]). Tolerance as the whole decode's, 2e-5 abs + 1e-4 rel (the blend adds two f32 products a
+    /// pixel); measured max |error| 3.2e-6.
+    @Test func tiledDecodeMatchesDiffusers() throws {
+        let (vae, w, _) = try Self.load()
+        let f = try Fixtures.file("qwen_image_vae_tiled.safetensors"), b = try CPUBackend()
+        let z = try f.tensor("input.latents")
+        let got = try vae.decodeTiled(z, tileLatent: 8, w, b)
+        #expect(got.shape == [1, 3, 200, 152])
+        let c = compare(try got.toFloats(), try f.tensor("output.tiled_decode").toFloats(), atol: 2e-5, rtol: 1e-4)
+        #expect(c.ok, "\(c)")
+        // A different image from the whole frame's (the mid block's attention and the convolutions' edges see one
+        // tile): mean |clamped tiled − whole| is 0.066 in diffusers.
+        let tiled = try got.toFloats().map { min(max($0, -1), 1) }, whole = try vae.decode(z, w, b).toFloats()
+        let mean = zip(tiled, whole).reduce(Float(0)) { $0 + abs($1.0 - $1.1) } / Float(whole.count)
+        #expect(mean > 0.03 && mean < 0.1, "mean |tiled − whole| = \(mean)")
+    }
+
+    /// `enable_tiling()`'s own tile is 256 pixels every 192: 32 latents every 24. A frame within one tile is
+    /// decoded whole and clamped, as _decode does; a 1-latent tile would never step on.
+    @Test func tileSizes() throws {
+        let (vae, w, f) = try Self.load()
+        #expect(vae.defaultTileLatent == 32 && QwenImageVAE.strideLatent(tile: 32) * vae.config.scale == 192)
+        let z = try f.tensor("input.latents"), b = try CPUBackend()   // 8 × 8 latents
+        #expect(try vae.decodeTiled(z, tileLatent: 8, w, b).toFloats() == vae.decode(z, w, b).toFloats())
+        #expect(throws: SluiceError.self) { try vae.decodeTiled(z, tileLatent: 1, w, b) }
+    }
+
     /// `vae.encode(x).latent_dist` mean and (clamped) log-variance on a random image [1, 3, 1, 64, 64].
     /// Tolerance 1e-5 abs + 1e-4 rel: values within ±0.5, f32 through 21 convolutions and 14 RMS norms;
     /// measured max |error| 2.7e-7 (mean) and 2.5e-7 (log-variance).

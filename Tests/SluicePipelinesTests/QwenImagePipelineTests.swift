@@ -2,10 +2,12 @@ import Foundation
 import SluiceBackends
 import SluiceCore
 import SluiceMemory
+import SluiceModels
 import SluicePipelines
 import SluiceText
 import SluiceWeights
 import SluiceTestSupport
+import SluiceWeights
 import Testing
 
 /// The whole Qwen-Image pipeline on the tiny model against diffusers' QwenImagePipeline
@@ -170,6 +172,45 @@ import Testing
             }
         }
     }
+
+    /// A 128 × 96 image (at 64² the VAE has nothing to tile) under budgets too small for the VAE's whole frame:
+    /// the planner tiles it, at 12 latents and then at 8, and the run keeps to the plan — latents bit-identical
+    /// to the unbudgeted run, every phase's device peak within the budget (the simulated device holds twice
+    /// the budget, so an overrun shows in the peak), the decode's real allocations within the activations the
+    /// plan reserved, and the image the tiled decode at the planned tile (which QwenImageVAETests holds against
+    /// diffusers' tiled_decode).
+    @Test func tiledDecodeKeepsToTheBudget() throws {
+        var r = Self.request(negative: "")
+        r.width = 128; r.height = 96; r.steps = 2
+        let pipe = try QwenImagePipeline(directory: Self.model)
+        let free = try pipe.generate(r)
+        let vae = pipe.vae, be = try CPUBackend()
+        let weights = try Checkpoint(path: Self.model + "/vae/diffusion_pytorch_model.safetensors")
+        let z = try vae.config.denormalize(free.latents, be)
+        var tiles: [Int] = []
+        // The VAE plans 4.34 MB on the device for the whole frame (weights and activations), 4.05 MB in tiles of
+        // 12 latents (2 × 2 of them), 2.21 MB in tiles of 8 (2 × 3).
+        for budget in [4_250_000, 2_500_000] {
+            var memory = MemoryOptions(deviceBudget: budget, profile: .rtx3060)
+            memory.deviceCapBytes = 2 * budget
+            let out = try pipe.generate(r, memory: memory)
+            let plan = try #require(out.report.plan)
+            #expect(try pipe.plan(r, memory: memory) == plan, "budget \(budget): plan differs from the run's")
+            #expect(try Self.bits(out.latents) == Self.bits(free.latents), "budget \(budget)")
+            let tile = try #require(out.vaeTileLatent, "budget \(budget): the VAE did not tile")
+            tiles.append(tile)
+            #expect(plan.peakDeviceBytes <= budget)
+            for phase in out.report.phases { #expect(phase.peakDeviceBytes <= budget, "budget \(budget) \(phase.phase): \(phase.peakDeviceBytes)") }
+            let decode = try #require(out.report.phases.first { $0.phase == Phase.decode.rawValue })
+            let reserved = try #require(plan.component("vae")).activationBytes
+            #expect(decode.peakHostBytes > 0 && decode.peakHostBytes <= reserved, "budget \(budget): decode allocated \(decode.peakHostBytes), the plan reserved \(reserved)")
+            let want = try ImageOutput.fromDecoder(vae.decodeTiled(z, tileLatent: tile, ModuleWeights { k throws(SluiceError) in try weights.tensor(k) }, be))
+            #expect(try Self.bits(out.image) == Self.bits(want), "budget \(budget), tile \(tile)")
+        }
+        #expect(tiles == [12, 8])
+    }
+
+    static func bits(_ t: Tensor) throws -> [UInt32] { try t.toFloats().map(\.bitPattern) }
 
     /// The checks every family passes; budgets that stream the transformer change nothing.
     @Test func battery() throws {

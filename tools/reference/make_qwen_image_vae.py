@@ -1,4 +1,4 @@
-"""Writes Tests/Fixtures/qwen_image_vae.safetensors: a tiny random-weight AutoencoderKLQwenImage (Qwen-Image's
+"""Writes Tests/Fixtures/qwen_image_vae.safetensors (and qwen_image_vae_tiled.safetensors): a tiny random-weight AutoencoderKLQwenImage (Qwen-Image's
 VAE, diffusers' class) with its decode and encode of one frame (T = 1), as diffusers computes them.
 
 Run from the repository root:  /path/to/venv/bin/python tools/reference/make_qwen_image_vae.py
@@ -18,6 +18,12 @@ Stored: the weights under the checkpoint's keys (what save_pretrained writes: th
   output.decode_raw   the decoder's output before that clamp
   output.encode_mean, output.encode_logvar   vae.encode(image).latent_dist .mean, .logvar (clamped to [-30, 20])
   output.denormalized  QwenImagePipeline's latents / (1 / latents_std) + latents_mean on input.latents
+and in qwen_image_vae_tiled.safetensors (the same model; its own file to keep each under 1 MB):
+  input.latents [1, 16, 1, 25, 19]
+  output.tiled_decode  vae.decode(latents).sample after vae.enable_tiling(64, 64, 48, 48): tiled_decode's 5 × 4
+                       tiles of 8 latents every 6, blended over 16 pixels, not clamped (tiled_decode never clamps;
+                       only _decode's untiled path does). The last row and column are 1 latent (8 pixels): there
+                       blend_v / blend_h shrink the blend to the narrower tile, weights and all.
 The script also checks its own claim that one frame reduces to 2-D convolutions with each Conv3d's last
 temporal slice and no time_conv (`frame_2d` below reproduces diffusers' outputs from the 2-D form).
 """
@@ -29,7 +35,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLQwenImage
 from safetensors.torch import save_file
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "Fixtures", "qwen_image_vae.safetensors")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "Fixtures")
+OUT = os.path.join(FIXTURES, "qwen_image_vae.safetensors")
 torch.manual_seed(0)
 
 vae = AutoencoderKLQwenImage(base_dim=12, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
@@ -130,3 +137,19 @@ clamped = (raw.abs() > 1).float().mean().item()
 print(OUT, f"2-D form vs diffusers: decode {d:.2e}, encode {e:.2e}; raw decode range [{raw.min():.2f}, {raw.max():.2f}], "
       f"{clamped:.0%} clamped; mean range [{dist.mean.min():.2f}, {dist.mean.max():.2f}], "
       f"logvar [{dist.logvar.min():.2f}, {dist.logvar.max():.2f}]")
+
+# ---- Tiled decode (drawn after everything above, so the first file is unchanged) ----
+# diffusers' default is tiles of 256 pixels every 192 (32 latents every 24); scaled down to 64 every 48 here
+# so a small latent makes several tiles each way: rows start at latents 0, 6, 12, 18, 24 of 25, columns at 0, 6, 12,
+# 18 of 19; the last of each is narrower than the 2-latent blend.
+tiled_latents = torch.randn(1, 16, 1, 25, 19)
+vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, tile_sample_stride_height=48, tile_sample_stride_width=48)
+with torch.no_grad():
+    tiled = vae.decode(tiled_latents).sample
+    vae.disable_tiling()
+    whole = vae.decode(tiled_latents).sample
+assert tiled.shape == (1, 3, 1, 200, 152), tiled.shape
+TILED = os.path.join(FIXTURES, "qwen_image_vae_tiled.safetensors")
+save_file({"input.latents": tiled_latents, "output.tiled_decode": tiled.contiguous()}, TILED)
+print(TILED, f"tiled range [{tiled.min():.2f}, {tiled.max():.2f}]; mean |tiled - whole (clamped)| "
+      f"{(tiled.clamp(-1, 1) - whole).abs().mean():.3f}, max {(tiled.clamp(-1, 1) - whole).abs().max():.3f}")

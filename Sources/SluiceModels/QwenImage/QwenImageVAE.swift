@@ -16,7 +16,7 @@ import SluiceWeights
 ///
 /// Weights are read under the checkpoint's keys (`decoder.up_blocks.0.resnets.1.conv1.weight`, …) from one
 /// ModuleWeights holding the whole VAE. A frame is [1, C, h, w]; [1, C, 1, h, w] (diffusers' layout, one
-/// frame) is taken too. Tiled decode is not implemented.
+/// frame) is taken too. Tiled decode: QwenImageVAE+Tiling.swift.
 public struct QwenImageVAE: Sendable {
     public let config: QwenImageVAEConfig
     public init(config: QwenImageVAEConfig) { self.config = config }

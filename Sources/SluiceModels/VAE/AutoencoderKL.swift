@@ -92,55 +92,9 @@ public struct VAEDecoder: Sendable {
         let tileSample = tileLatent * s
         let step = Int(Double(tileLatent) * 0.75), blend = Int(Double(tileSample) * 0.25), keep = tileSample - blend
         guard step > 0 else { throw .invalidArgument(name: "tile size", reason: "\(tileLatent) latents is too small to tile") }
-        var rows: [[Tensor]] = []
-        for i in stride(from: 0, to: h, by: step) {
-            var row: [Tensor] = []
-            for j in stride(from: 0, to: wd, by: step) {
-                let tile = try z.sliced(dim: 2, i..<min(h, i + tileLatent)).sliced(dim: 3, j..<min(wd, j + tileLatent)).contiguous()
-                row.append(try decode(tile, w, b))
-            }
-            rows.append(row)
-        }
-        let C = config.outChannels, H = h * s, W = wd * s
-        let out = Tensor(zeros: [1, C, H, W], dtype: .f32)
-        for (ri, row) in rows.enumerated() {
-            for (ci, tile) in row.enumerated() {
-                // In place, like diffusers: a later tile blends with its neighbours as already blended.
-                let t = tile
-                if ri > 0 { Self.blend(from: rows[ri - 1][ci], into: t, extent: blend, vertical: true) }
-                if ci > 0 { Self.blend(from: row[ci - 1], into: t, extent: blend, vertical: false) }
-                // Keep the tile's first `keep` rows/columns at its place in the output.
-                let th = t.shape[2], tw = t.shape[3], y0 = ri * step * s, x0 = ci * step * s
-                for c in 0..<C { for y in 0..<min(keep, th) where y0 + y < H { for x in 0..<min(keep, tw) where x0 + x < W {
-                    out.f32[(c * H + y0 + y) * W + x0 + x] = t.f32[(c * th + y) * tw + x]
-                } } }
-            }
-        }
-        return out
-    }
-
-    /// diffusers' blend_v / blend_h: over the first `extent` rows (columns) of `b`, mix in the last
-    /// rows (columns) of `a` with weight 1 − y/extent.
-    static func blend(from a: Tensor, into b: Tensor, extent: Int, vertical: Bool) {
-        let C = b.shape[1], ah = a.shape[2], aw = a.shape[3], bh = b.shape[2], bw = b.shape[3]
-        let n = vertical ? min(ah, bh, extent) : min(aw, bw, extent)
-        let A = a.contiguous()
-        for c in 0..<C {
-            for k in 0..<n {
-                let wB = Float(k) / Float(extent), wA = 1 - wB
-                if vertical {
-                    for x in 0..<bw {
-                        let bi = (c * bh + k) * bw + x, ai = (c * ah + ah - extent + k) * aw + x
-                        b.f32[bi] = A.f32[ai] * wA + b.f32[bi] * wB
-                    }
-                } else {
-                    for y in 0..<bh {
-                        let bi = (c * bh + y) * bw + k, ai = (c * ah + y) * aw + aw - extent + k
-                        b.f32[bi] = A.f32[ai] * wA + b.f32[bi] * wB
-                    }
-                }
-            }
-        }
+        let rows = try VAETiles.run(z, size: tileLatent, step: step) { tile throws(SluiceError) in try decode(tile, w, b) }
+        // Each tile's kept part at its own place in the image.
+        return VAETiles.assemble(rows, blend: blend, keep: keep, step: step * s, height: h * s, width: wd * s)
     }
 
     func conv(_ x: Tensor, _ w: ModuleWeights, _ b: any Backend, padding: Int) throws(SluiceError) -> Tensor {

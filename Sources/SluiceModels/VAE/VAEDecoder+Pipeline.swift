@@ -53,9 +53,7 @@ extension VAEDecoder {
     }
 
     public func tiledActivationBytes(tileLatent t: Int, width: Int, height: Int) -> Int {
-        let s = config.scale, step = max(1, t * 3 / 4), tileSample = t * s
-        let tiles = ((latentSide(height) + step - 1) / step) * ((latentSide(width) + step - 1) / step)
-        let outputBytes = 4 * config.outChannels * width * height
-        return activationBytes(pixels: tileSample * tileSample) + tiles * 4 * config.outChannels * tileSample * tileSample + 2 * outputBytes
+        VAETiles.decodeActivationBytes(tileLatent: t, width: width, height: height, scale: config.scale, channels: config.outChannels,
+                                       decodeBytes: activationBytes(pixels:))
     }
 }

@@ -33,29 +33,9 @@ public struct VAEEncoder: Sendable {
         let s = config.scale, tileSample = tileLatent * s
         let step = Int(Double(tileSample) * 0.75), blend = Int(Double(tileLatent) * 0.25), keep = tileLatent - blend
         guard step > 0, keep > 0 else { throw .invalidArgument(name: "tile size", reason: "\(tileLatent) latents is too small to tile") }
-        let H = image.shape[2], W = image.shape[3]
-        var rows: [[Tensor]] = []
-        for i in stride(from: 0, to: H, by: step) {
-            var row: [Tensor] = []
-            for j in stride(from: 0, to: W, by: step) {
-                let tile = try image.sliced(dim: 2, i..<min(H, i + tileSample)).sliced(dim: 3, j..<min(W, j + tileSample)).contiguous()
-                row.append(try encodeRaw(tile, w, b).contiguous())
-            }
-            rows.append(row)
-        }
+        let rows = try VAETiles.run(image, size: tileSample, step: step) { tile throws(SluiceError) in try encodeRaw(tile, w, b) }
         // Each tile's kept part follows the last (diffusers concatenates them): a tile starts `keep` latents on.
-        let C = 2 * config.latentChannels, h = H / s, wd = W / s, latentStep = keep
-        let out = Tensor(zeros: [1, C, h, wd], dtype: .f32)
-        for (ri, row) in rows.enumerated() {
-            for (ci, t) in row.enumerated() {
-                if ri > 0 { VAEDecoder.blend(from: rows[ri - 1][ci], into: t, extent: blend, vertical: true) }
-                if ci > 0 { VAEDecoder.blend(from: row[ci - 1], into: t, extent: blend, vertical: false) }
-                let th = t.shape[2], tw = t.shape[3], y0 = ri * latentStep, x0 = ci * latentStep
-                for c in 0..<C { for y in 0..<min(keep, th) where y0 + y < h { for x in 0..<min(keep, tw) where x0 + x < wd {
-                    out.f32[(c * h + y0 + y) * wd + x0 + x] = t.f32[(c * th + y) * tw + x]
-                } } }
-            }
-        }
+        let out = VAETiles.assemble(rows, blend: blend, keep: keep, step: keep, height: image.shape[2] / s, width: image.shape[3] / s)
         return try split(out)
     }
 
