@@ -62,7 +62,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "SluiceCore", "SluiceBackends", "SluiceWeights", "SluiceMemory", "SluiceModels", "SluicePipelines", "SluiceServer",
-                "SluiceBench", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "SluiceBench", "SluiceQueue", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Fixture lookup, tolerance checks and the pipeline battery shared by the test targets.
@@ -78,7 +78,7 @@ let package = Package(
         ]),
         .testTarget(name: "SluiceQueueTests", dependencies: ["SluiceQueue", "SluiceTestSupport", .product(name: "PostgresNIO", package: "postgres-nio")]),
         // The command line as a user runs it: the `sluice` binary in a subprocess.
-        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceTestSupport", "SluiceQueue", "SluiceServer"]),
         .testTarget(name: "SluiceServerTests", dependencies: [
             "SluiceServer", "SluicePipelines", "SluiceModels", "SluiceMemory", "SluiceCore", "SluiceBackends", "SluiceWeights", "CPNG",
             "SluiceTestSupport", .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import SluiceCore
+import SluicePipelines
+import SluiceQueue
+import SluiceServer
+
+/// `sluice worker`: one device serving a PostgreSQL queue. It loads and warms its model, then takes that
+/// model's jobs one at a time: the lease is renewed while it generates (a worker killed mid-job lets the
+/// lease run out and the job goes back to the queue), a cancel request stops it between steps, progress
+/// goes out by NOTIFY, and the image is stored only if this worker still holds the job.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Take jobs for one model from a PostgreSQL queue (see `sluice serve --queue`) and run them on this machine's device.")
+
+    @Option(help: "The queue: postgres://user[:password]@host[:port]/database.") var queue: String
+    @Option(name: [.customShort("m"), .long], help: "A diffusers folder, or a repo id in the Hugging Face cache (as `sluice serve --model`).") var model: String
+    @Option(help: "The model name jobs are routed by (default: --model as given; the front server's --model must match).") var route: String?
+    @Option(help: "Compute device: cpu, vulkan or vulkan:N.") var device = "cpu"
+    @Option(help: "A single .safetensors file replacing the model's transformer.") var transformer: String?
+    @Option(help: "A single-file SD1.5/SDXL checkpoint's configs and tokenizers.") var config: String?
+    @Option(help: "What linear layers compute in: f32 or bf16.") var compute: DType = .f32
+    @OptionGroup var memory: MemoryFlags
+    @Option(help: "This worker's name in the queue (default: host name and process id).") var name: String?
+    @Option(parsing: .unconditional, help: "Seconds a job's lease lasts; renewed every third of it while the job runs.") var lease = 30.0
+    @Option(parsing: .unconditional, help: "Seconds between looks at an empty queue.") var poll = 0.5
+    @Option(parsing: .unconditional, help: "Stop after this many jobs (0: never).") var maxJobs = 0
+
+    func run() async throws {
+        let memory = try self.memory.options(device: device)
+        guard lease >= 0.5, lease <= 3600 else { throw CommandError(message: "--lease must be 0.5…3600 seconds") }
+        guard poll > 0, poll <= 60 else { throw CommandError(message: "--poll must be in (0, 60] seconds") }
+        let worker = name ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        let route = self.route ?? model
+        let q: PostgresQueue
+        do { q = try await PostgresQueue(url: queue, connections: 3) } catch let e as QueueError { throw CommandError(message: "\(e)") }
+        defer { q.close() }
+        let engine = try SluiceServerMain.load(model: model, memory: memory, device: device, transformer: transformer, compute: compute, config: config) {
+            FileHandle.standardError.write(Data(($0 + "\n").utf8))
+        }
+        try await q.register(worker: worker, model: route, device: engine.pipeline.device.description, budget: memory.deviceBudget)
+        FileHandle.standardError.write(Data("worker \(worker): taking jobs for \(route) from \(PostgresQueueRedacted.url(queue))\n".utf8))
+        var done = 0
+        while maxJobs == 0 || done < maxJobs {
+            try await q.workerHeartbeat(worker)
+            guard let job = try await q.claim(model: route, worker: worker, lease: lease) else {
+                try await Task.sleep(for: .seconds(poll))
+                continue
+            }
+            try await runJob(job, worker: worker, engine: engine, queue: q)
+            done += 1
+        }
+    }
+
+    /// One job: generation on a thread of its own while this task renews the lease and reads the cancel
+    /// flag; the result stored if the lease still holds.
+    func runJob(_ job: ClaimedJob, worker: String, engine: Engine, queue q: PostgresQueue) async throws {
+        let params: JobParameters
+        do {
+            params = try JSONDecoder().decode(JobParameters.self, from: job.payload)
+            guard params.count == 1 else { throw CommandError(message: "a queued job makes one image (count \(params.count))") }
+        } catch {
+            try await q.fail(job: job.id, worker: worker, reason: "bad job: \(error)")
+            return
+        }
+        let flags = JobFlags()
+        let id = job.id.uuidString.lowercased()
+        let generation = Task.detached { () -> Result<[UInt8], Error> in
+            do {
+                let images = try engine.run(params, job: id, report: { event in
+                    // Small payloads: phase, step, ETA (previews stay with the worker).
+                    var e = event
+                    e.preview = nil
+                    if let json = try? String(decoding: JSONEncoder().encode(e), as: UTF8.self) { flags.progress(json) }
+                }, isCancelled: { flags.stop })
+                return .success(images[0].png)
+            } catch { return .failure(error) }
+        }
+        // Renew the lease every third of it; stop the generation when the job is cancelled or lost.
+        let keeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(lease / 3))
+                if Task.isCancelled { break }
+                let held = (try? await q.heartbeat(job: job.id, worker: worker, lease: lease)) ?? true
+                let cancelled = (try? await q.isCancelled(job: job.id)) ?? false
+                if !held { flags.lose() }
+                if cancelled { flags.cancel() }
+                for json in flags.takeProgress() { try? await q.publish(progress: json) }
+            }
+        }
+        let outcome = await generation.value
+        keeper.cancel()
+        for json in flags.takeProgress() { try? await q.publish(progress: json) }
+        switch outcome {
+        case .success(let png):
+            if try await !q.complete(job: job.id, worker: worker, image: Data(png)) {
+                FileHandle.standardError.write(Data("job \(id): no longer ours (lease lost or cancelled); its image is dropped\n".utf8))
+                if flags.cancelled { try await q.acknowledgeCancel(job: job.id, worker: worker) }
+            }
+        case .failure(let error):
+            if case SluiceError.cancelled = error, flags.cancelled {
+                try await q.acknowledgeCancel(job: job.id, worker: worker)
+            } else if !flags.lost {
+                try await q.fail(job: job.id, worker: worker, reason: "\(error)")
+            }
+        }
+    }
+}
+
+/// What the lease keeper tells the generation thread, and the progress it has not sent yet.
+final class JobFlags: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _cancelled = false, _lost = false
+    private var pending: [String] = []
+    var cancelled: Bool { lock.withLock { _cancelled } }
+    var lost: Bool { lock.withLock { _lost } }
+    var stop: Bool { lock.withLock { _cancelled || _lost } }
+    func cancel() { lock.withLock { _cancelled = true } }
+    func lose() { lock.withLock { _lost = true } }
+    /// Keeps the latest event only: a slow database sees the newest progress, not a backlog.
+    func progress(_ json: String) { lock.withLock { pending = [json] } }
+    func takeProgress() -> [String] { lock.withLock { defer { pending = [] }; return pending } }
+}
+
+enum PostgresQueueRedacted {
+    static func url(_ url: String) -> String {
+        guard var u = URLComponents(string: url), u.password != nil else { return url }
+        u.password = "***"
+        return u.string ?? url
+    }
+}
