@@ -42,8 +42,16 @@ public final class PostgresQueue: Sendable {
     let logger: Logger
     private let runner: Task<Void, Never>
 
+    /// The pool logs every failed connection attempt at info level while it retries: errors only (this
+    /// type's own errors say what failed).
+    public static var quietLogger: Logger {
+        var l = Logger(label: "sluice.queue")
+        l.logLevel = .error
+        return l
+    }
+
     /// Connects (a pool of up to `connections`), applies the migrations, and checks the schema.
-    public init(url: String, connections: Int = 8, connectTimeout: Double = 10, logger: Logger = Logger(label: "sluice.queue")) async throws {
+    public init(url: String, connections: Int = 8, connectTimeout: Double = 10, logger: Logger = PostgresQueue.quietLogger) async throws {
         self.url = url
         self.logger = logger
         var config = try Self.configuration(url)

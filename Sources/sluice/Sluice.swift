@@ -10,7 +10,7 @@ struct Sluice: AsyncParsableCommand {
         commandName: "sluice",
         abstract: "Diffusion image generation for models larger than your device's memory.",
         version: SluiceVersion.string,
-        subcommands: [Generate.self, Serve.self, WorkerCommand.self, Models.self, Devices.self, Bench.self, PlanCommand.self, Info.self]
+        subcommands: [Generate.self, Serve.self, WorkerCommand.self, QueueCommand.self, Models.self, Devices.self, Bench.self, PlanCommand.self, Info.self]
     )
 }
 

@@ -70,6 +70,29 @@ struct WorkerTests {
         #expect(try await q.workers().count == 3)
     }
 
+    /// The command line end to end: `queue submit` prints an id, a worker makes the image, `queue status`
+    /// shows the worker and the counts, `queue result -o` writes the PNG; an unreachable queue is one line.
+    @Test func queueCommandsEndToEnd() async throws {
+        let url = try await Self.database()
+        let worker = try Self.startWorker(url, name: "cli-worker")
+        defer { worker.terminate() }
+        let submit = try CLITests.sluice(["queue", "submit", "--queue", url, "-m", Self.model, "-p", "a red fox", "--steps", "2", "-W", "64", "-H", "64"])
+        let id = submit.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(submit.status == 0 && UUID(uuidString: id) != nil, "\(submit.output)")
+        let q = try await PostgresQueue(url: url)
+        defer { q.close() }
+        #expect(try await Self.waitUntil(60) { try await q.job(UUID(uuidString: id)!)?.state == "done" })
+        let status = try CLITests.sluice(["queue", "status", "--queue", url])
+        #expect(status.status == 0 && status.output.contains("jobs     done 1") && status.output.contains("worker   cli-worker"), "\(status.output)")
+        let dir = NSTemporaryDirectory() + "sluice-q-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let result = try CLITests.sluice(["queue", "result", "--queue", url, id, "-o", dir + "/x.png"])
+        #expect(result.status == 0 && result.output.contains("done (cli-worker)"), "\(result.output)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/x.png")).prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
+        let down = try CLITests.sluice(["queue", "status", "--queue", "postgres://sluice@127.0.0.1:1/none"])
+        #expect(down.status == 1 && down.output.contains("cannot reach the database") && down.output.split(separator: "\n").count == 1, "\(down.output)")
+    }
+
     /// kill -9 of the worker running a job: after its lease runs out the job is finished by another
     /// worker, with one image; a cancelled job stops within a step.
     @Test func killedWorkersJobFinishesElsewhereAndCancelStops() async throws {
