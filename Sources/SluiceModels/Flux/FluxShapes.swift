@@ -136,3 +136,18 @@ extension FluxShapes {
         return found.sorted()
     }
 }
+
+/// The inputs of an MMDiT over 2×2-packed latents (FLUX's and Qwen-Image's): latents [rows·columns,
+/// inChannels] and text features [L > 0, textWidth], checked before the first op so a wrong shape is
+/// named, with the model's name.
+enum PackedInputs {
+    static func check(model: String, latents: Tensor, rows: Int, columns: Int, inChannels: Int, context: Tensor, textWidth: Int) throws(SluiceError) {
+        let n = rows * columns
+        guard latents.shape == [n, inChannels] else {
+            throw .shapeMismatch(operation: "\(model) packed latents", expected: "[\(n), \(inChannels)]", found: "\(latents.shape)")
+        }
+        guard context.shape.rank == 2, context.shape[1] == textWidth, context.shape[0] > 0 else {
+            throw .shapeMismatch(operation: "\(model) text features", expected: "[L>0, \(textWidth)]", found: "\(context.shape)")
+        }
+    }
+}

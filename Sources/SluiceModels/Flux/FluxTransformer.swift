@@ -110,13 +110,8 @@ public struct FluxTransformer: Sendable {
     }
 
     func embed(_ s: inout State, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) {
-        let n = s.rows * s.columns
-        guard s.latents.shape == [n, config.inChannels] else {
-            throw .shapeMismatch(operation: "FLUX packed latents", expected: "[\(n), \(config.inChannels)]", found: "\(s.latents.shape)")
-        }
-        guard s.context.shape.rank == 2, s.context.shape[1] == config.jointAttentionDim, s.context.shape[0] > 0 else {
-            throw .shapeMismatch(operation: "FLUX text features", expected: "[L>0, \(config.jointAttentionDim)]", found: "\(s.context.shape)")
-        }
+        try PackedInputs.check(model: "FLUX", latents: s.latents, rows: s.rows, columns: s.columns, inChannels: config.inChannels,
+                               context: s.context, textWidth: config.jointAttentionDim)
         guard s.pooled.count == config.pooledProjectionDim else {
             throw .shapeMismatch(operation: "FLUX pooled text embedding", expected: "[1, \(config.pooledProjectionDim)]", found: "\(s.pooled.shape)")
         }

@@ -93,13 +93,8 @@ public struct QwenImageTransformer: Sendable {
     }
 
     func embed(_ s: inout State, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) {
-        let n = s.rows * s.columns
-        guard s.latents.shape == [n, config.inChannels] else {
-            throw .shapeMismatch(operation: "Qwen-Image packed latents", expected: "[\(n), \(config.inChannels)]", found: "\(s.latents.shape)")
-        }
-        guard s.context.shape.rank == 2, s.context.shape[1] == config.jointAttentionDim, s.context.shape[0] > 0 else {
-            throw .shapeMismatch(operation: "Qwen-Image text features", expected: "[L>0, \(config.jointAttentionDim)]", found: "\(s.context.shape)")
-        }
+        try PackedInputs.check(model: "Qwen-Image", latents: s.latents, rows: s.rows, columns: s.columns, inChannels: config.inChannels,
+                               context: s.context, textWidth: config.jointAttentionDim)
         // Timesteps(256, flip_sin_to_cos, shift 0, scale 1000) → TimestepEmbedding: cos half first; the
         // model multiplies the pipeline's t/1000 by 1000 in f32, as diffusers does.
         let e = w.scoped("time_text_embed.timestep_embedder")
