@@ -7,8 +7,9 @@ import SluiceServer
 
 /// `sluice worker`: one device serving a PostgreSQL queue. It loads and warms its model, then takes that
 /// model's jobs one at a time: the lease is renewed while it generates (a worker killed mid-job lets the
-/// lease run out and the job goes back to the queue), a cancel request stops it between steps, progress
-/// goes out by NOTIFY, and the image is stored only if this worker still holds the job.
+/// lease run out and the job goes back to the queue), a cancel request stops it at the next step (the
+/// flag is read four times a second), progress goes out by NOTIFY, and the image is stored only if this
+/// worker still holds the job.
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
@@ -77,16 +78,19 @@ struct WorkerCommand: AsyncParsableCommand {
                 return .success(images[0].png)
             } catch { return .failure(error) }
         }
-        // Renew the lease every third of it; stop the generation when the job is cancelled or lost.
+        // Four times a second: send the newest progress and read the cancel flag (a cancelled job stops at
+        // its next step); every third of the lease, renew it (a lost lease stops the job too).
         let keeper = Task {
+            var renewed = Date()
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(lease / 3))
+                try? await Task.sleep(for: .milliseconds(250))
                 if Task.isCancelled { break }
-                let held = (try? await q.heartbeat(job: job.id, worker: worker, lease: lease)) ?? true
-                let cancelled = (try? await q.isCancelled(job: job.id)) ?? false
-                if !held { flags.lose() }
-                if cancelled { flags.cancel() }
                 for json in flags.takeProgress() { try? await q.publish(progress: json) }
+                if (try? await q.isCancelled(job: job.id)) == true { flags.cancel() }
+                if Date().timeIntervalSince(renewed) >= lease / 3 {
+                    if (try? await q.heartbeat(job: job.id, worker: worker, lease: lease)) == false { flags.lose() }
+                    renewed = Date()
+                }
             }
         }
         let outcome = await generation.value
