@@ -22,8 +22,9 @@ enum ResidencySearch {
         let seconds: Double
     }
 
-    /// Ring sizes tried, as multiples of the largest group allowed to stream.
-    static let ringFactors: [Double] = [1, 1.125, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16]
+    /// Ring sizes tried, as multiples of the largest group allowed to stream: fine steps below 2× (where the
+    /// link is the bottleneck every ring byte crosses each step, so a sixteenth of a group matters), coarse above.
+    static let ringFactors: [Double] = [1, 1.0625, 1.125, 1.1875, 1.25, 1.3125, 1.375, 1.4375, 1.5, 1.625, 1.75, 1.875, 2, 2.25, 2.5, 2.75, 3, 3.5, 4, 5, 6, 8, 12, 16]
 
     /// The `top` best plans by the fluid model, over slot caps (each distinct group size) × ring sizes
     /// × two ways of choosing residents (`walkResidents`, and copy/compute ratio first).
