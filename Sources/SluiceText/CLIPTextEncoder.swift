@@ -95,10 +95,7 @@ public struct CLIPTextEncoder: Sendable {
     /// them under "text_model.", which ComponentRunner finds and strips.
     public func group(of key: String) -> String? {
         if key.hasPrefix("embeddings.") { return key == "embeddings.position_ids" ? nil : "embeddings" }   // a buffer old checkpoints kept
-        if key.hasPrefix("encoder.layers.") {
-            let rest = key.dropFirst("encoder.layers.".count)
-            if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]) { return i < layersRun ? "layers.\(i)" : nil }
-        }
+        if let i = ModulePath.blockIndex(key, in: "encoder.layers") { return i < layersRun ? "layers.\(i)" : nil }
         if key.hasPrefix("final_layer_norm.") { return runsFinalNorm ? "final" : nil }
         if key.hasPrefix("text_projection.") { return projectsPooled ? "final" : nil }   // CLIPTextModelWithProjection's
         return nil

@@ -86,10 +86,7 @@ public struct Qwen2VLTextEncoder: Sendable {
     public func group(of key: String) -> String? {
         if key.hasPrefix("model.embed_tokens.") { return "model.embed_tokens" }
         if key.hasPrefix("model.norm.") { return "model.layers.\(config.numHiddenLayers - 1)" }
-        if key.hasPrefix("model.layers.") {
-            let rest = key.dropFirst("model.layers.".count)
-            if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]), i < config.numHiddenLayers { return "model.layers.\(i)" }
-        }
+        if let i = ModulePath.blockIndex(key, in: "model.layers"), i < config.numHiddenLayers { return "model.layers.\(i)" }
         return nil
     }
 

@@ -66,12 +66,7 @@ public struct Qwen3Encoder: Sendable {
 
     public func group(of key: String) -> String? {
         if key.hasPrefix("embed_tokens.") { return "embed_tokens" }
-        if key.hasPrefix("layers.") {
-            let rest = key.dropFirst("layers.".count)
-            if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]) {
-                return i < layerCount(hiddenStateFromEnd: 2) ? "layers.\(i)" : nil
-            }
-        }
+        if let i = ModulePath.blockIndex(key, in: "layers") { return i < layerCount(hiddenStateFromEnd: 2) ? "layers.\(i)" : nil }
         return nil   // final norm, last layer: not needed
     }
 

@@ -75,10 +75,7 @@ public struct T5Encoder: Sendable {
     /// holding both stages both.
     public func group(of key: String) -> String? {
         if key == "shared.weight" || key == "encoder.embed_tokens.weight" { return "embed" }
-        if key.hasPrefix("encoder.block.") {
-            let rest = key.dropFirst("encoder.block.".count)
-            if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]) { return i < config.numLayers ? "block.\(i)" : nil }
-        }
+        if let i = ModulePath.blockIndex(key, in: "encoder.block") { return i < config.numLayers ? "block.\(i)" : nil }
         if key.hasPrefix("encoder.final_layer_norm.") { return "final" }
         return nil   // a T5ForConditionalGeneration's decoder and lm_head
     }

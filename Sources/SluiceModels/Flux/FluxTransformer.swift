@@ -25,10 +25,8 @@ public struct FluxTransformer: Sendable {
 
     /// The group a checkpoint tensor belongs to (nil: not part of this model).
     public func group(of key: String) -> String? {
-        for stack in ["transformer_blocks", "single_transformer_blocks"] where key.hasPrefix(stack + ".") {
-            let rest = key.dropFirst(stack.count + 1)
-            guard let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]) else { return nil }
-            let count = stack == "transformer_blocks" ? config.numLayers : config.numSingleLayers
+        for (stack, count) in [("transformer_blocks", config.numLayers), ("single_transformer_blocks", config.numSingleLayers)] where key.hasPrefix(stack + ".") {
+            guard let i = ModulePath.blockIndex(key, in: stack) else { return nil }
             return i < count ? "\(stack).\(i)" : nil
         }
         if key.hasPrefix("norm_out.") || key.hasPrefix("proj_out.") { return "norm_out" }

@@ -23,8 +23,7 @@ public struct QwenImageTransformer: Sendable {
     /// The group a checkpoint tensor belongs to (nil: not part of this model).
     public func group(of key: String) -> String? {
         if key.hasPrefix("transformer_blocks.") {
-            let rest = key.dropFirst("transformer_blocks.".count)
-            guard let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]), i < config.numLayers else { return nil }
+            guard let i = ModulePath.blockIndex(key, in: "transformer_blocks"), i < config.numLayers else { return nil }
             return "transformer_blocks.\(i)"
         }
         if key.hasPrefix("norm_out.") || key.hasPrefix("proj_out.") { return "norm_out" }
