@@ -90,4 +90,9 @@ public struct ComponentDescription: Sendable {
     public static func linearFlops(_ groups: [GroupDescription], rows: Double) -> [Double] {
         groups.map { 2 * Double($0.parameters) * rows }
     }
+
+    /// `linearFlops` with the rows each call runs over given by the workload.
+    public static func linearFlops(_ groups: [GroupDescription], rows: @escaping @Sendable (Workload) -> Double) -> @Sendable (Workload) -> [Double] {
+        { linearFlops(groups, rows: rows($0)) }
+    }
 }

@@ -96,7 +96,7 @@ public final class ComponentRunner: @unchecked Sendable {
                          tiling: Tiling? = nil) throws(SluiceError) -> ComponentDescription {
         let groups = try groupDescriptions()
         return ComponentDescription(name: name, phase: phase, groups: groups, activationBytes: activationBytes,
-                                    flops: { ComponentDescription.linearFlops(groups, rows: rows($0)) }, tiling: tiling)
+                                    flops: ComponentDescription.linearFlops(groups, rows: rows), tiling: tiling)
     }
 
     /// Streams through `device` under `plan` from now on.
@@ -136,15 +136,16 @@ public final class ComponentRunner: @unchecked Sendable {
             }
         }
         let ckpt = checkpoint
+        func fromFile(_ k: String) throws(SluiceError) -> Tensor { try lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) } }
         if let executor {
             // Host groups: the model gathers rows from the mapped table; the rows are what crosses. A real
             // device takes them in as the next kernel's input (counted there); the simulated one models the copy.
             let device = executor.device
             let host = ModuleWeights(gather: { k, ids throws(SluiceError) in
-                let rows = try HostMath.embed(lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) }, ids: ids, name: k)
+                let rows = try HostMath.embed(fromFile(k), ids: ids, name: k)
                 if device.backing == nil { device.copyToDevice(bytes: rows.byteCount, label: k + " rows") }
                 return rows
-            }) { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) } }
+            }, fromFile)
             var s = input
             for i in 0..<hostGroupCount { s = try body(i, host, s) }
             let offset = hostGroupCount
@@ -153,7 +154,7 @@ public final class ComponentRunner: @unchecked Sendable {
             }
         }
         var s = input
-        for i in groupNames.indices { s = try body(i, ModuleWeights { k throws(SluiceError) in try lookup(k) { n throws(SluiceError) in try ckpt.tensor(n) } }, s) }
+        for i in groupNames.indices { s = try body(i, ModuleWeights(fromFile), s) }
         return s
     }
 }

@@ -185,23 +185,20 @@ public final class FluxPipeline: TextToImagePipeline, @unchecked Sendable {
                          transformer: (FluxConfig, [GroupDescription]), vae: (VAEDecoder, [GroupDescription]), t5Tokens: Int,
                          followsStorage: Bool, flops: [String: @Sendable (Workload) -> [Double]]) -> [ComponentDescription] {
         let (clipConfig, clipGroups) = clip, (t5Config, t5Groups) = t5, (trConfig, trGroups) = transformer, (decoder, vaeGroups) = vae
-        func rows(_ groups: [GroupDescription], _ r: @escaping @Sendable (Workload) -> Double) -> @Sendable (Workload) -> [Double] {
-            { ComponentDescription.linearFlops(groups, rows: r($0)) }
-        }
         let imageTokens: @Sendable (Workload) -> Int = { (decoder.latentSide($0.height) / 2) * (decoder.latentSide($0.width) / 2) }
         return [
             ComponentDescription(name: "text_encoder", phase: .text, groups: clipGroups, followsStorage: followsStorage,
                                  activationBytes: { _ in CLIPTextEncoder.activationBytes(config: clipConfig, tokens: clipTokens) },
-                                 flops: flops["text_encoder"] ?? rows(clipGroups) { _ in Double(clipTokens) }),
+                                 flops: flops["text_encoder"] ?? ComponentDescription.linearFlops(clipGroups) { _ in Double(clipTokens) }),
             ComponentDescription(name: "text_encoder_2", phase: .text, groups: t5Groups, followsStorage: followsStorage,
                                  activationBytes: { _ in T5Encoder.activationBytes(config: t5Config, tokens: t5Tokens) },
-                                 flops: flops["text_encoder_2"] ?? rows(t5Groups) { _ in Double(t5Tokens) }),
+                                 flops: flops["text_encoder_2"] ?? ComponentDescription.linearFlops(t5Groups) { _ in Double(t5Tokens) }),
             ComponentDescription(name: "transformer", phase: .denoise, groups: trGroups, followsStorage: followsStorage,
                                  activationBytes: { w in FluxTransformer.activationBytes(config: trConfig, imageTokens: imageTokens(w), textTokens: t5Tokens) * w.batch },
-                                 flops: flops["transformer"] ?? rows(trGroups) { Double(imageTokens($0) + t5Tokens) }),
+                                 flops: flops["transformer"] ?? ComponentDescription.linearFlops(trGroups) { Double(imageTokens($0) + t5Tokens) }),
             ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
                                  activationBytes: { w in decoder.activationBytes(pixels: w.width * w.height) * w.batch },
-                                 flops: flops["vae"] ?? rows(vaeGroups) { Double($0.width * $0.height) / 4 },
+                                 flops: flops["vae"] ?? ComponentDescription.linearFlops(vaeGroups) { Double($0.width * $0.height) / 4 },
                                  tiling: decoder.tiling),
         ]
     }

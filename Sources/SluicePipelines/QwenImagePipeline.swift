@@ -207,21 +207,18 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
         let (textConfig, textGroups) = text, (trConfig, trGroups) = transformer, (vaeConfig, vaeGroups) = vae
         let scale = vaeConfig.scale
         let imageTokens: @Sendable (Workload) -> Int = { ($0.height / scale / 2) * ($0.width / scale / 2) }
-        func rows(_ groups: [GroupDescription], _ r: @escaping @Sendable (Workload) -> Double) -> @Sendable (Workload) -> [Double] {
-            { ComponentDescription.linearFlops(groups, rows: r($0)) }
-        }
         let textTokens = plannedTextTokens
         return [
             ComponentDescription(name: "text_encoder", phase: .text, groups: textGroups, followsStorage: followsStorage,
                                  activationBytes: { _ in Qwen2VLTextEncoder.activationBytes(config: textConfig, tokens: textTokens) },
-                                 flops: flops["text_encoder"] ?? rows(textGroups) { _ in 128 }),
+                                 flops: flops["text_encoder"] ?? ComponentDescription.linearFlops(textGroups) { _ in 128 }),
             ComponentDescription(name: "transformer", phase: .denoise, groups: trGroups, followsStorage: followsStorage,
                                  activationBytes: { w in
                                      QwenImageTransformer.activationBytes(config: trConfig, imageTokens: imageTokens(w), textTokens: QwenImagePrompt.maxTokens) * w.batch },
-                                 flops: flops["transformer"] ?? rows(trGroups) { Double(imageTokens($0) + 128) }),
+                                 flops: flops["transformer"] ?? ComponentDescription.linearFlops(trGroups) { Double(imageTokens($0) + 128) }),
             ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
                                  activationBytes: { w in vaeConfig.decodeActivationBytes(pixels: w.width * w.height) * w.batch },
-                                 flops: flops["vae"] ?? rows(vaeGroups) { Double($0.width * $0.height) / 4 },
+                                 flops: flops["vae"] ?? ComponentDescription.linearFlops(vaeGroups) { Double($0.width * $0.height) / 4 },
                                  tiling: QwenImageVAE(config: vaeConfig).tiling),
         ]
     }
@@ -313,14 +310,9 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     func encodeImage(_ image: InitImage, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend) throws -> Tensor {
         guard let encoderRunner else { throw SluiceError.invalidParameter(.initImage, reason: "this model's VAE file has no encoder") }
         let v = vae
-        let moments = try encoderRunner.run(image.tensor) { _, w, x in
-            let m = try v.encodeMoments(x, w, be)
-            return try be.concat([m.mean, m.logvar], dim: 1)
+        return try VAEEncoderComponent.sample(image, runner: encoderRunner, generator: &generator, run: run, on: be) { x, w in
+            try v.encodeMoments(x, w, be)
         }
-        let c = v.config.zDim
-        let z = try VAEEncoderComponent.sample(mean: moments.sliced(dim: 1, 0..<c), logvar: moments.sliced(dim: 1, c..<(2 * c)), generator: &generator)
-        run.finished(component: encoderRunner.name)
-        return z
     }
 
     /// True CFG as QwenImagePipeline combines it: c = neg + s · (pos − neg), then each token rescaled to

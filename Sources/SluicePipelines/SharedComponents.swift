@@ -79,12 +79,22 @@ struct VAEEncoderComponent {
     /// `generator` (diffusers' retrieve_latents(sample_mode="sample")), before any scale or shift.
     func sample(_ image: InitImage, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend) throws -> Tensor {
         let e = encoder, tile = run.plan?.component(runner.name)?.tileLatent
-        let moments = try runner.run(image.tensor) { _, w, x in
-            let m = try tile.map { t throws(SluiceError) in try e.encodeMomentsTiled(x, tileLatent: t, w, be) } ?? e.encodeMoments(x, w, be)
+        return try Self.sample(image, runner: runner, generator: &generator, run: run, on: be) { x, w in
+            try tile.map { t throws(SluiceError) in try e.encodeMomentsTiled(x, tileLatent: t, w, be) } ?? e.encodeMoments(x, w, be)
+        }
+    }
+
+    /// The encoder's phase of a run for any VAE: `moments` on the image through `runner`, then a sample
+    /// with the run's generator; the runner is marked finished.
+    static func sample(_ image: InitImage, runner: ComponentRunner, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend,
+                       moments: (Tensor, ModuleWeights) throws -> (mean: Tensor, logvar: Tensor)) throws -> Tensor {
+        // The runner passes one tensor from group to group: mean and log-variance side by side.
+        let both = try runner.run(image.tensor) { _, w, x in
+            let m = try moments(x, w)
             return try be.concat([m.mean, m.logvar], dim: 1)
         }
-        let c = e.config.latentChannels
-        let z = try Self.sample(mean: moments.sliced(dim: 1, 0..<c), logvar: moments.sliced(dim: 1, c..<(2 * c)), generator: &generator)
+        let c = both.shape[1] / 2
+        let z = try sample(mean: both.sliced(dim: 1, 0..<c), logvar: both.sliced(dim: 1, c..<(2 * c)), generator: &generator)
         run.finished(component: runner.name)
         return z
     }

@@ -134,21 +134,18 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
                          vae: (VAEDecoder, [GroupDescription]), followsStorage: Bool,
                          flops: [String: @Sendable (Workload) -> [Double]]) -> [ComponentDescription] {
         let (textConfig, textGroups) = text, (trConfig, trGroups) = transformer, (decoder, vaeGroups) = vae
-        func rows(_ groups: [GroupDescription], _ r: @escaping @Sendable (Workload) -> Double) -> @Sendable (Workload) -> [Double] {
-            { ComponentDescription.linearFlops(groups, rows: r($0)) }
-        }
         let imageTokens: @Sendable (Workload) -> Int = { ZImageTransformer.padded((decoder.latentSide($0.height) / 2) * (decoder.latentSide($0.width) / 2)) }
         return [
             ComponentDescription(name: "text_encoder", phase: .text, groups: textGroups, followsStorage: followsStorage,
                                  activationBytes: { _ in Qwen3Encoder.activationBytes(config: textConfig, tokens: Self.maxPromptTokens) },
-                                 flops: flops["text_encoder"] ?? rows(textGroups) { _ in 64 }),
+                                 flops: flops["text_encoder"] ?? ComponentDescription.linearFlops(textGroups) { _ in 64 }),
             ComponentDescription(name: "transformer", phase: .denoise, groups: trGroups, followsStorage: followsStorage,
                                  activationBytes: { w in
                                      ZImageTransformer.activationBytes(config: trConfig, imageTokens: imageTokens(w), captionTokens: Self.maxPromptTokens) * w.batch },
-                                 flops: flops["transformer"] ?? rows(trGroups) { Double(imageTokens($0) + 64) }),
+                                 flops: flops["transformer"] ?? ComponentDescription.linearFlops(trGroups) { Double(imageTokens($0) + 64) }),
             ComponentDescription(name: "vae", phase: .decode, groups: vaeGroups,
                                  activationBytes: { w in decoder.activationBytes(pixels: w.width * w.height) * w.batch },
-                                 flops: flops["vae"] ?? rows(vaeGroups) { Double($0.width * $0.height) / 4 },
+                                 flops: flops["vae"] ?? ComponentDescription.linearFlops(vaeGroups) { Double($0.width * $0.height) / 4 },
                                  tiling: decoder.tiling),
         ]
     }
