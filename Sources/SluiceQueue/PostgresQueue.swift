@@ -96,7 +96,7 @@ public final class PostgresQueue: Sendable {
     }
 
     /// The URL without its password, for messages.
-    static func redacted(_ url: String) -> String {
+    public static func redacted(_ url: String) -> String {
         guard var u = URLComponents(string: url), u.password != nil else { return url }
         u.password = "***"
         return u.string ?? url

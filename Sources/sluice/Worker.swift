@@ -41,7 +41,7 @@ struct WorkerCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data(($0 + "\n").utf8))
         }
         try await q.register(worker: worker, model: route, device: engine.pipeline.device.description, budget: memory.deviceBudget)
-        FileHandle.standardError.write(Data("worker \(worker): taking jobs for \(route) from \(PostgresQueueRedacted.url(queue))\n".utf8))
+        FileHandle.standardError.write(Data("worker \(worker): taking jobs for \(route) from \(PostgresQueue.redacted(queue))\n".utf8))
         var done = 0
         while maxJobs == 0 || done < maxJobs {
             try await q.workerHeartbeat(worker)
@@ -127,10 +127,3 @@ final class JobFlags: @unchecked Sendable {
     func takeProgress() -> [String] { lock.withLock { defer { pending = [] }; return pending } }
 }
 
-enum PostgresQueueRedacted {
-    static func url(_ url: String) -> String {
-        guard var u = URLComponents(string: url), u.password != nil else { return url }
-        u.password = "***"
-        return u.string ?? url
-    }
-}
