@@ -48,7 +48,7 @@ let package = Package(
         ]),
         // `sluice serve`: job queue, progress events, gallery, status, OpenAI/A1111 APIs, web UI.
         .target(name: "SluiceServer", dependencies: [
-            "SluiceCore", "SluiceMemory", "SluicePipelines",
+            "SluiceCore", "SluiceMemory", "SluicePipelines", "SluiceQueue",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -95,7 +95,7 @@ public final class PostgresQueue: Sendable {
         return PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password, database: database, tls: .disable)
     }
 
-    /// The URL without its password, for messages.
+    /// The URL without its password, for messages and logs.
     public static func redacted(_ url: String) -> String {
         guard var u = URLComponents(string: url), u.password != nil else { return url }
         u.password = "***"
@@ -134,8 +134,7 @@ public final class PostgresQueue: Sendable {
     // MARK: - Jobs
 
     /// Adds a job for `model`; refused with `.full` when `maxDepth` jobs of that model are already waiting.
-    public func enqueue(model: String, payload: Data, maxAttempts: Int = 3, maxDepth: Int = 1000) async throws -> UUID {
-        let id = UUID()
+    public func enqueue(id: UUID = UUID(), model: String, payload: Data, maxAttempts: Int = 3, maxDepth: Int = 1000) async throws -> UUID {
         let inserted = try await client.withTransaction(logger: logger) { c -> Bool in
             // One enqueue per model at a time, so the depth check and the insert agree.
             try await c.query("SELECT pg_advisory_xact_lock(hashtext(\(model)))", logger: logger)
@@ -198,13 +197,21 @@ public final class PostgresQueue: Sendable {
     /// Stores the result if `worker` still holds `job` (compare-and-set on the job's state and worker);
     /// false when another worker won or the job was cancelled: the caller drops its image.
     public func complete(job: UUID, worker: String, image: Data) async throws -> Bool {
+        try await complete(job: job, worker: worker, images: [image])
+    }
+
+    /// As `complete(job:worker:image:)` for a job that made several images (numbered 0…).
+    public func complete(job: UUID, worker: String, images: [Data]) async throws -> Bool {
         try await client.withTransaction(logger: logger) { c -> Bool in
             let won = try await returning(c.query("""
                 UPDATE sluice_jobs SET state = 'done', finished_at = clock_timestamp(), lease_until = NULL
                 WHERE id = \(job) AND state = 'running' AND worker = \(worker) AND NOT cancel_requested RETURNING id
                 """, logger: logger))
             guard won else { return false }
-            try await c.query("INSERT INTO sluice_results (job, image, worker) VALUES (\(job), \(image), \(worker))", logger: logger)
+            for (n, image) in images.enumerated() {
+                try await c.query("INSERT INTO sluice_results (job, n, image, worker) VALUES (\(job), \(n), \(image), \(worker))", logger: logger)
+            }
+            try await c.query("DELETE FROM sluice_previews WHERE job = \(job)", logger: logger)
             try await c.query("UPDATE sluice_workers SET current_job = NULL WHERE id = \(worker)", logger: logger)
             return true
         }
@@ -263,12 +270,69 @@ public final class PostgresQueue: Sendable {
         return nil
     }
 
-    /// The stored image of a finished job, and the worker that made it.
+    /// The (first) stored image of a finished job, and the worker that made it.
     public func result(_ id: UUID) async throws -> (image: Data, worker: String)? {
-        for try await (image, worker) in try await client.query("SELECT image, worker FROM sluice_results WHERE job = \(id)", logger: logger).decode((Data, String).self) {
-            return (image, worker)
-        }
+        let rows = try await client.query("SELECT image, worker FROM sluice_results WHERE job = \(id) ORDER BY n LIMIT 1", logger: logger)
+        for try await (image, worker) in rows.decode((Data, String).self) { return (image, worker) }
         return nil
+    }
+
+    /// Every stored image of a finished job, in order.
+    public func results(_ id: UUID) async throws -> [Data] {
+        var out: [Data] = []
+        for try await image in try await client.query("SELECT image FROM sluice_results WHERE job = \(id) ORDER BY n", logger: logger).decode(Data.self) {
+            out.append(image)
+        }
+        return out
+    }
+
+    /// The records of `ids` that exist (one query: a front server follows its jobs with it).
+    public func jobs(_ ids: [UUID]) async throws -> [UUID: JobRecord] {
+        guard !ids.isEmpty else { return [:] }
+        var out: [UUID: JobRecord] = [:]
+        let rows = try await client.query("SELECT id, model, state, attempts, worker, error FROM sluice_jobs WHERE id = ANY(\(ids))", logger: logger)
+        for try await (id, model, state, attempts, worker, error) in rows.decode((UUID, String, String, Int, String?, String?).self) {
+            out[id] = JobRecord(id: id, model: model, state: state, attempts: attempts, worker: worker, error: error)
+        }
+        return out
+    }
+
+    /// Each waiting job of `model` and its place in line (1: next to be claimed).
+    public func positions(model: String) async throws -> [UUID: Int] {
+        var out: [UUID: Int] = [:]
+        let rows = try await client.query("""
+            SELECT id, (row_number() OVER (ORDER BY created_at, id))::integer FROM sluice_jobs WHERE model = \(model) AND state = 'queued'
+            """, logger: logger)
+        for try await (id, n) in rows.decode((UUID, Int).self) { out[id] = n }
+        return out
+    }
+
+    /// A job as a front server takes it up again after a restart.
+    public struct Adoptable: Sendable {
+        public let id: UUID
+        public let state: String
+        public let payload: Data
+        public let createdAt: Double
+        public let error: String?
+    }
+
+    /// The jobs of `model` a front server should follow when it starts: every one not yet ended, and the
+    /// `recent` most recently ended within `hours` (their images may not have reached its gallery).
+    public func adoptable(model: String, recent: Int = 500, hours: Double = 24) async throws -> [Adoptable] {
+        var out: [Adoptable] = []
+        let rows = try await client.query("""
+            (SELECT id, state, payload, extract(epoch FROM created_at)::float8, error FROM sluice_jobs
+              WHERE model = \(model) AND state IN ('queued', 'running'))
+            UNION ALL
+            (SELECT id, state, payload, extract(epoch FROM created_at)::float8, error FROM sluice_jobs
+              WHERE model = \(model) AND state IN ('done', 'failed', 'cancelled')
+                AND finished_at > clock_timestamp() - make_interval(secs => \(hours * 3600))
+              ORDER BY finished_at DESC LIMIT \(recent))
+            """, logger: logger)
+        for try await (id, state, payload, created, error) in rows.decode((UUID, String, Data, Double, String?).self) {
+            out.append(Adoptable(id: id, state: state, payload: payload, createdAt: created, error: error))
+        }
+        return out.sorted { $0.createdAt < $1.createdAt }
     }
 
     /// Waiting jobs per model.
@@ -328,6 +392,24 @@ public final class PostgresQueue: Sendable {
 
     /// The channel workers publish progress on (small JSON payloads; previews by job id, not inline).
     public static let progressChannel = "sluice_progress"
+
+    /// Keeps `png` as the latest preview of `job` while `worker` holds it (notifications name the step,
+    /// listeners read the image here).
+    public func storePreview(job: UUID, worker: String, step: Int, png: Data) async throws {
+        try await client.query("""
+            INSERT INTO sluice_previews (job, step, image)
+            SELECT \(job), \(step), \(png) FROM sluice_jobs WHERE id = \(job) AND state = 'running' AND worker = \(worker)
+            ON CONFLICT (job) DO UPDATE SET step = EXCLUDED.step, image = EXCLUDED.image
+            """, logger: logger)
+    }
+
+    /// The latest preview of a running job and its step.
+    public func preview(job: UUID) async throws -> (step: Int, png: Data)? {
+        for try await (step, image) in try await client.query("SELECT step, image FROM sluice_previews WHERE job = \(job)", logger: logger).decode((Int, Data).self) {
+            return (step, image)
+        }
+        return nil
+    }
 
     public func publish(progress json: String) async throws {
         try await client.query("SELECT pg_notify(\(Self.progressChannel), \(json))", logger: logger)

@@ -41,6 +41,18 @@ enum QueueSchema {
             current_job uuid
         );
         """,
+        // 2: a job may make several images (a batch: one row each, numbered from 0); the latest live
+        // preview of a running job, kept apart so progress notifications stay small.
+        """
+        ALTER TABLE sluice_results ADD COLUMN n integer NOT NULL DEFAULT 0;
+        ALTER TABLE sluice_results DROP CONSTRAINT sluice_results_pkey;
+        ALTER TABLE sluice_results ADD PRIMARY KEY (job, n);
+        CREATE TABLE sluice_previews (
+            job uuid PRIMARY KEY REFERENCES sluice_jobs (id) ON DELETE CASCADE,
+            step integer NOT NULL,
+            image bytea NOT NULL
+        );
+        """,
     ]
 
     static var latest: Int { migrations.count }

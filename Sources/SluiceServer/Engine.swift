@@ -17,6 +17,9 @@ public struct JobEvent: Codable, Sendable {
     public var etaSeconds: Double?
     /// Low-resolution preview PNG, base64 (latents through `LatentPreview`).
     public var preview: String?
+    /// From a worker through the queue: it stored this step's preview in the database (notifications
+    /// stay small); the front server reads it and sends `preview` on. Never sent to clients.
+    public var previewStored: Bool?
     public var memory: MemorySample?
     /// Gallery ids of the finished images.
     public var results: [String] = []

@@ -1,10 +1,14 @@
 import Foundation
 import SluiceCore
+import SluiceQueue
 import Synchronization
 
 /// The jobs: a bounded FIFO with one worker (one device), as an actor. Submitting to a full queue is
 /// refused (429); a queued job can be cancelled at once, a running one between steps; a failed job
 /// (out of memory after re-planning included) fails alone. Finished images go to the gallery.
+///
+/// With a `QueueDatabase` (`serve --queue`) the jobs wait in PostgreSQL instead and `sluice worker`s run
+/// them: this actor keeps the same records and events by following the database (JobQueue+Database).
 public actor JobQueue {
     public struct Job: Sendable {
         public let id: String
@@ -29,67 +33,112 @@ public actor JobQueue {
     let engine: Engine
     let gallery: Gallery
     let hub = EventHub()
-    private var jobs: [String: Job] = [:]
+    /// nil: jobs run here on `engine`; else they wait in PostgreSQL for workers.
+    public nonisolated let database: QueueDatabase?
+    var jobs: [String: Job] = [:]
     private var waiting: [String] = []
     private var running: String?
     private var cancelFlags: [String: CancelFlag] = [:]
     private var wake: CheckedContinuation<Void, Never>?
     private var finishedOrder: [String] = []
     /// Memory over time, for the status panel (recent samples).
-    private var timeline: [MemorySample] = []
+    var timeline: [MemorySample] = []
     private var worker: Task<Void, Never>?
+    /// With a database: each waiting job's place in its model's line (1: next to be claimed).
+    var places: [String: Int] = [:]
 
-    public init(engine: Engine, gallery: Gallery, capacity: Int, perClient: Int = .max) {
+    public init(engine: Engine, gallery: Gallery, capacity: Int, perClient: Int = .max, database: QueueDatabase? = nil) {
         self.engine = engine
         self.gallery = gallery
         self.capacity = capacity
         self.perClient = perClient
+        self.database = database
     }
 
-    public func start() {
+    /// Starts taking jobs; with a database, first takes up the jobs of this model already there (a
+    /// restarted front server loses nothing).
+    public func start() async {
         guard worker == nil else { return }
-        worker = Task { await self.work() }
+        if let database {
+            await adopt(database)
+            worker = Task { await self.follow(database) }
+        } else {
+            worker = Task { await self.work() }
+        }
     }
 
-    /// Queues a job; `RequestError` 429 when `capacity` jobs are already waiting or running, or
-    /// `perClient` of this client's.
-    public func submit(_ p: JobParameters, client: String = "local") throws(RequestError) -> (id: String, position: Int) {
-        let active = waiting.count + (running == nil ? 0 : 1)
-        guard active < capacity else {
-            throw RequestError(field: "queue", reason: "is full (\(capacity) jobs); retry later", status: 429)
+    /// Queues a job; `RequestError` 429 when `capacity` jobs are already waiting or running (with a
+    /// database: waiting for this model, from every front server), or `perClient` of this client's.
+    public func submit(_ p: JobParameters, client: String = "local") async throws(RequestError) -> (id: String, position: Int) {
+        let open = jobs.values.filter { $0.state == .queued || $0.state == .running }
+        if database == nil {
+            guard open.count < capacity else {
+                throw RequestError(field: "queue", reason: "is full (\(capacity) jobs); retry later", status: 429)
+            }
         }
-        let theirs = (waiting + (running.map { [$0] } ?? [])).filter { jobs[$0]?.client == client }.count
-        guard theirs < perClient else {
+        guard open.filter({ $0.client == client }).count < perClient else {
             throw RequestError(field: "queue", reason: "already holds \(perClient) of your jobs; retry when one ends", status: 429)
         }
-        let id = UUID().uuidString.lowercased()
+        let uuid = UUID()
+        let id = uuid.uuidString.lowercased()
+        // The record first, so a submission running beside this one counts it.
         jobs[id] = Job(id: id, parameters: p, client: client, submitted: Date().timeIntervalSince1970)
-        waiting.append(id)
-        cancelFlags[id] = CancelFlag()
-        let position = waiting.count + (running == nil ? 0 : 1)
+        if let database {
+            do { try await database.enqueue(uuid, p, depth: capacity) } catch {
+                jobs[id] = nil
+                throw error
+            }
+            places = (try? await database.places()) ?? places
+        } else {
+            waiting.append(id)
+            cancelFlags[id] = CancelFlag()
+            wake?.resume()
+            wake = nil
+        }
+        let position = self.position(id) ?? 1
         var e = JobEvent(job: id, state: .queued)
         e.position = position
         publish(e)
-        wake?.resume()
-        wake = nil
         return (id, position)
     }
 
     public func job(_ id: String) -> Job? { jobs[id] }
 
-    /// 1 for the running job, 2… for those waiting; nil when not in the queue.
+    /// 1 for the running job, 2… for those waiting; nil when not in the queue. With a database, 1 for any
+    /// running job, and a waiting job's place in its model's line plus one.
     public func position(_ id: String) -> Int? {
+        if database != nil {
+            guard let job = jobs[id] else { return nil }
+            return job.state == .running ? 1 : job.state == .queued ? (places[id] ?? 0) + 1 : nil
+        }
         if running == id { return 1 }
         return waiting.firstIndex(of: id).map { $0 + 1 + (running == nil ? 0 : 1) }
     }
 
-    public var length: Int { waiting.count + (running == nil ? 0 : 1) }
-    public var current: Job? { running.flatMap { jobs[$0] } }
+    /// Jobs waiting or running (with a database: this server's).
+    public var length: Int {
+        database == nil ? waiting.count + (running == nil ? 0 : 1) : jobs.values.filter { $0.state == .queued || $0.state == .running }.count
+    }
+    public var current: Job? {
+        database == nil ? running.flatMap { jobs[$0] } : jobs.values.filter { $0.state == .running }.min { ($0.started ?? 0) < ($1.started ?? 0) }
+    }
     public var memoryTimeline: [MemorySample] { timeline }
 
     /// Cancels a queued or running job; false if it is unknown or already over.
-    public func cancel(_ id: String) -> Bool {
-        guard var job = jobs[id], job.state == .queued || job.state == .running else { return false }
+    public func cancel(_ id: String) async -> Bool {
+        guard let before = jobs[id], before.state == .queued || before.state == .running else { return false }
+        if let database {
+            // The database decides: a waiting job ends now, a running one when its worker reads the flag.
+            guard await database.cancel(id) else { return false }
+            guard var job = jobs[id], job.state == .queued else { return true }
+            job.state = .cancelled
+            job.finished = Date().timeIntervalSince1970
+            jobs[id] = job
+            finish(id)
+            publish(JobEvent(job: id, state: .cancelled))
+            return true
+        }
+        guard var job = jobs[id] else { return false }
         cancelFlags[id]?.set()
         if job.state == .queued {
             waiting.removeAll { $0 == id }
@@ -136,7 +185,7 @@ public actor JobQueue {
     }
 
     /// Keeps the last 500 finished jobs' records.
-    private func finish(_ id: String) {
+    func finish(_ id: String) {
         cancelFlags[id] = nil
         jobs[id]?.parameters.initImage = nil
         finishedOrder.append(id)

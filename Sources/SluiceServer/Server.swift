@@ -5,6 +5,7 @@ import NIOCore
 import SluiceCore
 import SluiceMemory
 import SluicePipelines
+import SluiceQueue
 
 
 /// `sluice serve`: starts listening at once (GET /health answers), loads the model and runs a small
@@ -22,8 +23,9 @@ public enum SluiceServerMain {
     }
 
     /// Loads and warms the model, logging what seed 001's console reports: load time per component and the plan.
+    /// `warm: false` (a front server whose jobs run on workers) loads it only to check and describe requests.
     public static func load(model: String, memory: MemoryOptions, device: String = "cpu", transformer: String? = nil,
-                            compute: DType = .f32, config: String? = nil, log: (String) -> Void) throws -> Engine {
+                            compute: DType = .f32, config: String? = nil, warm: Bool = true, log: (String) -> Void) throws -> Engine {
         let t0 = Date()
         let pipe = try PipelineRegistry.shared.load(model: model, device: device, transformer: transformer, compute: compute, config: config)
         if let note = pipe.device.note { log(note) }
@@ -33,8 +35,9 @@ public enum SluiceServerMain {
             + pipe.loadSeconds.map { String(format: "%@ %.3f s", $0.component, $0.seconds) }.joined(separator: ", ")
             + " (weights memory-mapped, read on first use)")
         let engine = Engine(pipeline: pipe, memory: memory, modelName: (model as NSString).lastPathComponent)
-        let warm = try engine.warmUp()
-        log(String(format: "warm-up generation in %.2f s", warm))
+        guard warm else { return engine }
+        let seconds = try engine.warmUp()
+        log(String(format: "warm-up generation in %.2f s", seconds))
         if let plan = engine.lastReport?.plan {
             for line in plan.lines { log("plan: " + line) }
         } else {
@@ -52,6 +55,11 @@ public enum SluiceServerMain {
         }()
         let gallery = try Gallery(directory: galleryDirectory, maxImages: options.galleryMaxImages, maxBytes: options.galleryMaxBytes)
         let state = ServerState(options: options, gallery: gallery)
+        // The queue's database before anything listens: unreachable, or a schema newer than this binary, is
+        // an error at once.
+        let database: QueueDatabase? = if let url = options.queueURL {
+            QueueDatabase(queue: try await PostgresQueue(url: url), route: options.route ?? model)
+        } else { nil }
         let app = Application(
             router: Routes.router(state, logger: logger),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "Sluice"),
@@ -61,7 +69,8 @@ public enum SluiceServerMain {
             let engine: Engine? = await withCheckedContinuation { done in
                 let thread = Thread {
                     do {
-                        let e = try load(model: model, memory: memory, device: options.device, transformer: options.transformer, compute: options.compute, config: options.config) { line in
+                        let e = try load(model: model, memory: memory, device: options.device, transformer: options.transformer, compute: options.compute,
+                                         config: options.config, warm: database == nil) { line in
                             state.log(line)
                             logger.info("\(line)")
                         }
@@ -76,7 +85,13 @@ public enum SluiceServerMain {
                 thread.start()
             }
             guard let engine else { exit(1) }
-            await state.becomeReady(engine: engine)
+            if let database {
+                let line = "jobs go to the queue at \(PostgresQueue.redacted(database.queue.url)) for workers of \(database.route)"
+                    + " (this server checks requests against the model and generates nothing)"
+                state.log(line)
+                logger.info("\(line)")
+            }
+            await state.becomeReady(engine: engine, database: database)
             logger.info("ready")
         }
         defer { loader.cancel() }

@@ -25,8 +25,8 @@ public final class ServerState: @unchecked Sendable {
     public func log(_ line: String) { lock.withLock { _log.append(line) } }
 
     /// The model is loaded and warm: jobs may be taken.
-    public func becomeReady(engine: Engine) async {
-        let q = JobQueue(engine: engine, gallery: gallery, capacity: options.queueSize, perClient: options.maxJobsPerClient)
+    public func becomeReady(engine: Engine, database: QueueDatabase? = nil) async {
+        let q = JobQueue(engine: engine, gallery: gallery, capacity: options.queueSize, perClient: options.maxJobsPerClient, database: database)
         await q.start()
         lock.withLock {
             _engine = engine
@@ -69,6 +69,10 @@ public struct ServeOptions: Sendable {
     /// A live preview every this many denoising steps (0: none). On a GPU each preview reads the latents
     /// back and makes the host wait for the step; between previews the latents stay on the device.
     public var previewEvery = 1
+    /// `--queue`: jobs wait in this PostgreSQL database for `sluice worker`s; nil: they run in this process.
+    public var queueURL: String?
+    /// `--route`: the model name workers take this server's jobs under (default: `--model` as given).
+    public var route: String?
     public init() {}
 }
 

@@ -3,6 +3,7 @@ import Hummingbird
 import SluiceCore
 import SluiceMemory
 import SluicePipelines
+import SluiceQueue
 
 /// Liveness, readiness and the status page's data: the model, the device and its memory, the queue,
 /// the last run's plan and phases.
@@ -38,6 +39,21 @@ enum StatusRoutes {
         var samplers: [String]?
         /// Whether a job may start from an init image.
         var imageToImage: Bool?
+        /// With `--queue`: the database (no password), the model name jobs go under, the workers it
+        /// knows and the jobs waiting per model; `queueError` when the database cannot be read now.
+        var queue: String?
+        var route: String?
+        var workers: [WorkerStatus]?
+        var queueDepths: [String: Int]?
+        var queueError: String?
+    }
+    struct WorkerStatus: Encodable {
+        let id: String
+        let model: String
+        let device: String
+        let budgetBytes: Int?
+        let secondsSinceHeartbeat: Double
+        let currentJob: String?
     }
 
     static func collection(_ state: ServerState) -> RouteCollection<SluiceRequestContext> {
@@ -69,6 +85,19 @@ enum StatusRoutes {
                     out.keptOnDevice = e.pipeline.components.keptOnDevice
                     out.samplers = e.pipeline.samplerNames
                     out.imageToImage = e.pipeline.supportsImageToImage
+                    if let db = q.database {
+                        // The device and plan above are this server's; the work is on the workers.
+                        out.queue = PostgresQueue.redacted(db.queue.url)
+                        out.route = db.route
+                        out.currentJob = nil
+                        do {
+                            out.workers = try await db.queue.workers().map {
+                                WorkerStatus(id: $0.id, model: $0.model, device: $0.device, budgetBytes: $0.budget,
+                                             secondsSinceHeartbeat: $0.secondsSinceHeartbeat, currentJob: $0.currentJob?.uuidString.lowercased())
+                            }
+                            out.queueDepths = try await db.queue.depths()
+                        } catch { out.queueError = "\(error)" }
+                    }
                 }
                 return Routes.json(out)
             }

@@ -196,6 +196,11 @@ enum WebUI {
       $("device-legend").textContent = real ? "device (Vulkan buffers)" : "device (simulated)";
       if (s.device_budget_bytes) text += " · device budget " + gib(s.device_budget_bytes) + (real ? " (Vulkan: " + s.device_name + ")" : " (" + s.profile + ", simulated)");
       if (s.queue_length !== undefined) text += " · queue " + s.queue_length + "/" + s.queue_capacity;
+      if (s.workers) {
+        const live = s.workers.filter((w) => w.model === s.route && w.seconds_since_heartbeat < 60);
+        text += " · " + live.length + " worker" + (live.length === 1 ? "" : "s") + " (" + ((s.queue_depths || {})[s.route] || 0) + " waiting)";
+      }
+      if (s.queue_error) text += " · queue database: " + s.queue_error;
       $("memory-text").textContent = text;
       if (samples.length < 2) return;
       const max = Math.max(...samples.map((m) => Math.max(m.host_bytes, m.device_bytes || 0)), 1) * 1.1;

@@ -38,7 +38,7 @@ struct QueueCommand: AsyncParsableCommand {
             defer { q.close() }
             let p = JobParameters(prompt: prompt, negativePrompt: negativePrompt, seed: seed, steps: steps, width: width, height: height, guidance: guidance)
             do {
-                print(try await q.enqueue(model: model, payload: try JSONEncoder().encode(p), maxAttempts: maxAttempts, maxDepth: maxDepth).uuidString.lowercased())
+                print(try await q.enqueue(model: model, payload: try QueuedJob.encode(p), maxAttempts: maxAttempts, maxDepth: maxDepth).uuidString.lowercased())
             } catch let e as QueueError { throw CommandError(message: "\(e)") }
         }
     }

@@ -4,6 +4,7 @@ import SluiceBackends
 import SluiceCore
 import SluiceMemory
 import SluicePipelines
+import SluiceQueue
 import SluiceServer
 
 struct Serve: AsyncParsableCommand {
@@ -32,6 +33,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most bytes the gallery keeps (e.g. 5G); the oldest images are removed first.") var galleryMaxBytes: ByteSize?
     @Option(parsing: .unconditional, help: "Most jobs one client (remote address) may have waiting or running; more get 429.") var maxJobsPerClient = 4
     @Option(parsing: .unconditional, help: "A live preview every N denoising steps (0: none). On a GPU each preview waits for the step and reads the latents back.") var previewEvery = 1
+    @Option(help: "Put jobs in this PostgreSQL queue for `sluice worker`s instead of running them here: postgres://user[:password]@host[:port]/database. --queue-size is then the most jobs waiting for this model.") var queue: String?
+    @Option(help: "With --queue: the model name workers take these jobs under (default: --model as given; a worker's --route must match).") var route: String?
 
     func run() async throws {
         let memory = try self.memory.options(device: device)
@@ -59,10 +62,15 @@ struct Serve: AsyncParsableCommand {
         o.config = config
         o.compute = compute
         o.previewEvery = previewEvery
+        o.queueURL = queue
+        o.route = route
+        if route != nil && queue == nil { throw CommandError(message: "--route applies only with --queue") }
         do { try SluiceServerMain.checkSafety(o) } catch { throw CommandError(message: "\(error)") }
         if apiKey != nil { stderrLine("note: --api-key is visible to other users of this machine (ps); $SLUICE_API_KEY or --api-key-file are not") }
         try await withFlagsAsync {
-            try await SluiceServerMain.run(model: model, options: o, memory: memory, galleryDirectory: gallery ?? Gallery.defaultDirectory())
+            do {
+                try await SluiceServerMain.run(model: model, options: o, memory: memory, galleryDirectory: gallery ?? Gallery.defaultDirectory())
+            } catch let e as QueueError { throw CommandError(message: "\(e)") }
         }
     }
 

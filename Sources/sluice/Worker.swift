@@ -27,11 +27,13 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Seconds a job's lease lasts; renewed every third of it while the job runs.") var lease = 30.0
     @Option(parsing: .unconditional, help: "Seconds between looks at an empty queue.") var poll = 0.5
     @Option(parsing: .unconditional, help: "Stop after this many jobs (0: never).") var maxJobs = 0
+    @Option(parsing: .unconditional, help: "A live preview every N denoising steps (0: none), sent to the front server through the database.") var previewEvery = 1
 
     func run() async throws {
         let memory = try self.memory.options(device: device)
         guard lease >= 0.5, lease <= 3600 else { throw CommandError(message: "--lease must be 0.5…3600 seconds") }
         guard poll > 0, poll <= 60 else { throw CommandError(message: "--poll must be in (0, 60] seconds") }
+        guard (0...1000).contains(previewEvery) else { throw CommandError(message: "--preview-every must be 0…1000 (0: no previews)") }
         let worker = name ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let route = self.route ?? model
         let q: PostgresQueue
@@ -40,6 +42,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let engine = try SluiceServerMain.load(model: model, memory: memory, device: device, transformer: transformer, compute: compute, config: config) {
             FileHandle.standardError.write(Data(($0 + "\n").utf8))
         }
+        engine.previewEvery = previewEvery
         try await q.register(worker: worker, model: route, device: engine.pipeline.device.description, budget: memory.deviceBudget)
         FileHandle.standardError.write(Data("worker \(worker): taking jobs for \(route) from \(PostgresQueue.redacted(queue))\n".utf8))
         var done = 0
@@ -58,24 +61,23 @@ struct WorkerCommand: AsyncParsableCommand {
     /// flag; the result stored if the lease still holds.
     func runJob(_ job: ClaimedJob, worker: String, engine: Engine, queue q: PostgresQueue) async throws {
         let params: JobParameters
-        do {
-            params = try JSONDecoder().decode(JobParameters.self, from: job.payload)
-            guard params.count == 1 else { throw CommandError(message: "a queued job makes one image (count \(params.count))") }
-        } catch {
+        do { params = try QueuedJob.decode(job.payload) } catch {
             try await q.fail(job: job.id, worker: worker, reason: "bad job: \(error)")
             return
         }
         let flags = JobFlags()
         let id = job.id.uuidString.lowercased()
-        let generation = Task.detached { () -> Result<[UInt8], Error> in
+        let generation = Task.detached { () -> Result<[Data], Error> in
             do {
                 let images = try engine.run(params, job: id, report: { event in
-                    // Small payloads: phase, step, ETA (previews stay with the worker).
+                    // Small notifications: phase, step, ETA; a preview goes to its table, named by the job.
                     var e = event
+                    let preview = e.preview.flatMap { Data(base64Encoded: $0) }
                     e.preview = nil
-                    if let json = try? String(decoding: JSONEncoder().encode(e), as: UTF8.self) { flags.progress(json) }
+                    e.previewStored = preview == nil ? nil : true
+                    if let json = try? String(decoding: JSONEncoder().encode(e), as: UTF8.self) { flags.progress(json, preview: preview.map { ($0, e.step) }) }
                 }, isCancelled: { flags.stop })
-                return .success(images[0].png)
+                return .success(images.map { Data($0.png) })
             } catch { return .failure(error) }
         }
         // Four times a second: send the newest progress and read the cancel flag (a cancelled job stops at
@@ -85,7 +87,7 @@ struct WorkerCommand: AsyncParsableCommand {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 if Task.isCancelled { break }
-                for json in flags.takeProgress() { try? await q.publish(progress: json) }
+                await send(flags.takeProgress(), job: job.id, worker: worker, queue: q)
                 if (try? await q.isCancelled(job: job.id)) == true { flags.cancel() }
                 if Date().timeIntervalSince(renewed) >= lease / 3 {
                     if (try? await q.heartbeat(job: job.id, worker: worker, lease: lease)) == false { flags.lose() }
@@ -95,10 +97,10 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let outcome = await generation.value
         keeper.cancel()
-        for json in flags.takeProgress() { try? await q.publish(progress: json) }
+        await send(flags.takeProgress(), job: job.id, worker: worker, queue: q)
         switch outcome {
-        case .success(let png):
-            if try await !q.complete(job: job.id, worker: worker, image: Data(png)) {
+        case .success(let pngs):
+            if try await !q.complete(job: job.id, worker: worker, images: pngs) {
                 FileHandle.standardError.write(Data("job \(id): no longer ours (lease lost or cancelled); its image is dropped\n".utf8))
                 if flags.cancelled { try await q.acknowledgeCancel(job: job.id, worker: worker) }
             }
@@ -112,18 +114,26 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 }
 
+/// Progress out: the preview into its table first, so a front server that reads the notification finds it.
+func send(_ events: [(json: String, preview: (png: Data, step: Int)?)], job: UUID, worker: String, queue q: PostgresQueue) async {
+    for e in events {
+        if let p = e.preview { try? await q.storePreview(job: job, worker: worker, step: p.step, png: p.png) }
+        try? await q.publish(progress: e.json)
+    }
+}
+
 /// What the lease keeper tells the generation thread, and the progress it has not sent yet.
 final class JobFlags: @unchecked Sendable {
     private let lock = NSLock()
     private var _cancelled = false, _lost = false
-    private var pending: [String] = []
+    private var pending: [(json: String, preview: (png: Data, step: Int)?)] = []
     var cancelled: Bool { lock.withLock { _cancelled } }
     var lost: Bool { lock.withLock { _lost } }
     var stop: Bool { lock.withLock { _cancelled || _lost } }
     func cancel() { lock.withLock { _cancelled = true } }
     func lose() { lock.withLock { _lost = true } }
     /// Keeps the latest event only: a slow database sees the newest progress, not a backlog.
-    func progress(_ json: String) { lock.withLock { pending = [json] } }
-    func takeProgress() -> [String] { lock.withLock { defer { pending = [] }; return pending } }
+    func progress(_ json: String, preview: (png: Data, step: Int)?) { lock.withLock { pending = [(json, preview)] } }
+    func takeProgress() -> [(json: String, preview: (png: Data, step: Int)?)] { lock.withLock { defer { pending = [] }; return pending } }
 }
 

@@ -187,6 +187,12 @@ import Testing
 
     /// A status line from `GET path` on 127.0.0.1:port (nil when nothing answers).
     static func httpStatus(port: Int, path: String, headers: [String] = []) -> Int? {
+        http("GET", port: port, path: path, headers: headers)?.status
+    }
+
+    /// One HTTP/1.1 request to 127.0.0.1:port on a connection of its own (closed by the server after the
+    /// answer): the status and the body; nil when nothing answers.
+    static func http(_ method: String, port: Int, path: String, headers: [String] = [], json: String? = nil) -> (status: Int, body: String)? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -195,12 +201,21 @@ import Testing
         addr.sin_port = UInt16(port).bigEndian
         let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard ok == 0 else { return nil }
-        let request = (["GET \(path) HTTP/1.1", "Host: 127.0.0.1:\(port)", "Connection: close"] + headers).joined(separator: "\r\n") + "\r\n\r\n"
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let n = recv(fd, &buffer, buffer.count, 0)
-        guard n > 12 else { return nil }
-        return Int(String(decoding: buffer[9..<12], as: UTF8.self))
+        var lines = ["\(method) \(path) HTTP/1.1", "Host: 127.0.0.1:\(port)", "Connection: close"] + headers
+        if let json { lines += ["Content-Type: application/json", "Content-Length: \(json.utf8.count)"] }
+        let request = Array((lines.joined(separator: "\r\n") + "\r\n\r\n" + (json ?? "")).utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            response += buffer[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard response.count > 12, let status = Int(String(decoding: response[9..<12], as: UTF8.self)) else { return nil }
+        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+        return (status, body)
     }
 
     /// The API key from $SLUICE_API_KEY or --api-key-file, never needed on the command line: without

@@ -36,7 +36,7 @@ struct WorkerTests {
     }
 
     static func payload(steps: Int = 1, seed: UInt64 = 1) throws -> Data {
-        try JSONEncoder().encode(JobParameters(prompt: "a red fox", seed: seed, steps: steps, width: 64, height: 64, guidance: 0))
+        try QueuedJob.encode(JobParameters(prompt: "a red fox", seed: seed, steps: steps, width: 64, height: 64, guidance: 0))
     }
 
     static func waitUntil(_ seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
@@ -130,5 +130,74 @@ struct WorkerTests {
         let cancelled = try await q.job(long)
         #expect(stopped, "\(String(describing: cancelled))")
         #expect(try await q.result(long) == nil)
+    }
+
+    static func startFront(_ url: String, port: Int, gallery: String, queueSize: Int) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.binary)
+        p.arguments = ["serve", "--queue", url, "--model", model, "--port", "\(port)", "--gallery", gallery, "--queue-size", "\(queueSize)",
+                       "--max-jobs-per-client", "16"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    static func json(_ text: String) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+    }
+
+    /// `serve --queue` in front of two workers: jobs submitted over HTTP wait in PostgreSQL (429 once the
+    /// queue's depth is reached, with no worker yet), a waiting job cancelled through the front server is
+    /// cancelled in the database; the front server killed (-9) while jobs run and started again loses
+    /// none: every job ends done through it, each image once in its gallery, a batch of two included.
+    @Test func frontServerOnTheQueueLosesNothing() async throws {
+        let url = try await Self.database()
+        let dir = NSTemporaryDirectory() + "sluice-front-\(UUID().uuidString)"
+        let gallery = dir + "/gallery"
+        let port = 20000 + Int.random(in: 0..<20000)
+        var front = try Self.startFront(url, port: port, gallery: gallery, queueSize: 6)
+        defer { front.terminate() }
+        #expect(try await Self.waitUntil(60) { CLITests.httpStatus(port: port, path: "/ready") == 200 })
+
+        var ids: [String] = []
+        for i in 0..<6 {
+            let body = #"{"prompt": "fox \#(i)", "width": 128, "height": 128, "steps": 6, "seed": \#(i)\#(i == 0 ? #", "count": 2"# : "")}"#
+            let r = CLITests.http("POST", port: port, path: "/api/jobs", json: body)
+            #expect(r?.status == 202, "\(String(describing: r))")
+            if let id = r.flatMap({ Self.json($0.body)["id"] as? String }) { ids.append(id) }
+        }
+        try #require(ids.count == 6)
+        let full = CLITests.http("POST", port: port, path: "/api/jobs", json: #"{"prompt": "one too many", "width": 64, "height": 64}"#)
+        #expect(full?.status == 429 && full?.body.contains("is full") == true, "\(String(describing: full))")
+        #expect(CLITests.http("DELETE", port: port, path: "/api/jobs/\(ids[5])")?.status == 200)
+        let q = try await PostgresQueue(url: url)
+        defer { q.close() }
+        #expect(try await q.job(UUID(uuidString: ids[5])!)?.state == "cancelled")
+
+        // Workers start; once the first job runs, the front server dies and comes back.
+        let workers = try ["left", "right"].map { try Self.startWorker(url, name: $0) }
+        defer { for w in workers { w.terminate() } }
+        #expect(try await Self.waitUntil(60) { (try await q.counts()["running"] ?? 0) > 0 })
+        kill(front.processIdentifier, SIGKILL)
+        front.waitUntilExit()
+        front = try Self.startFront(url, port: port, gallery: gallery, queueSize: 6)
+        #expect(try await Self.waitUntil(60) { CLITests.httpStatus(port: port, path: "/ready") == 200 })
+
+        let ended = try await Self.waitUntil(120) {
+            ids.prefix(5).allSatisfy { Self.json(CLITests.http("GET", port: port, path: "/api/jobs/\($0)")?.body ?? "")["state"] as? String == "done" }
+        }
+        let counts = try await q.counts()
+        #expect(ended, "\(counts)")
+        let cancelled = Self.json(CLITests.http("GET", port: port, path: "/api/jobs/\(ids[5])")?.body ?? "")
+        #expect(cancelled["state"] as? String == "cancelled", "\(cancelled)")
+        let batch = Self.json(CLITests.http("GET", port: port, path: "/api/jobs/\(ids[0])")?.body ?? "")
+        #expect(batch["results"] as? [String] == [ids[0] + "-1", ids[0] + "-2"], "\(batch)")
+        let pngs = try FileManager.default.contentsOfDirectory(atPath: gallery).filter { $0.hasSuffix(".png") }.sorted()
+        let expected = ([ids[0] + "-1", ids[0] + "-2"] + ids[1..<5]).map { $0 + ".png" }.sorted()
+        #expect(pngs == expected)
+        let status = Self.json(CLITests.http("GET", port: port, path: "/api/status")?.body ?? "")
+        let listed = (status["workers"] as? [[String: Any]])?.compactMap { $0["id"] as? String }.sorted()
+        #expect(listed == ["left", "right"] && status["route"] as? String == Self.model, "\(status)")
     }
 }
