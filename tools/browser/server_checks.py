@@ -8,6 +8,11 @@
 3. Slow body: a client that announces 1000 bytes and sends 10 gets 408 within the body timeout and
    its connection closed, while others are served; the access log has a line per request and no
    prompt.
+4. Queue load (when $SLUICE_TEST_POSTGRES names a PostgreSQL server; required with CI=true): a front
+   server (`serve --queue`, depth 16) and two `sluice worker`s. 50 jobs at once before any worker runs:
+   exactly 16 accepted, 34 refused with 429; then the workers start, and once those are done 50 more
+   arrive while they run: only 202 or 429, at least 16 accepted. Every accepted job ends done through the front server with its image in the
+   front's gallery, and the front server's resident memory stays within 1.5× + 256 MiB.
 
 Run from the repository root after a release build:  python3 tools/browser/server_checks.py [sluice]
 """
@@ -41,10 +46,10 @@ def request(base, path, body=None, timeout=120):
         return e.code, json.loads(e.read() or b"{}")
 
 
-def start(binary, gallery, port, extra=(), log=None):
+def start(binary, gallery, port, extra=(), log=None, per_client=16):
     out = open(log, "w") if log else subprocess.DEVNULL
     p = subprocess.Popen([binary, "serve", "--model", MODEL, "--port", str(port), "--gallery", gallery, "--queue-size", "16",
-                          "--max-jobs-per-client", "16", *extra], stdout=out, stderr=subprocess.STDOUT)
+                          "--max-jobs-per-client", str(per_client), *extra], stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base)
@@ -153,8 +158,69 @@ def slow_body_check(binary):
         server.wait(10)
 
 
+def wait_done(base, ids, seconds):
+    end = time.time() + seconds
+    for jid in ids:
+        while True:
+            state = request(base, f"/api/jobs/{jid}")[1]["state"]
+            if state in ("done", "failed", "cancelled"):
+                assert state == "done", (jid, state)
+                break
+            assert time.time() < end, "jobs did not finish in time"
+            time.sleep(0.1)
+
+
+def queue_load_check(binary):
+    server_url = os.environ.get("SLUICE_TEST_POSTGRES")
+    if not server_url:
+        assert os.environ.get("CI") != "true", "CI=true but SLUICE_TEST_POSTGRES is not set (.ci/run starts a cluster)"
+        print("queue load: skipped (no $SLUICE_TEST_POSTGRES)")
+        return
+    name = "sluice_load_" + os.urandom(6).hex()
+    subprocess.run(["psql", server_url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    gallery = tempfile.mkdtemp(prefix="sluice-qload-")
+    server, base = start(binary, gallery, free_port(), extra=("--queue", url), per_client=200)
+    workers = []
+    try:
+        before = request(base, "/api/status")[1]["memory_now"]["host_bytes"]
+        job = lambda i: request(base, "/api/jobs", {"prompt": f"fox {i}", "width": 64, "height": 64, "steps": 4, "seed": i})
+        with cf.ThreadPoolExecutor(max_workers=64) as pool:
+            statuses = list(pool.map(lambda _: request(base, "/api/status")[0], range(200)))
+            first = list(pool.map(job, range(50)))
+        assert all(s == 200 for s in statuses), statuses
+        accepted = [j[1]["id"] for j in first if j[0] == 202]
+        assert len(accepted) == 16 and sum(j[0] == 429 for j in first) == 34, [j[0] for j in first]
+        workers = [subprocess.Popen([binary, "worker", "--queue", url, "--model", MODEL, "--name", f"load-{n}", "--poll", "0.1"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in range(2)]
+        wait_done(base, accepted, 120)
+        with cf.ThreadPoolExecutor(max_workers=64) as pool:
+            second = list(pool.map(job, range(50, 100)))
+        assert all(j[0] in (202, 429) for j in second) and sum(j[0] == 202 for j in second) >= 16, [j[0] for j in second]
+        accepted += [j[1]["id"] for j in second if j[0] == 202]
+        wait_done(base, accepted, 180)
+        pngs = [f for f in os.listdir(gallery) if f.endswith(".png")]
+        assert sorted(pngs) == sorted(a + ".png" for a in accepted), (len(pngs), len(accepted))
+        status = request(base, "/api/status")[1]
+        assert sorted(w["id"] for w in status["workers"]) == ["load-0", "load-1"], status["workers"]
+        after = status["memory_now"]["host_bytes"]
+        assert after <= before * 1.5 + (256 << 20), (before, after)
+        assert server.poll() is None, "front server exited"
+        print(f"queue load: two workers; 16 of 50 accepted before they ran (34 × 429), {len(accepted) - 16} of 50 while they ran; "
+              f"all {len(accepted)} done with one image each; front RSS {before >> 20} → {after >> 20} MiB")
+    finally:
+        for w in workers:
+            w.terminate()
+        server.terminate()
+        server.wait(10)
+        for w in workers:
+            w.wait(10)
+        subprocess.run(["psql", server_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+
+
 if __name__ == "__main__":
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build", "release", "sluice")
     load_check(binary)
     crash_check(binary)
     slow_body_check(binary)
+    queue_load_check(binary)
