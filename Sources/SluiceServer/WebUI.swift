@@ -193,7 +193,7 @@ enum WebUI {
       const gib = (b) => (b / 1073741824).toFixed(2) + " GiB";
       let text = "host now " + gib(now.host_bytes || 0);
       const real = s.device_memory === "vulkan";
-      $("device-legend").textContent = real ? "device (Vulkan buffers)" : "device (simulated)";
+      $("device-legend").textContent = s.workers ? "device (on the workers)" : real ? "device (Vulkan buffers)" : "device (simulated)";
       if (s.device_budget_bytes) text += " · device budget " + gib(s.device_budget_bytes) + (real ? " (Vulkan: " + s.device_name + ")" : " (" + s.profile + ", simulated)");
       if (s.queue_length !== undefined) text += " · queue " + s.queue_length + "/" + s.queue_capacity;
       if (s.workers) {
