@@ -10,6 +10,9 @@ public enum OffloadModel {
         public let bytes: [Int]
         public let flops: [Double]
         public let touched: [Double]
+        public init(names: [String], bytes: [Int], flops: [Double], touched: [Double]) {
+            self.names = names; self.bytes = bytes; self.flops = flops; self.touched = touched
+        }
     }
 
     /// `activation`: the bytes the plan reserves (a tiled VAE's are a tile's); default the whole call's.
@@ -124,9 +127,10 @@ public enum OffloadModel {
     /// (bytes Res) and let F = W − Res be the room left for streamed weights (staging and the group
     /// in use). Each step, everything not resident crosses: total − W + F bytes, so a step is at least
     /// that over the link plus the time the link stands idle. While a run G = g₁…gₘ of groups
-    /// computes, copies land in room free when G starts (at most F) or freed by G's streamed groups as
-    /// they finish: by the end of gⱼ at most F + s(g₁…gⱼ₋₁) bytes can have been copied, s counting
-    /// only groups of at most F bytes (a streamed group fits in F). Copying as early as those caps
+    /// computes, copies land in room free when G starts or freed by G's streamed groups as they finish.
+    /// A streamed g₁ is whole on the device when G starts (free room ≤ F − s(g₁)) and frees s(g₁) when
+    /// it ends; a resident g₁ frees nothing: either way, by the end of gⱼ at most F + s(g₂…gⱼ₋₁) bytes
+    /// can have been copied, s counting only groups of at most F bytes (a streamed group fits in F). Copying as early as those caps
     /// and the link allow, A bytes at most cross during G's compute, and the link idles at least
     /// c_G − A / link; idle times of disjoint runs add up (the best set by dynamic programming over
     /// a few rotations, since a step follows a step). The crossing term grows with F and the idle
@@ -160,7 +164,10 @@ public enum OffloadModel {
                     for j in i..<n {
                         let g = (shift + j) % n
                         copied = min(copied + c[g] * link, room + freed)
-                        freed += s[g]
+                        // The run's first group frees nothing it did not hold at the start: streamed,
+                        // its bytes were in the room already (free ≤ F − s₁, freed later s₁); resident,
+                        // it frees nothing.
+                        if j > i { freed += s[g] }
                         busy += c[g]
                         let run = busy - copied / link
                         if run > 0 { most[j + 1] = max(most[j + 1], most[i] + run) }
