@@ -129,6 +129,10 @@ import Testing
         }
         let gallery = try Self.sluice(["serve", "-m", Self.model, "--gallery", "/proc/sluice-gallery"])
         #expect(gallery.status == 1 && gallery.output.contains("/proc/sluice-gallery") && !gallery.output.contains("NSCocoa"), "\(gallery.output)")
+        let queue = try Self.sluice(["serve", "-m", Self.model, "--queue", "http://db.lan/x"])
+        #expect(queue.status == 1 && queue.output.contains("--queue http://db.lan/x: not a postgres://"), "\(queue.output)")
+        let route = try Self.sluice(["serve", "-m", Self.model, "--route", "x"])
+        #expect(route.status == 1 && route.output.contains("--route applies only with --queue"), "\(route.output)")
         let models = try Self.sluice(["models", "--cache", "/no/such/cache"])
         #expect(models.status == 1 && models.output.contains("no such folder"), "\(models.output)")
     }
