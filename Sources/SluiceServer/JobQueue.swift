@@ -130,24 +130,17 @@ public actor JobQueue {
         if let database {
             // The database decides: a waiting job ends now, a running one when its worker reads the flag.
             guard await database.cancel(id) else { return false }
-            guard var job = jobs[id], job.state == .queued else { return true }
-            job.state = .cancelled
-            job.finished = Date().timeIntervalSince1970
-            jobs[id] = job
-            finish(id)
-            publish(JobEvent(job: id, state: .cancelled))
-            return true
-        }
-        guard var job = jobs[id] else { return false }
-        cancelFlags[id]?.set()
-        if job.state == .queued {
+        } else {
+            cancelFlags[id]?.set()
             waiting.removeAll { $0 == id }
-            job.state = .cancelled
-            job.finished = Date().timeIntervalSince1970
-            jobs[id] = job
-            finish(id)
-            publish(JobEvent(job: id, state: .cancelled))
         }
+        // A waiting job ends here; a running one when its generation stops at the next step.
+        guard var job = jobs[id], job.state == .queued else { return true }
+        job.state = .cancelled
+        job.finished = Date().timeIntervalSince1970
+        jobs[id] = job
+        finish(id)
+        publish(JobEvent(job: id, state: .cancelled))
         return true
     }
 

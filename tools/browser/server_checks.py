@@ -59,6 +59,18 @@ def start(binary, gallery, port, extra=(), log=None, per_client=16):
     return p, base
 
 
+def wait_done(base, ids, seconds):
+    end = time.time() + seconds
+    for jid in ids:
+        while True:
+            state = request(base, f"/api/jobs/{jid}")[1]["state"]
+            if state in ("done", "failed", "cancelled"):
+                assert state == "done", (jid, state)
+                break
+            assert time.time() < end, "jobs did not finish in time"
+            time.sleep(0.1)
+
+
 def load_check(binary):
     gallery = tempfile.mkdtemp(prefix="sluice-load-")
     server, base = start(binary, gallery, free_port())
@@ -73,15 +85,7 @@ def load_check(binary):
         rejected = [j for j in jobs if j[0] == 429]
         assert len(accepted) + len(rejected) == 50, [j[0] for j in jobs]
         assert 1 <= len(accepted) <= 16, len(accepted)
-        end = time.time() + 120
-        for jid in accepted:
-            while True:
-                state = request(base, f"/api/jobs/{jid}")[1]["state"]
-                if state in ("done", "failed", "cancelled"):
-                    assert state == "done", (jid, state)
-                    break
-                assert time.time() < end, "jobs did not finish in time"
-                time.sleep(0.1)
+        wait_done(base, accepted, 120)
         after = request(base, "/api/status")[1]["memory_now"]["host_bytes"]
         assert after <= before * 1.5 + (256 << 20), (before, after)
         assert server.poll() is None, "server exited"
@@ -156,18 +160,6 @@ def slow_body_check(binary):
     finally:
         server.terminate()
         server.wait(10)
-
-
-def wait_done(base, ids, seconds):
-    end = time.time() + seconds
-    for jid in ids:
-        while True:
-            state = request(base, f"/api/jobs/{jid}")[1]["state"]
-            if state in ("done", "failed", "cancelled"):
-                assert state == "done", (jid, state)
-                break
-            assert time.time() < end, "jobs did not finish in time"
-            time.sleep(0.1)
 
 
 def queue_load_check(binary):
