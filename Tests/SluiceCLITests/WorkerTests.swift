@@ -199,5 +199,15 @@ struct WorkerTests {
         let status = Self.json(CLITests.http("GET", port: port, path: "/api/status")?.body ?? "")
         let listed = (status["workers"] as? [[String: Any]])?.compactMap { $0["id"] as? String }.sorted()
         #expect(listed == ["left", "right"] && status["route"] as? String == Self.model, "\(status)")
+
+        // Progress through NOTIFY as the same server-sent events as without a queue: denoising steps with
+        // live previews (read from the previews table), then done with the image.
+        let live = CLITests.http("POST", port: port, path: "/api/jobs", json: #"{"prompt": "live", "width": 256, "height": 256, "steps": 50}"#)
+        let liveID = try #require(live.flatMap { Self.json($0.body)["id"] as? String })
+        let events = CLITests.http("GET", port: port, path: "/api/jobs/\(liveID)/events")?.body ?? ""
+        let running = events.components(separatedBy: "\n").filter { $0.hasPrefix("data: ") && $0.contains(#""phase":"denoise""#) }
+        #expect(!running.isEmpty && running.contains { $0.contains(#""preview":"iVBOR"#) }, "\(events.prefix(2000))")
+        #expect(events.contains("event: done") && events.contains(#""results":["\#(liveID)"]"#), "\(events.suffix(1000))")
+        #expect(!events.contains("preview_stored"))
     }
 }
