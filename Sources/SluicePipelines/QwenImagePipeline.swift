@@ -172,10 +172,11 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
                               vae: (vae.config, try vaeRunner.groupDescriptions()), followsStorage: false, flops: [:])
         if let encoderRunner {
             // The encoder's activations are about the decoder's at the same size (mirror-image blocks); none
-            // without an init image.
+            // without an init image. Under a budget too small for the whole image it encodes in tiles, as the
+            // decoder decodes.
             let config = vae.config, encodes = r.initImage != nil
             d.insert(try encoderRunner.describe(activationBytes: { w in encodes ? config.decodeActivationBytes(pixels: w.width * w.height) * w.batch : 0 },
-                                                rows: { w in Double(w.width * w.height) / 4 }), at: 1)
+                                                rows: { w in Double(w.width * w.height) / 4 }, tiling: encodes ? vae.tiling : nil), at: 1)
         }
         return d
     }
@@ -256,6 +257,9 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             let length = r.maxSequenceLength ?? QwenImagePrompt.maxTokens
             let pos = try encodePrompt(r.prompt, maxLength: length), neg = cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil
+            // Components of a phase run one at a time: the text encoder leaves (when the plan swaps it) before
+            // the VAE encoder takes its room.
+            run.finished(component: textRunner.name)
             // Image to image: the init image's latents, sampled with the run's generator before the noise.
             return (pos, neg, try r.initImage.map { image in try encodeImage(image, generator: &generator, run: run, on: be) })
         }
@@ -309,9 +313,9 @@ public final class QwenImagePipeline: TextToImagePipeline, @unchecked Sendable {
     /// noise from the run's generator (diffusers' retrieve_latents).
     func encodeImage(_ image: InitImage, generator: inout TorchGenerator, run: PipelineRun, on be: any Backend) throws -> Tensor {
         guard let encoderRunner else { throw SluiceError.invalidParameter(.initImage, reason: "this model's VAE file has no encoder") }
-        let v = vae
+        let v = vae, tile = run.plan?.component(encoderRunner.name)?.tileLatent
         return try VAEEncoderComponent.sample(image, runner: encoderRunner, generator: &generator, run: run, on: be) { x, w in
-            try v.encodeMoments(x, w, be)
+            try tile.map { t throws(SluiceError) in try v.encodeMomentsTiled(x, tileLatent: t, w, be) } ?? v.encodeMoments(x, w, be)
         }
     }
 

@@ -185,6 +185,9 @@ public final class ZImagePipeline: TextToImagePipeline, @unchecked Sendable {
             progress(run.withDevice(GenerationProgress(phase: .text, step: 0, total: cfg ? 2 : 1, elapsed: 0)))
             let length = r.maxSequenceLength ?? Self.maxPromptTokens
             let pos = try encodePrompt(r.prompt, maxLength: length), neg = cfg ? try encodePrompt(r.negativePrompt, maxLength: length) : nil
+            // Components of a phase run one at a time: the text encoder leaves (when the plan swaps it) before
+            // the VAE encoder takes its room.
+            run.finished(component: textRunner.name)
             // Image to image: the init image's latents, sampled with the run's generator before the noise.
             let z = try r.initImage.map { image in try encoderComponent!.sample(image, generator: &generator, run: run, on: be) }
             return (pos, neg, z)

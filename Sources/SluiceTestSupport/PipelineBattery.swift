@@ -29,6 +29,7 @@ public struct PipelineBattery {
         try progressRunsThroughThePhasesInOrder()
         try cancellingStopsBetweenStepsAndTheNextRunWorks()
         try budgetsChangeNothingButWhereTheyMayAndKeepToTheBudget()
+        try imageToImageKeepsToTheBudget()
     }
 
     func bits(_ t: Tensor) throws -> [UInt32] { try t.toFloats().map(\.bitPattern) }
@@ -138,6 +139,29 @@ public struct PipelineBattery {
             Issue.record("ran in 1000 bytes")
         } catch let SluiceError.invalidParameter(p, reason) {
             #expect(p == .vramLimit && reason.contains("smallest that works"), "\(reason)")
+        }
+    }
+
+    /// Image to image (for families that take an init image) under the same budgets: every phase within the
+    /// budget — components of a phase run one at a time, so a text encoder the plan swaps out leaves before
+    /// the VAE encoder takes its room — and the latents the unbudgeted run's unless the encoder tiled.
+    public func imageToImageKeepsToTheBudget() throws {
+        let pipe = try load()
+        guard pipe.supportsImageToImage else { return }
+        var r = request
+        var rng = SplitMix(seed: 3)
+        r.initImage = InitImage(pixels: (0..<(3 * r.width * r.height)).map { _ in UInt8(rng.below(256)) }, width: r.width, height: r.height)
+        r.strength = 0.6
+        let free = try pipe.generate(r)
+        for budget in budgets {
+            var memory = MemoryOptions(deviceBudget: budget, profile: .rtx3060)
+            memory.deviceCapBytes = 2 * budget
+            let out = try pipe.generate(r, memory: memory)
+            let plan = try #require(out.report.plan)
+            for phase in out.report.phases { #expect(phase.peakDeviceBytes <= budget, "image to image, budget \(budget) \(phase.phase): \(phase.peakDeviceBytes)") }
+            if plan.component("vae_encoder")?.tileLatent == nil {
+                #expect(try bits(out.latents) == bits(free.latents), "image to image, budget \(budget): latents changed")
+            }
         }
     }
 }

@@ -55,6 +55,29 @@ import Testing
         #expect(mean > 0.03 && mean < 0.1, "mean |tiled − whole| = \(mean)")
     }
 
+    /// diffusers' tiled_encode after the same `enable_tiling(64, 64, 48, 48)` on a random 136 × 104 image: 3 × 3
+    /// tiles, the last column 8 pixels (one latent, narrower than the 2-latent blend); mean and log-variance of
+    /// latent_dist. Tolerance as the whole encode's, 2e-5 abs + 1e-4 rel (f32 on both sides through the encoder's
+    /// convolutions and norms, then a two-term blend).
+    @Test func tiledEncodeMatchesDiffusers() throws {
+        let (vae, w, _) = try Self.load()
+        let f = try Fixtures.file("qwen_image_vae_tiled_encode.safetensors"), b = try CPUBackend()
+        let image = try f.tensor("input.image")
+        let got = try vae.encodeMomentsTiled(image, tileLatent: 8, w, b)
+        #expect(got.mean.shape == [1, 16, 17, 13])
+        for (tensor, key) in [(got.mean, "output.tiled_encode_mean"), (got.logvar, "output.tiled_encode_logvar")] {
+            let c = compare(try tensor.toFloats(), try f.tensor(key).toFloats(), atol: 2e-5, rtol: 1e-4)
+            #expect(c.ok, "\(key): \(c)")
+        }
+        // Tiles change the result (each tile's encoder sees only its pixels)…
+        let whole = try vae.encodeMoments(image, w, b).mean.toFloats(), tiled = try got.mean.toFloats()
+        #expect(zip(whole, tiled).map { abs($0 - $1) }.max()! > 1e-2)
+        // …and an image within one tile is encoded whole, as _encode does.
+        let small = try image.sliced(dim: 3, 0..<64).sliced(dim: 4, 0..<64).contiguous()
+        let one = try vae.encodeMomentsTiled(small, tileLatent: 8, w, b).mean.toFloats()
+        #expect(try one == vae.encodeMoments(small, w, b).mean.toFloats())
+    }
+
     /// `enable_tiling()`'s own tile is 256 pixels every 192: 32 latents every 24. A frame within one tile is
     /// decoded whole and clamped, as _decode does; a 1-latent tile would never step on.
     @Test func tileSizes() throws {

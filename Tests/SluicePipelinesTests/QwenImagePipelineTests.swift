@@ -212,6 +212,37 @@ import Testing
 
     static func bits(_ t: Tensor) throws -> [UInt32] { try t.toFloats().map(\.bitPattern) }
 
+    /// Image to image at 128 × 96 under a budget too small for the VAE encoder's whole frame: the planner tiles
+    /// the encoder as it tiles the decoder, and the run keeps to it — every phase's device peak within the budget
+    /// (the simulated device holds twice the budget), the text phase's real allocations (the encode runs there)
+    /// within what the plan reserved for it. Tiling changes the encode, so the image differs from the
+    /// unbudgeted run's (QwenImageVAETests holds the tiled encode against diffusers' tiled_encode).
+    @Test func tiledEncodeKeepsToTheBudget() throws {
+        var r = Self.request(negative: "")
+        r.width = 128; r.height = 96; r.steps = 2
+        var pixels = [UInt8](repeating: 0, count: 3 * 128 * 96)
+        var rng = SplitMix(seed: 5)
+        for i in pixels.indices { pixels[i] = UInt8(rng.below(256)) }
+        r.initImage = InitImage(pixels: pixels, width: 128, height: 96)
+        r.strength = 0.75
+        let pipe = try QwenImagePipeline(directory: Self.model)
+        let free = try pipe.generate(r)
+        let budget = 2_500_000
+        var memory = MemoryOptions(deviceBudget: budget, profile: .rtx3060)
+        memory.deviceCapBytes = 2 * budget
+        let out = try pipe.generate(r, memory: memory)
+        let plan = try #require(out.report.plan)
+        let encoder = try #require(plan.component("vae_encoder"))
+        #expect(encoder.tileLatent != nil, "the encoder did not tile: \(encoder)")
+        #expect(plan.peakDeviceBytes <= budget)
+        for phase in out.report.phases { #expect(phase.peakDeviceBytes <= budget, "\(phase.phase): \(phase.peakDeviceBytes)") }
+        let text = try #require(out.report.phases.first { $0.phase == Phase.text.rawValue })
+        let reserved = plan.components.filter { $0.phase == Phase.text.rawValue }.map(\.activationBytes).max() ?? 0
+        #expect(text.peakHostBytes > 0 && text.peakHostBytes <= reserved, "text phase allocated \(text.peakHostBytes), the plan reserved \(reserved)")
+        #expect(try Self.bits(out.image) != Self.bits(free.image))
+        #expect(try out.image.toFloats().allSatisfy(\.isFinite))
+    }
+
     /// The checks every family passes; budgets that stream the transformer change nothing.
     @Test func battery() throws {
         var r = Self.request(negative: "blurry")

@@ -1,4 +1,4 @@
-"""Writes Tests/Fixtures/qwen_image_vae.safetensors (and qwen_image_vae_tiled.safetensors): a tiny random-weight AutoencoderKLQwenImage (Qwen-Image's
+"""Writes Tests/Fixtures/qwen_image_vae.safetensors (and qwen_image_vae_tiled[_encode].safetensors): a tiny random-weight AutoencoderKLQwenImage (Qwen-Image's
 VAE, diffusers' class) with its decode and encode of one frame (T = 1), as diffusers computes them.
 
 Run from the repository root:  /path/to/venv/bin/python tools/reference/make_qwen_image_vae.py
@@ -24,6 +24,10 @@ and in qwen_image_vae_tiled.safetensors (the same model; its own file to keep ea
                        tiles of 8 latents every 6, blended over 16 pixels, not clamped (tiled_decode never clamps;
                        only _decode's untiled path does). The last row and column are 1 latent (8 pixels): there
                        blend_v / blend_h shrink the blend to the narrower tile, weights and all.
+and in qwen_image_vae_tiled_encode.safetensors:
+  input.image [1, 3, 1, 136, 104]
+  output.tiled_encode_mean, output.tiled_encode_logvar   vae.encode(image).latent_dist after the same
+                       enable_tiling: tiled_encode's 3 × 3 tiles, the last column one latent wide.
 The script also checks its own claim that one frame reduces to 2-D convolutions with each Conv3d's last
 temporal slice and no time_conv (`frame_2d` below reproduces diffusers' outputs from the 2-D form).
 """
@@ -153,3 +157,18 @@ TILED = os.path.join(FIXTURES, "qwen_image_vae_tiled.safetensors")
 save_file({"input.latents": tiled_latents, "output.tiled_decode": tiled.contiguous()}, TILED)
 print(TILED, f"tiled range [{tiled.min():.2f}, {tiled.max():.2f}]; mean |tiled - whole (clamped)| "
       f"{(tiled.clamp(-1, 1) - whole).abs().mean():.3f}, max {(tiled.clamp(-1, 1) - whole).abs().max():.3f}")
+
+# ---- Tiled encode (drawn after everything above, so both files above are unchanged) ----
+# The same tiles (64 pixels every 48: 8 latents every 6, blended over 2) on a 136 × 104 image: tile rows at pixels
+# 0, 48, 96 (the last 40 high), columns at 0, 48, 96 (the last 8 wide: one latent, narrower than the blend).
+tiled_image = torch.rand(1, 3, 1, 136, 104) * 2 - 1
+vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, tile_sample_stride_height=48, tile_sample_stride_width=48)
+with torch.no_grad():
+    tiled_dist = vae.encode(tiled_image).latent_dist
+    vae.disable_tiling()
+    whole_dist = vae.encode(tiled_image).latent_dist
+assert tiled_dist.mean.shape == (1, 16, 1, 17, 13), tiled_dist.mean.shape
+TILED_ENCODE = os.path.join(FIXTURES, "qwen_image_vae_tiled_encode.safetensors")
+save_file({"input.image": tiled_image, "output.tiled_encode_mean": tiled_dist.mean.contiguous(),
+           "output.tiled_encode_logvar": tiled_dist.logvar.contiguous()}, TILED_ENCODE)
+print(TILED_ENCODE, f"mean |tiled - whole| of the means {(tiled_dist.mean - whole_dist.mean).abs().mean():.3f}")

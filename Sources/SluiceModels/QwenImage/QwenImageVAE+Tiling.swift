@@ -3,7 +3,8 @@ import SluiceCore
 import SluiceMemory
 import SluiceWeights
 
-/// Tiled decode: diffusers' AutoencoderKLQwenImage.tiled_decode for one frame, and its memory for the planner.
+/// Tiled decode and encode: diffusers' AutoencoderKLQwenImage.tiled_decode and tiled_encode for one frame, and
+/// their memory for the planner.
 ///
 /// A tile of t latents steps on by ⌊3t/4⌋ and, in pixels (× s, the scale), blends over the
 /// s·(t − ⌊3t/4⌋) rows and columns it shares with its neighbour, then keeps its first s·⌊3t/4⌋. That is
@@ -33,6 +34,24 @@ extension QwenImageVAE {
         let rows = try VAETiles.run(x, size: t, step: stride) { tile throws(SluiceError) in try decodeUnclamped(tile, w, b) }
         // diffusers concatenates each tile's first tile_sample_stride rows and columns, then crops to the frame.
         return VAETiles.assemble(rows, blend: s * (t - stride), keep: s * stride, step: s * stride, height: h * s, width: wd * s)
+    }
+
+    /// `encode(image).latent_dist` with tiling on (diffusers' tiled_encode for one frame): the image in tiles of
+    /// s·t pixels every s·⌊3t/4⌋, each encoded alone (`encodeRaw`), the raw moments blended with their top and
+    /// left neighbours over t − ⌊3t/4⌋ latents and cut to their first ⌊3t/4⌋, then split into mean and clamped
+    /// log-variance as `encodeMoments` does. That is tiled_encode after `enable_tiling` with the same sizes as
+    /// `decodeTiled`; an image no larger than one tile either way is encoded whole, as `_encode` does.
+    public func encodeMomentsTiled(_ image: Tensor, tileLatent t: Int, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> (mean: Tensor, logvar: Tensor) {
+        let x = try frame(image, channels: config.inputChannels, operation: "Qwen-Image VAE tiled encode")
+        let s = config.scale, stride = Self.strideLatent(tile: t)
+        guard stride > 0 else { throw .invalidArgument(name: "tile size", reason: "\(t) latents is too small to tile") }
+        guard x.shape[2] % s == 0, x.shape[3] % s == 0 else {
+            throw .shapeMismatch(operation: "Qwen-Image VAE tiled encode", expected: "height and width multiples of \(s)", found: "\(image.shape)")
+        }
+        guard x.shape[2] > s * t || x.shape[3] > s * t else { return try encodeMoments(x, w, b) }
+        let rows = try VAETiles.run(x, size: s * t, step: s * stride) { tile throws(SluiceError) in try encodeRaw(tile, w, b) }
+        let out = VAETiles.assemble(rows, blend: t - stride, keep: stride, step: stride, height: x.shape[2] / s, width: x.shape[3] / s)
+        return try moments(out)
     }
 
     /// Tiles for `decodeTiled`, for the planner: from three quarters of the image's longer latent side down.

@@ -16,7 +16,7 @@ import SluiceWeights
 ///
 /// Weights are read under the checkpoint's keys (`decoder.up_blocks.0.resnets.1.conv1.weight`, …) from one
 /// ModuleWeights holding the whole VAE. A frame is [1, C, h, w]; [1, C, 1, h, w] (diffusers' layout, one
-/// frame) is taken too. Tiled decode: QwenImageVAE+Tiling.swift.
+/// frame) is taken too. Tiled decode and encode: QwenImageVAE+Tiling.swift.
 public struct QwenImageVAE: Sendable {
     public let config: QwenImageVAEConfig
     public init(config: QwenImageVAEConfig) { self.config = config }
@@ -56,6 +56,11 @@ public struct QwenImageVAE: Sendable {
     /// A config with `attn_scales` is refused: its encoder would run attention inside down_blocks, which
     /// diffusers cannot (QwenImageAttentionBlock.forward takes no feature cache), so nothing defines the result.
     public func encodeMoments(_ image: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> (mean: Tensor, logvar: Tensor) {
+        try moments(encodeRaw(image, w, b))
+    }
+
+    /// The encoder and quant_conv on one frame: the moments as the network outputs them (2·z_dim channels).
+    func encodeRaw(_ image: Tensor, _ w: ModuleWeights, _ b: any Backend) throws(SluiceError) -> Tensor {
         guard config.attnScales.isEmpty else {
             throw .invalidArgument(name: "vae/config.json: attn_scales", reason: "the encoder's down-block attention (\(config.attnScales)) is not supported: diffusers cannot run it either")
         }
@@ -81,8 +86,7 @@ public struct QwenImageVAE: Sendable {
         }
         x = try midBlock(x, e.scoped("mid_block"), b)
         x = try b.silu(norm(x, gamma: e("norm_out.gamma"), b))
-        x = try conv(conv(x, e.scoped("conv_out"), b), w.scoped("quant_conv"), b)
-        return try moments(x)
+        return try conv(conv(x, e.scoped("conv_out"), b), w.scoped("quant_conv"), b)
     }
 
     /// DiagonalGaussianDistribution: mean and log-variance are the first and second halves of the channels.
