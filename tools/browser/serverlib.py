@@ -1,5 +1,8 @@
-"""What both browser-side checks of `sluice serve` need: a free loopback port, and waiting for /ready."""
+"""What the browser-side checks of `sluice serve` need: a free loopback port, waiting for /ready, and a
+throwaway database on the queue tests' PostgreSQL server ($SLUICE_TEST_POSTGRES) for `serve --queue`."""
+import os
 import socket
+import subprocess
 import time
 import urllib.request
 
@@ -24,3 +27,22 @@ def wait_ready(base, timeout=60):
             pass
         time.sleep(0.2)
     raise SystemExit("server never became ready")
+
+
+def queue_server():
+    """$SLUICE_TEST_POSTGRES, or None (then the queue checks skip; with CI=true that is an error)."""
+    url = os.environ.get("SLUICE_TEST_POSTGRES")
+    if not url:
+        assert os.environ.get("CI") != "true", "CI=true but SLUICE_TEST_POSTGRES is not set (.ci/run starts a cluster)"
+    return url
+
+
+def create_database(server_url, prefix):
+    """A fresh database on the server; returns (its URL, its name) for drop_database."""
+    name = prefix + os.urandom(6).hex()
+    subprocess.run(["psql", server_url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return server_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_database(server_url, name):
+    subprocess.run(["psql", server_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
