@@ -69,12 +69,23 @@ struct PostgresQueueTests {
         }
     }
 
+    /// A refused port and an unknown host are said at once (not after the pool's timeout), naming the URL
+    /// without its password.
     @Test func unreachableAndBadURLsAreSaidInWords() async throws {
+        let asked = Date()
         do {
-            _ = try await PostgresQueue(url: "postgres://sluice:secret@127.0.0.1:1/none", connectTimeout: 2)
+            _ = try await PostgresQueue(url: "postgres://sluice:secret@127.0.0.1:1/none", connectTimeout: 10)
             Issue.record("connected to port 1")
-        } catch let QueueError.unreachable(url, _) {
+        } catch let QueueError.unreachable(url, reason) {
             #expect(url == "postgres://sluice:***@127.0.0.1:1/none")
+            #expect(reason.contains("refused"), "\(reason)")
+        }
+        #expect(Date().timeIntervalSince(asked) < 3)
+        do {
+            _ = try await PostgresQueue(url: "postgres://sluice@no-such-host.invalid/none", connectTimeout: 10)
+            Issue.record("connected to no-such-host.invalid")
+        } catch let QueueError.unreachable(_, reason) {
+            #expect(reason.contains("cannot resolve no-such-host.invalid"), "\(reason)")
         }
         await #expect(throws: QueueError.badURL("http://x")) { _ = try await PostgresQueue(url: "http://x") }
     }
