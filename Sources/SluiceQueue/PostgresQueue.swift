@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import PostgresNIO
 
@@ -60,7 +57,7 @@ public final class PostgresQueue: Sendable {
         var config = try Self.configuration(url)
         // The pool retries a refused connection quietly until the timeout below: a server that is not
         // there at all (refused, no such host) is said at once instead.
-        if let u = URLComponents(string: url), let host = u.host, let reason = unreachableReason(host: host, port: u.port ?? 5432) {
+        if let host = config.host, let port = config.port, let reason = unreachableReason(host: host, port: port) {
             throw QueueError.unreachable(url: Self.redacted(url), reason: reason)
         }
         config.options.maximumConnections = connections
@@ -271,11 +268,7 @@ public final class PostgresQueue: Sendable {
     }
 
     public func job(_ id: UUID) async throws -> JobRecord? {
-        let rows = try await client.query("SELECT id, model, state, attempts, worker, error FROM sluice_jobs WHERE id = \(id)", logger: logger)
-        for try await (id, model, state, attempts, worker, error) in rows.decode((UUID, String, String, Int, String?, String?).self) {
-            return JobRecord(id: id, model: model, state: state, attempts: attempts, worker: worker, error: error)
-        }
-        return nil
+        try await jobs([id])[id]
     }
 
     /// The (first) stored image of a finished job, and the worker that made it.
@@ -360,109 +353,8 @@ public final class PostgresQueue: Sendable {
         return out
     }
 
-    // MARK: - Workers
-
-    public struct WorkerRecord: Sendable, Equatable {
-        public let id: String
-        public let model: String
-        public let device: String
-        public let budget: Int?
-        public let secondsSinceHeartbeat: Double
-        public let currentJob: UUID?
-    }
-
-    /// Says a worker is up (or still up) for `model` on `device`.
-    public func register(worker: String, model: String, device: String, budget: Int?) async throws {
-        try await client.query("""
-            INSERT INTO sluice_workers (id, model, device, budget) VALUES (\(worker), \(model), \(device), \(budget))
-            ON CONFLICT (id) DO UPDATE SET model = EXCLUDED.model, device = EXCLUDED.device, budget = EXCLUDED.budget,
-                last_seen = clock_timestamp()
-            """, logger: logger)
-    }
-
-    public func workerHeartbeat(_ worker: String) async throws {
-        try await client.query("UPDATE sluice_workers SET last_seen = clock_timestamp() WHERE id = \(worker)", logger: logger)
-    }
-
-    public func workers() async throws -> [WorkerRecord] {
-        var out: [WorkerRecord] = []
-        let rows = try await client.query("""
-            SELECT id, model, device, budget, extract(epoch FROM clock_timestamp() - last_seen)::float8, current_job
-            FROM sluice_workers ORDER BY id
-            """, logger: logger)
-        for try await (id, model, device, budget, age, job) in rows.decode((String, String, String, Int?, Double, UUID?).self) {
-            out.append(WorkerRecord(id: id, model: model, device: device, budget: budget, secondsSinceHeartbeat: age, currentJob: job))
-        }
-        return out
-    }
-
-    // MARK: - Progress
-
-    /// The channel workers publish progress on (small JSON payloads; previews by job id, not inline).
-    public static let progressChannel = "sluice_progress"
-
-    /// Keeps `png` as the latest preview of `job` while `worker` holds it (notifications name the step,
-    /// listeners read the image here).
-    public func storePreview(job: UUID, worker: String, step: Int, png: Data) async throws {
-        try await client.query("""
-            INSERT INTO sluice_previews (job, step, image)
-            SELECT \(job), \(step), \(png) FROM sluice_jobs WHERE id = \(job) AND state = 'running' AND worker = \(worker)
-            ON CONFLICT (job) DO UPDATE SET step = EXCLUDED.step, image = EXCLUDED.image
-            """, logger: logger)
-    }
-
-    /// The latest preview of a running job and its step.
-    public func preview(job: UUID) async throws -> (step: Int, png: Data)? {
-        for try await (step, image) in try await client.query("SELECT step, image FROM sluice_previews WHERE job = \(job)", logger: logger).decode((Int, Data).self) {
-            return (step, image)
-        }
-        return nil
-    }
-
-    public func publish(progress json: String) async throws {
-        try await client.query("SELECT pg_notify(\(Self.progressChannel), \(json))", logger: logger)
-    }
-
-    /// Delivers every progress payload to `body` until the task is cancelled.
-    public func listen(_ body: @Sendable (String) async -> Void) async throws {
-        try await client.withConnection { c in
-            for try await n in try await c.listen(Self.progressChannel) { await body(n.payload) }
-        }
-    }
-
     func returning(_ rows: PostgresRowSequence) async throws -> Bool {
         for try await _ in rows { return true }
         return false
     }
-}
-
-/// Why nothing can connect to host:port, when that is certain at once (the name does not resolve, or
-/// every address refuses); nil when something answers or the answer is slow (the pool then decides,
-/// within its timeout).
-private func unreachableReason(host: String, port: Int) -> String? {
-    var hints = addrinfo()
-    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-    var list: UnsafeMutablePointer<addrinfo>?
-    let status = getaddrinfo(host, String(port), &hints, &list)
-    guard status == 0, let first = list else { return "cannot resolve \(host) (\(String(cString: gai_strerror(status))))" }
-    defer { freeaddrinfo(list) }
-    var refusals: [String] = []
-    var node: UnsafeMutablePointer<addrinfo>? = first
-    while let a = node {
-        node = a.pointee.ai_next
-        let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
-        guard fd >= 0 else { continue }
-        defer { close(fd) }
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        if connect(fd, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 { return nil }
-        guard errno == EINPROGRESS else { refusals.append(String(cString: strerror(errno))); continue }
-        var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        guard poll(&p, 1, 2000) == 1 else { return nil }  // slow: let the pool wait
-        var error: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-        if error == 0 { return nil }
-        refusals.append(String(cString: strerror(error)))
-    }
-    return refusals.isEmpty ? nil : "\(host):\(port): \(refusals[0].lowercased())"
 }
