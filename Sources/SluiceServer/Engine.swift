@@ -27,7 +27,11 @@ public struct JobEvent: Codable, Sendable {
     public var position: Int?
 }
 
-public enum JobState: String, Codable, Sendable { case queued, running, done, failed, cancelled }
+public enum JobState: String, Codable, Sendable {
+    case queued, running, done, failed, cancelled
+    /// Done, failed or cancelled: nothing more happens to the job.
+    public var isFinal: Bool { self != .queued && self != .running }
+}
 
 /// Memory now: this process's resident set, and the (simulated) device's use when there is a budget.
 public struct MemorySample: Codable, Sendable {

@@ -72,8 +72,7 @@ extension JobQueue {
             // The status panel's timeline is this server's own memory (workers' is theirs).
             if Date().timeIntervalSince(sampled) >= 1 {
                 sampled = Date()
-                timeline.append(.now())
-                if timeline.count > 2000 { timeline.removeFirst(timeline.count - 2000) }
+                sample(.now())
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -81,7 +80,7 @@ extension JobQueue {
 
     /// Reads the state of every open job of this server and applies what changed.
     func refresh(_ db: QueueDatabase) async {
-        let open = jobs.values.filter { $0.state == .queued || $0.state == .running }.compactMap { UUID(uuidString: $0.id) }
+        let open = jobs.values.filter { !$0.state.isFinal }.compactMap { UUID(uuidString: $0.id) }
         guard !open.isEmpty, let records = try? await db.queue.jobs(open) else { return }
         if let p = try? await db.places() { places = p }
         for uuid in open {
@@ -96,7 +95,7 @@ extension JobQueue {
 
     private func apply(_ r: PostgresQueue.JobRecord, _ db: QueueDatabase) async {
         let id = r.id.uuidString.lowercased()
-        guard var job = jobs[id], job.state == .queued || job.state == .running else { return }
+        guard var job = jobs[id], !job.state.isFinal else { return }
         switch r.state {
         case "running" where job.state == .queued:
             job.state = .running
@@ -120,7 +119,7 @@ extension JobQueue {
     /// A job ended in the database: its images into the gallery (those not there already), then the final
     /// event.
     private func end(_ id: String, _ state: JobState, error: String?, _ db: QueueDatabase) async {
-        guard let before = jobs[id], before.state == .queued || before.state == .running else { return }
+        guard let before = jobs[id], !before.state.isFinal else { return }
         var ids: [String] = [], failure = error
         if state == .done, let uuid = UUID(uuidString: id) {
             let count = before.parameters.count
@@ -132,13 +131,9 @@ extension JobQueue {
                     let pngs = try await db.queue.results(uuid)
                     let seconds = before.started.map { Date().timeIntervalSince1970 - $0 } ?? 0
                     for (n, png) in pngs.enumerated() where n < names.count {
-                        var p = before.parameters
-                        p.seed = p.seed &+ UInt64(n)
-                        p.count = 1
-                        p.initImage = nil
                         if gallery.entry(names[n]) == nil {
-                            try gallery.add(png: [UInt8](png), entry: .init(id: names[n], created: Date().timeIntervalSince1970, parameters: p,
-                                                                            seconds: seconds, model: engine.modelName))
+                            _ = try addToGallery(png: [UInt8](png), job: id, image: n, of: count, parameters: before.parameters,
+                                                 seed: before.parameters.seed &+ UInt64(n), seconds: seconds)
                         }
                         ids.append(names[n])
                     }
@@ -149,7 +144,7 @@ extension JobQueue {
                 }
             }
         }
-        guard var job = jobs[id], job.state == .queued || job.state == .running else { return }
+        guard var job = jobs[id], !job.state.isFinal else { return }
         job.state = failure == nil ? state : .failed
         job.error = failure
         job.results = ids
@@ -168,7 +163,7 @@ extension JobQueue {
     /// the preview read from the database when the worker stored one.
     func progress(_ payload: String, _ db: QueueDatabase) async {
         guard var e = try? JSONDecoder().decode(JobEvent.self, from: Data(payload.utf8)), var job = jobs[e.job],
-              job.state == .queued || job.state == .running else { return }
+              !job.state.isFinal else { return }
         if job.state == .queued {
             job.state = .running
             job.started = Date().timeIntervalSince1970

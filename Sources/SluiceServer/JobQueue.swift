@@ -70,7 +70,7 @@ public actor JobQueue {
     /// Queues a job; `RequestError` 429 when `capacity` jobs are already waiting or running (with a
     /// database: waiting for this model, from every front server), or `perClient` of this client's.
     public func submit(_ p: JobParameters, client: String = "local") async throws(RequestError) -> (id: String, position: Int) {
-        let open = jobs.values.filter { $0.state == .queued || $0.state == .running }
+        let open = jobs.values.filter { !$0.state.isFinal }
         if database == nil {
             guard open.count < capacity else {
                 throw RequestError(field: "queue", reason: "is full (\(capacity) jobs); retry later", status: 429)
@@ -117,7 +117,7 @@ public actor JobQueue {
 
     /// Jobs waiting or running (with a database: this server's).
     public var length: Int {
-        database == nil ? waiting.count + (running == nil ? 0 : 1) : jobs.values.filter { $0.state == .queued || $0.state == .running }.count
+        database == nil ? waiting.count + (running == nil ? 0 : 1) : jobs.values.filter { !$0.state.isFinal }.count
     }
     public var current: Job? {
         database == nil ? running.flatMap { jobs[$0] } : jobs.values.filter { $0.state == .running }.min { ($0.started ?? 0) < ($1.started ?? 0) }
@@ -126,7 +126,7 @@ public actor JobQueue {
 
     /// Cancels a queued or running job; false if it is unknown or already over.
     public func cancel(_ id: String) async -> Bool {
-        guard let before = jobs[id], before.state == .queued || before.state == .running else { return false }
+        guard let before = jobs[id], !before.state.isFinal else { return false }
         if let database {
             // The database decides: a waiting job ends now, a running one when its worker reads the flag.
             guard await database.cancel(id) else { return false }
@@ -148,8 +148,7 @@ public actor JobQueue {
     public func events(_ id: String) -> AsyncStream<JobEvent>? {
         guard let job = jobs[id] else { return nil }
         let initial = job.last ?? JobEvent(job: id, state: job.state)
-        let terminal = [JobState.done, .failed, .cancelled].contains(job.state)
-        return hub.subscribe(id, initial: initial, finished: terminal)
+        return hub.subscribe(id, initial: initial, finished: job.state.isFinal)
     }
 
     /// Waits until the job ends (the synchronous OpenAI and AUTOMATIC1111 endpoints).
@@ -167,14 +166,29 @@ public actor JobQueue {
     /// Keeps a job's latest event and the memory timeline; a late progress event never overwrites
     /// the job's final state.
     func record(_ e: JobEvent) {
-        if let m = e.memory {
-            timeline.append(m)
-            if timeline.count > 2000 { timeline.removeFirst(timeline.count - 2000) }
-        }
+        if let m = e.memory { sample(m) }
         guard let job = jobs[e.job] else { return }
-        if e.state == .running, [JobState.done, .failed, .cancelled].contains(job.state) { return }
+        if e.state == .running, job.state.isFinal { return }
         jobs[e.job]?.last = e
         if let p = e.preview { jobs[e.job]?.latestPreview = p }
+    }
+
+    /// Adds to the memory timeline, keeping its last 2000 samples.
+    func sample(_ m: MemorySample) {
+        timeline.append(m)
+        if timeline.count > 2000 { timeline.removeFirst(timeline.count - 2000) }
+    }
+
+    /// Puts image `n` of a job's `count` in the gallery with its own seed (as one image of that job) and
+    /// returns its gallery id: the job's id, or "id-N" in a batch.
+    func addToGallery(png: [UInt8], job id: String, image n: Int, of count: Int, parameters: JobParameters, seed: UInt64, seconds: Double) throws -> String {
+        let gid = count == 1 ? id : "\(id)-\(n + 1)"
+        var p = parameters
+        p.seed = seed
+        p.count = 1
+        p.initImage = nil
+        try gallery.add(png: png, entry: .init(id: gid, created: Date().timeIntervalSince1970, parameters: p, seconds: seconds, model: engine.modelName))
+        return gid
     }
 
     /// Keeps the last 500 finished jobs' records.
@@ -221,14 +235,8 @@ public actor JobQueue {
             case .success(let images):
                 var ids: [String] = []
                 for (n, img) in images.enumerated() {
-                    let gid = images.count == 1 ? id : "\(id)-\(n + 1)"
-                    var p = params
-                    p.seed = img.seed
-                    p.count = 1
                     do {
-                        try gallery.add(png: img.png, entry: .init(id: gid, created: Date().timeIntervalSince1970, parameters: p,
-                                                                   seconds: img.seconds, model: engine.modelName))
-                        ids.append(gid)
+                        ids.append(try addToGallery(png: img.png, job: id, image: n, of: images.count, parameters: params, seed: img.seed, seconds: img.seconds))
                     } catch {
                         job.error = "\(error)"
                     }
@@ -292,7 +300,7 @@ final class EventHub: @unchecked Sendable {
         let targets = listeners[e.job].map { Array($0.values) } ?? []
         lock.unlock()
         for c in targets { c.yield(e) }
-        if [JobState.done, .failed, .cancelled].contains(e.state) { close(e.job) }
+        if e.state.isFinal { close(e.job) }
     }
 
     func close(_ job: String) {
