@@ -75,7 +75,9 @@ struct WorkerCommand: AsyncParsableCommand {
                     let preview = e.preview.flatMap { Data(base64Encoded: $0) }
                     e.preview = nil
                     e.previewStored = preview == nil ? nil : true
-                    if let json = try? String(decoding: JSONEncoder().encode(e), as: UTF8.self) { flags.progress(json, preview: preview.map { ($0, e.step) }) }
+                    if let json = try? String(decoding: JSONEncoder().encode(e), as: UTF8.self) {
+                        flags.progress(PendingProgress(json: json, preview: preview.map { ($0, e.step) }))
+                    }
                 }, isCancelled: { flags.stop })
                 return .success(images.map { Data($0.png) })
             } catch { return .failure(error) }
@@ -87,7 +89,7 @@ struct WorkerCommand: AsyncParsableCommand {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 if Task.isCancelled { break }
-                await send(flags.takeProgress(), job: job.id, worker: worker, queue: q)
+                await flags.takeProgress()?.send(job: job.id, worker: worker, queue: q)
                 if (try? await q.isCancelled(job: job.id)) == true { flags.cancel() }
                 if Date().timeIntervalSince(renewed) >= lease / 3 {
                     if (try? await q.heartbeat(job: job.id, worker: worker, lease: lease)) == false { flags.lose() }
@@ -97,7 +99,7 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let outcome = await generation.value
         keeper.cancel()
-        await send(flags.takeProgress(), job: job.id, worker: worker, queue: q)
+        await flags.takeProgress()?.send(job: job.id, worker: worker, queue: q)
         switch outcome {
         case .success(let pngs):
             if try await !q.complete(job: job.id, worker: worker, images: pngs) {
@@ -114,11 +116,15 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 }
 
-/// Progress out: the preview into its table first, so a front server that reads the notification finds it.
-func send(_ events: [(json: String, preview: (png: Data, step: Int)?)], job: UUID, worker: String, queue q: PostgresQueue) async {
-    for e in events {
-        if let p = e.preview { try? await q.storePreview(job: job, worker: worker, step: p.step, png: p.png) }
-        try? await q.publish(progress: e.json)
+/// A progress notification not sent yet, and the preview PNG it names.
+struct PendingProgress {
+    let json: String
+    let preview: (png: Data, step: Int)?
+
+    /// Out: the preview into its table first, so a front server that reads the notification finds it.
+    func send(job: UUID, worker: String, queue q: PostgresQueue) async {
+        if let p = preview { try? await q.storePreview(job: job, worker: worker, step: p.step, png: p.png) }
+        try? await q.publish(progress: json)
     }
 }
 
@@ -126,14 +132,14 @@ func send(_ events: [(json: String, preview: (png: Data, step: Int)?)], job: UUI
 final class JobFlags: @unchecked Sendable {
     private let lock = NSLock()
     private var _cancelled = false, _lost = false
-    private var pending: [(json: String, preview: (png: Data, step: Int)?)] = []
+    private var pending: PendingProgress?
     var cancelled: Bool { lock.withLock { _cancelled } }
     var lost: Bool { lock.withLock { _lost } }
     var stop: Bool { lock.withLock { _cancelled || _lost } }
     func cancel() { lock.withLock { _cancelled = true } }
     func lose() { lock.withLock { _lost = true } }
     /// Keeps the latest event only: a slow database sees the newest progress, not a backlog.
-    func progress(_ json: String, preview: (png: Data, step: Int)?) { lock.withLock { pending = [(json, preview)] } }
-    func takeProgress() -> [(json: String, preview: (png: Data, step: Int)?)] { lock.withLock { defer { pending = [] }; return pending } }
+    func progress(_ p: PendingProgress) { lock.withLock { pending = p } }
+    func takeProgress() -> PendingProgress? { lock.withLock { defer { pending = nil }; return pending } }
 }
 
